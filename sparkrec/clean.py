@@ -1,0 +1,279 @@
+"""Clean stage transforms: raw landing lines into interactions, items and quarantine rows.
+
+Every raw event line ends in exactly one place: a clean interaction, a counted duplicate, or a
+quarantine row whose ``reason`` is one of ``schemas.REASONS``. ``reconcile`` checks the sums.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pyspark.sql import Column, DataFrame, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sparkrec.config import CleanConfig
+from sparkrec.schemas import (
+    INTERACTIONS_SCHEMA,
+    ITEMS_SCHEMA,
+    QUARANTINE_SCHEMA,
+    RAW_EVENT_SCHEMA,
+    RAW_ITEM_SCHEMA,
+    REASONS,
+    require_columns,
+)
+
+CORRUPT = "_corrupt_record"
+JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
+# Event types whose value is a quantity and must be positive.
+QUANTITY_EVENTS = ("cart", "purchase", "return")
+COUNT_METRICS = ("raw_rows", "clean_rows", "duplicate_rows", "quarantined_rows")
+
+
+class ReconciliationError(RuntimeError):
+    """Row counts of a clean run do not add up; the day is not written."""
+
+
+@dataclass(frozen=True)
+class CleanResult:
+    interactions: DataFrame
+    quarantine: DataFrame
+    # One row per (source, metric): source null for the run's total, else the file name.
+    counts: DataFrame
+
+
+def parse_json_lines(lines_df: DataFrame, schema: T.StructType) -> DataFrame:
+    """Parse text lines (columns ``value``, ``source_file``, ``ds``) into ``j`` plus ``malformed``.
+
+    A line is malformed when it is blank, not a JSON object, or not valid JSON.
+    """
+    require_columns(lines_df, ["value", "source_file", "ds"], "parse_json_lines")
+    with_corrupt = T.StructType(schema.fields + [T.StructField(CORRUPT, T.StringType())])
+    parsed = lines_df.withColumn("j", F.from_json("value", with_corrupt, JSON_OPTIONS))
+    malformed = (
+        F.col("j").isNull()
+        | F.col(f"j.{CORRUPT}").isNotNull()
+        | ~F.trim("value").startswith("{")
+    )
+    return parsed.withColumn("malformed", malformed)
+
+
+def parse_timestamp(ts: Column) -> Column:
+    """ISO-8601 (``T`` or space, zone optional: none means UTC) or epoch seconds / milliseconds."""
+    text = F.trim(ts)
+    number = text.try_cast("double")
+    is_epoch = text.rlike(r"^[0-9]{9,13}(\.[0-9]+)?$")
+    from_epoch = F.when(number >= F.lit(1e11), F.timestamp_millis(number.cast("long"))).otherwise(
+        F.timestamp_seconds(number)
+    )
+    return F.when(is_epoch, from_epoch).otherwise(F.try_to_timestamp(text))
+
+
+def classify_events(lines_df: DataFrame, config: CleanConfig) -> DataFrame:
+    """Parse raw event lines and give each its first quarantine reason (null when clean)."""
+    parsed = parse_json_lines(lines_df, RAW_EVENT_SCHEMA)
+    j = {name: F.nullif(F.trim(F.col(f"j.{name}")), F.lit("")) for name in RAW_EVENT_SCHEMA.fieldNames()}
+    event_type = F.lower(j["event_type"])
+    event_ts = parse_timestamp(F.col("j.ts"))
+    value = j["value"].try_cast("double")
+    day_start = F.col("ds").cast("timestamp")
+    future_limit = day_start + F.make_interval(hours=F.lit(24 + config.future_tolerance_hours))
+    late_limit = day_start - F.make_interval(days=F.lit(config.late_days))
+    bad_value = (j["value"].isNotNull() & value.isNull()) | F.isnan(value) | (F.abs(value) == float("inf"))
+    bad_quantity = event_type.isin(*QUANTITY_EVENTS) & value.isNotNull() & (value <= 0)
+    non_product = (
+        j["item_id"].rlike(config.non_product_items) if config.non_product_items else F.lit(False)
+    )
+    rules: list[tuple[str, Column]] = [
+        ("malformed_record", F.col("malformed")),
+        ("missing_user", j["user_id"].isNull()),
+        ("missing_item", j["item_id"].isNull()),
+        ("unknown_event_type", event_type.isNull() | ~event_type.isin(*config.event_types)),
+        ("bad_timestamp", event_ts.isNull()),
+        ("future_timestamp", event_ts >= future_limit),
+        ("too_late", event_ts < late_limit),
+        ("value_out_of_range", bad_value | bad_quantity),
+        ("non_product", non_product),
+    ]
+    assert [name for name, _ in rules] == list(REASONS), "rules and schemas.REASONS must agree"
+    reason = F.lit(None).cast("string")
+    for name, condition in reversed(rules):
+        reason = F.when(F.coalesce(condition, F.lit(False)), F.lit(name)).otherwise(reason)
+    weights = F.create_map(*[x for k, v in config.event_weights.items() for x in (F.lit(k), F.lit(float(v)))])
+    return parsed.select(
+        F.col("value").alias("raw"),
+        "source_file",
+        "ds",
+        reason.alias("reason"),
+        j["event_id"].alias("given_event_id"),
+        j["user_id"].alias("user_id"),
+        j["item_id"].alias("item_id"),
+        event_type.alias("event_type"),
+        value.alias("value"),
+        F.coalesce(weights[event_type], F.lit(1.0)).alias("weight"),
+        event_ts.alias("event_ts"),
+        j["session_id"].alias("session_id"),
+    )
+
+
+def with_event_id(df: DataFrame) -> DataFrame:
+    """The given ``event_id``, else a hash of user, item, type, time and value."""
+    fingerprint = F.concat_ws(
+        "\u241f",
+        "user_id",
+        "item_id",
+        "event_type",
+        F.date_format("event_ts", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"),
+        F.coalesce(F.col("value").cast("string"), F.lit("")),
+    )
+    return df.withColumn("event_id", F.coalesce("given_event_id", F.sha2(fingerprint, 256)))
+
+
+def clean_events(lines_df: DataFrame, config: CleanConfig) -> CleanResult:
+    """Raw event lines of one or more landing days into interactions, quarantine and counts.
+
+    Args:
+        lines_df: ``value`` (the raw line), ``source_file``, ``ds`` (landing day, date).
+        config: the cleaning rules.
+    """
+    classified = classify_events(lines_df, config)
+    valid = with_event_id(classified.where(F.col("reason").isNull()))
+    first = Window.partitionBy("ds", "event_id").orderBy("source_file", "raw")
+    ranked = valid.withColumn("copy", F.row_number().over(first))
+    interactions = ranked.where(F.col("copy") == 1).select(
+        "event_id",
+        "user_id",
+        "item_id",
+        "event_type",
+        "value",
+        "weight",
+        "event_ts",
+        F.to_date("event_ts").alias("event_date"),
+        "session_id",
+        F.lit(False).alias("is_bot"),
+        "source_file",
+        "ds",
+    )
+    quarantine = classified.where(F.col("reason").isNotNull()).select(
+        "ds",
+        "source_file",
+        "reason",
+        "raw",
+        _detail().alias("detail"),
+    )
+    outcome = (
+        F.when(F.col("reason").isNotNull(), F.lit("quarantined_rows"))
+        .when(F.col("copy") > 1, F.lit("duplicate_rows"))
+        .otherwise(F.lit("clean_rows"))
+    )
+    per_row = ranked.unionByName(
+        classified.where(F.col("reason").isNotNull()).withColumn("event_id", F.lit(None)).withColumn(
+            "copy", F.lit(None).cast("int")
+        )
+    ).select("ds", "source_file", "reason", outcome.alias("outcome"))
+    counts = _counts(per_row)
+    return CleanResult(
+        interactions=interactions.select([f.name for f in INTERACTIONS_SCHEMA.fields]),
+        quarantine=quarantine.select([f.name for f in QUARANTINE_SCHEMA.fields]),
+        counts=counts,
+    )
+
+
+def _detail() -> Column:
+    return (
+        F.when(F.col("reason") == "unknown_event_type", F.concat(F.lit("event_type="), F.coalesce("event_type", F.lit("null"))))
+        .when(F.col("reason") == "value_out_of_range", F.concat(F.lit("value="), F.coalesce(F.col("value").cast("string"), F.lit("not a number"))))
+        .when(F.col("reason").isin("future_timestamp", "too_late"), F.concat(F.lit("event_ts="), F.col("event_ts").cast("string")))
+        .when(F.col("reason") == "non_product", F.concat(F.lit("item_id="), F.col("item_id")))
+        .otherwise(F.lit(None))
+    )
+
+
+def _counts(per_row: DataFrame) -> DataFrame:
+    """Counts per day and source file, plus per-day totals (source null) and quarantine by reason."""
+    outcomes = per_row.groupBy("ds", "source_file").agg(
+        F.count(F.lit(1)).alias("raw_rows"),
+        *[F.count(F.when(F.col("outcome") == m, 1)).alias(m) for m in COUNT_METRICS[1:]],
+    )
+    stack = ", ".join(f"'{m}', CAST({m} AS DOUBLE)" for m in COUNT_METRICS)
+    per_file = outcomes.select(
+        "ds",
+        F.col("source_file").alias("source"),
+        F.expr(f"stack({len(COUNT_METRICS)}, {stack}) AS (metric, value)"),
+    )
+    totals = per_file.groupBy("ds", "metric").agg(F.sum("value").alias("value")).withColumn(
+        "source", F.lit(None).cast("string")
+    )
+    reasons = (
+        per_row.where(F.col("reason").isNotNull())
+        .groupBy("ds", "reason")
+        .agg(F.count(F.lit(1)).cast("double").alias("value"))
+        .select("ds", F.concat(F.lit("quarantined_rows."), F.col("reason")).alias("metric"), "value")
+        .withColumn("source", F.lit(None).cast("string"))
+    )
+    return per_file.unionByName(totals).unionByName(reasons)
+
+
+def reconcile(counts: list[dict[str, object]]) -> None:
+    """Check ``raw_rows = clean_rows + duplicate_rows + quarantined_rows`` for every day and file.
+
+    Raises:
+        ReconciliationError: naming the day, file and the four numbers.
+    """
+    table: dict[tuple[object, object], dict[str, float]] = {}
+    for row in counts:
+        if str(row["metric"]) in COUNT_METRICS:
+            table.setdefault((row["ds"], row["source"]), {})[str(row["metric"])] = float(row["value"])  # type: ignore[arg-type]
+    for (ds, source), numbers in sorted(table.items(), key=str):
+        raw, clean, dup, quarantined = (numbers.get(m, 0.0) for m in COUNT_METRICS)
+        if raw != clean + dup + quarantined:
+            raise ReconciliationError(
+                f"clean {ds} {source or 'total'}: raw_rows={raw:.0f} but clean_rows={clean:.0f} + "
+                f"duplicate_rows={dup:.0f} + quarantined_rows={quarantined:.0f} = {clean + dup + quarantined:.0f}"
+            )
+
+
+def clean_items(lines_df: DataFrame, config: CleanConfig) -> tuple[DataFrame, DataFrame]:
+    """Item catalog lines into the newest row per item, and quarantine rows for the unusable ones.
+
+    ``content_hash`` covers the text fields only (title, description, category, tags): the embed
+    stage re-embeds an item exactly when its text changes.
+    """
+    parsed = parse_json_lines(lines_df, RAW_ITEM_SCHEMA)
+    j = {name: F.nullif(F.trim(F.col(f"j.{name}")), F.lit("")) for name in RAW_ITEM_SCHEMA.fieldNames()}
+    reason = F.when(F.col("malformed"), F.lit("malformed_record")).when(j["item_id"].isNull(), F.lit("missing_item"))
+    rows = parsed.select(
+        F.col("value").alias("raw"),
+        "source_file",
+        "ds",
+        reason.alias("reason"),
+        j["item_id"].alias("item_id"),
+        j["title"].alias("title"),
+        j["description"].alias("description"),
+        j["category"].alias("category"),
+        j["tags"].alias("tags"),
+        j["price"].try_cast("double").alias("price"),
+        F.coalesce(parse_timestamp(F.col("j.updated_at")), F.col("ds").cast("timestamp")).alias("updated_at"),
+        _boolean(j["active"]).alias("active"),
+        _boolean(j["in_stock"]).alias("in_stock"),
+    )
+    non_product = F.col("item_id").rlike(config.non_product_items) if config.non_product_items else F.lit(False)
+    newest = Window.partitionBy("item_id").orderBy(F.desc("updated_at"), F.desc("ds"), F.desc("raw"))
+    text = F.concat_ws("\u241f", *[F.coalesce(c, F.lit("")) for c in ("title", "description", "category", "tags")])
+    items = (
+        rows.where(F.col("reason").isNull())
+        .withColumn("n", F.row_number().over(newest))
+        .where("n = 1")
+        .withColumn("active", F.coalesce("active", F.lit(True)) & ~non_product)
+        .withColumn("content_hash", F.sha2(text, 256))
+        .select([f.name for f in ITEMS_SCHEMA.fields])
+    )
+    quarantine = rows.where(F.col("reason").isNotNull()).select(
+        "ds", "source_file", "reason", "raw", F.lit("item catalog").alias("detail")
+    )
+    return items, quarantine
+
+
+def _boolean(text: Column) -> Column:
+    lowered = F.lower(text)
+    return F.when(lowered.isin("true", "1", "yes"), True).when(lowered.isin("false", "0", "no"), False)

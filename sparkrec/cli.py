@@ -1,0 +1,134 @@
+"""The ``sparkrec`` console script; ``jobs/<stage>.py`` call the same ``main``.
+
+    sparkrec <stage> --date YYYY-MM-DD [--conf FILE] [--set key=value ...]
+    sparkrec backfill --from D1 --to D2
+    sparkrec import online-retail --input CSV --output LANDING
+    sparkrec sql "SELECT ..."
+    sparkrec summary --date D
+    sparkrec doctor
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+
+from sparkrec.config import ConfigError, load_config
+
+STAGES = ("clean", "embed", "train", "recommend", "evaluate", "nightly")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--conf", help="YAML config file (default conf/local.yaml)")
+    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, e.g. --set recommend.k=20 (repeatable)")
+    common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser = argparse.ArgumentParser(prog="sparkrec", description="Nightly batch recommender on Spark, Delta Lake and MLflow")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for stage in STAGES:
+        p = sub.add_parser(stage, parents=[common], help=f"run the {stage} stage for one landing day")
+        p.add_argument("--date", required=True, help="landing day YYYY-MM-DD")
+    p = sub.add_parser("backfill", parents=[common], help="clean every landing day in a range, then the rest for the last")
+    p.add_argument("--from", dest="start", required=True, help="first landing day YYYY-MM-DD")
+    p.add_argument("--to", dest="end", required=True, help="last landing day YYYY-MM-DD")
+    p = sub.add_parser("import", parents=[common], help="turn a public data set into landing files")
+    p.add_argument("dataset", choices=["online-retail"])
+    p.add_argument("--input", required=True, help="the data set's file (e.g. data/online-retail/online_retail_2010-12.csv.gz)")
+    p.add_argument("--output", help="landing root (default: landing.root of the config)")
+    p = sub.add_parser("sql", parents=[common], help="run a SQL query against the registered tables")
+    p.add_argument("query")
+    p.add_argument("--limit", type=int, default=50, help="rows to show")
+    p = sub.add_parser("summary", parents=[common], help="rows per table, metrics, where to look next")
+    p.add_argument("--date", required=True)
+    p = sub.add_parser("doctor", parents=[common], help="start a session (fetching Delta's jars) and print versions")
+    p.add_argument("--quiet", action="store_true")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    for noisy in ("py4j", "mlflow", "alembic", "urllib3", "httpx", "transformers", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    try:
+        return _dispatch(args)
+    except _USER_ERRORS as err:
+        print(f"sparkrec: error: {err}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from sparkrec.clean import ReconciliationError
+    from sparkrec.embed import ModelNotFoundError
+    from sparkrec.schemas import SchemaError
+    from sparkrec.stages import LandingMissingError, ModelMissingError
+    from sparkrec.tables import TableMissingError
+
+    return (ConfigError, LandingMissingError, ModelMissingError, TableMissingError, ReconciliationError,
+            ModelNotFoundError, SchemaError, ValueError, FileNotFoundError)
+
+
+_USER_ERRORS = _user_errors()
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    config = load_config(args.conf, args.overrides)
+    if args.command == "import":
+        from sparkrec.adapters.online_retail import import_online_retail
+
+        from sparkrec.config import absolute_path
+
+        output = absolute_path(args.output) if args.output else config.landing.root
+        result = import_online_retail(args.input, output)
+        print(f"imported {result.events} events and {result.items} items into {output} "
+              f"({len(result.days)} landing days, {result.days[0]} .. {result.days[-1]})")
+        return 0
+
+    from sparkrec import stages
+    from sparkrec.session import build_session
+
+    spark = build_session(config)
+    if args.command == "doctor":
+        import pyspark
+        import torch
+
+        if not args.quiet:
+            print(json.dumps({"spark": spark.version, "pyspark": pyspark.__version__, "torch": torch.__version__,
+                              "cuda": torch.cuda.is_available(), "master": spark.sparkContext.master,
+                              "lakehouse": config.lakehouse.root, "mlflow": config.mlflow.tracking_uri}, indent=2))
+        spark.range(1).write.format("delta").mode("overwrite").save(config.table_path("_doctor"))
+        import shutil
+
+        shutil.rmtree(config.table_path("_doctor"), ignore_errors=True)
+        return 0
+    if args.command == "sql":
+        from pyspark.errors import AnalysisException, ParseException
+
+        try:
+            spark.sql(args.query).show(args.limit, truncate=False)
+        except (AnalysisException, ParseException) as err:
+            print(f"sparkrec: SQL error: {str(err).splitlines()[0]}", file=sys.stderr)
+            return 2
+        return 0
+    if args.command == "summary":
+        print(stages.summary(spark, config, stages.check_date(args.date)))
+        return 0
+    if args.command == "backfill":
+        result = stages.run_backfill(spark, config, args.start, args.end)
+    else:
+        runner = getattr(stages, f"run_{args.command}")
+        result = runner(spark, config, [args.date] if args.command == "clean" else args.date)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,331 @@
+"""Typed configuration, loaded once at the boundary.
+
+YAML files in ``conf/`` map one to one onto the frozen dataclasses below. ``load_config`` reads a
+file, applies ``--set key=value`` overrides, expands ``${ENV_VAR}`` references (secrets come from the
+environment, never from files in the repository) and makes every path absolute, because executors
+and training ranks run in other working directories.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONF = PROJECT_ROOT / "conf" / "local.yaml"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override that cannot be used."""
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    # Spark master URL: local[*] for the embedded default, spark://host:7077, yarn, k8s://...
+    master: str = "local[*]"
+    # Application name shown in the Spark UI and logs.
+    app_name: str = "sparkrec"
+    # Driver JVM heap; only takes effect when sparkrec starts the JVM (not under spark-submit).
+    driver_memory: str = "4g"
+    # Shuffle partitions: a few per core on one machine, more on a cluster.
+    shuffle_partitions: int = 4
+    # Show Spark's console progress bar for long stages.
+    show_progress: bool = True
+    # Version of the Delta jar (io.delta:delta-spark_<spark>_2.13) when it must differ from the
+    # delta-spark pip package: 4.4.1 is on PyPI, but Maven Central's newest jar is 4.4.0 (the Python
+    # code of the two is identical). Empty: the pip package's own version.
+    delta_jar_version: str = "4.4.0"
+    # Any further Spark settings, passed as they are (e.g. spark.executor.memory).
+    conf: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LakehouseConfig:
+    # Root folder (or URI) of the Delta tables; each table lives at <root>/<table>.
+    root: str = "./lakehouse"
+
+
+@dataclass(frozen=True)
+class LandingConfig:
+    # Root of the landing zone: <root>/events/ds=YYYY-MM-DD/ and <root>/items/ds=YYYY-MM-DD/.
+    root: str = "./landing"
+
+
+@dataclass(frozen=True)
+class CatalogConfig:
+    # Database in which every session registers the tables by name (SQL: sparkrec.recommendations).
+    database: str = "sparkrec"
+    # "in-memory": tables are registered in each new session; "hive": use a configured metastore.
+    metastore: str = "in-memory"
+
+
+@dataclass(frozen=True)
+class MlflowConfig:
+    # Tracking URI: a SQLite file by default; an http(s) server or "databricks" by config.
+    tracking_uri: str = "sqlite:///./mlflow.db"
+    # Where run artifacts (models, plots) go for experiments sparkrec creates.
+    artifact_location: str = "./mlartifacts"
+    # Experiment that every stage logs into.
+    experiment: str = "sparkrec"
+    # Registered model name of the two-tower model.
+    registered_model: str = "sparkrec_two_tower"
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    # Event types accepted; anything else is quarantined as unknown_event_type.
+    event_types: tuple[str, ...] = ("view", "click", "cart", "purchase", "rating", "return")
+    # Training weight of each event type (a return is kept as an interaction with no weight).
+    event_weights: dict[str, float] = field(
+        default_factory=lambda: {
+            "view": 0.1,
+            "click": 0.3,
+            "cart": 0.5,
+            "purchase": 1.0,
+            "rating": 1.0,
+            "return": 0.0,
+        }
+    )
+    # Events older than this many days before the landing day are quarantined as too_late.
+    late_days: int = 7
+    # Events more than this many hours after the end of the landing day are future_timestamp.
+    future_tolerance_hours: int = 24
+    # Regular expression of item ids that are not products (fees, postage); set per data set.
+    non_product_items: str = ""
+
+
+@dataclass(frozen=True)
+class EmbedConfig:
+    # Folder of a BERT-family model (config.json, tokenizer, weights); empty = packaged MiniLM.
+    model_path: str = ""
+    # Pooling of token vectors: "mean" (sentence-transformers style) or "cls".
+    pooling: str = "mean"
+    # Texts per forward pass.
+    batch_size: int = 64
+    # Longest token sequence fed to the model; longer texts are truncated.
+    max_length: int = 128
+    # Item fields joined into the text that is embedded, in this order.
+    text_fields: tuple[str, ...] = ("title", "description", "category", "tags")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # Training processes launched by TorchDistributor.
+    num_processes: int = 2
+    # local_mode=True runs the processes on the driver; False runs them in executor tasks.
+    local_mode: bool = True
+    # Use GPUs when the cluster offers them.
+    use_gpu: bool = False
+    # Days of interactions before the holdout used for training (0 = all history).
+    window_days: int = 0
+    # Model hyper-parameters.
+    model: ModelConfig = field(default_factory=lambda: ModelConfig())
+    # Passes over the training examples.
+    epochs: int = 4
+    # Examples per rank and step; the in-batch negatives come from the same batch.
+    batch_size: int = 256
+    # Adam learning rate.
+    learning_rate: float = 0.005
+    # Seed for initialisation, shuffling and sampling.
+    seed: int = 42
+    # Seconds a rank waits for the others before the process group gives up.
+    timeout_s: int = 300
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Size of the shared user/item vector space.
+    dim: int = 64
+    # Items of a user's history that the user tower pools (most recent first).
+    history_length: int = 20
+    # Softmax temperature of the in-batch retrieval loss.
+    temperature: float = 0.1
+    # Dropout on the fused item vectors during training.
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
+class RecommendConfig:
+    # Items per user in the recommendations table.
+    k: int = 10
+    # Users with an interaction in this many days up to the run date get recommendations.
+    active_days: int = 30
+    # Registered-model alias that the recommend stage scores with.
+    model_alias: str = "candidate"
+    # Users scored per block inside a task; bounds memory to block x catalogue scores.
+    block_size: int = 512
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    # Last days up to the run date held out for evaluation; training stops before them.
+    holdout_days: int = 3
+    # Cut-off of the ranking metrics; defaults to recommend.k when 0.
+    k: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    lakehouse: LakehouseConfig = field(default_factory=LakehouseConfig)
+    landing: LandingConfig = field(default_factory=LandingConfig)
+    catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    clean: CleanConfig = field(default_factory=CleanConfig)
+    embed: EmbedConfig = field(default_factory=EmbedConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+
+    def table_path(self, table: str) -> str:
+        """Path of a Delta table under the lakehouse root."""
+        return f"{self.lakehouse.root.rstrip('/')}/{table}"
+
+    @property
+    def eval_k(self) -> int:
+        return self.evaluate.k or self.recommend.k
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config, apply ``key=value`` overrides and resolve paths.
+
+    Args:
+        path: YAML file; ``conf/local.yaml`` of the project when None.
+        overrides: ``section.key=value`` strings; values are parsed as YAML scalars.
+
+    Raises:
+        ConfigError: unknown keys, values of the wrong type, or a missing file.
+    """
+    conf_path = Path(path) if path else DEFAULT_CONF
+    if not conf_path.exists():
+        raise ConfigError(f"config file not found: {conf_path}")
+    raw = yaml.safe_load(conf_path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {conf_path} must hold a mapping, got {type(raw).__name__}")
+    for item in overrides or []:
+        _apply_override(raw, item)
+    raw = _expand_env(raw)
+    config = _build(Config, raw, "")
+    return _resolve_paths(config)
+
+
+def _apply_override(raw: dict[str, Any], item: str) -> None:
+    key, sep, value = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {item!r}")
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"--set {key}: {part!r} is not a section")
+    # spark.conf keys contain dots themselves: spark.conf.spark.executor.memory=2g
+    if parts[:2] == ["spark", "conf"] and len(parts) > 2:
+        raw.setdefault("spark", {}).setdefault("conf", {})[".".join(parts[2:])] = value
+        return
+    node[parts[-1]] = yaml.safe_load(value) if value != "" else ""
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def _expand_env(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _expand_env(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_expand_env(v) for v in value]
+    if isinstance(value, str):
+        def repl(match: re.Match[str]) -> str:
+            name, default = match.group(1), match.group(2)
+            if name in os.environ:
+                return os.environ[name]
+            if default is not None:
+                return default
+            raise ConfigError(f"environment variable {name} is referenced in the config but not set")
+
+        return _ENV_REF.sub(repl, value)
+    return value
+
+
+def _build(cls: type, raw: Any, where: str) -> Any:
+    if raw is None:
+        return cls()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where or 'config'} must be a mapping, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key(s) {', '.join(where + k for k in unknown)}; known: {sorted(names)}")
+    kwargs = {name: _coerce(hints[name], value, f"{where}{name}") for name, value in raw.items()}
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, where: str) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, where + ".")
+    origin = typing.get_origin(hint)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where} must be a mapping, got {value!r}")
+        _, value_type = typing.get_args(hint)
+        return {str(k): _coerce(value_type, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is tuple:
+        items = value.split(",") if isinstance(value, str) else value
+        if not isinstance(items, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        return tuple(str(v).strip() for v in items)
+    if origin in (typing.Union, types.UnionType):
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{where} must be true or false, got {value!r}")
+    if hint in (int, float):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, got {value!r}")
+        if hint is int and value != int(value):
+            raise ConfigError(f"{where} must be a whole number, got {value!r}")
+        return hint(value)
+    if hint is str:
+        return "" if value is None else str(value)
+    return value
+
+
+def absolute_path(path: str) -> str:
+    """Make a local path absolute; URIs with a scheme (s3a://, dbfs:/, abfss://) pass unchanged."""
+    if not path or re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", path):
+        return path
+    return str(Path(path).expanduser().resolve())
+
+
+def _absolute_tracking_uri(uri: str) -> str:
+    prefix = "sqlite:///"
+    if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
+        return prefix + absolute_path(uri[len(prefix):])
+    return uri
+
+
+def _resolve_paths(config: Config) -> Config:
+    return dataclasses.replace(
+        config,
+        lakehouse=dataclasses.replace(config.lakehouse, root=absolute_path(config.lakehouse.root)),
+        landing=dataclasses.replace(config.landing, root=absolute_path(config.landing.root)),
+        mlflow=dataclasses.replace(
+            config.mlflow,
+            tracking_uri=_absolute_tracking_uri(config.mlflow.tracking_uri),
+            artifact_location=absolute_path(config.mlflow.artifact_location),
+        ),
+        embed=dataclasses.replace(config.embed, model_path=absolute_path(config.embed.model_path)),
+    )

@@ -1,0 +1,78 @@
+"""Training examples and user histories from interactions (Spark transforms, no I/O)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from pyspark.sql import DataFrame, Window
+from pyspark.sql import functions as F
+
+from sparkrec.schemas import require_columns
+
+
+def filter_until(interactions_df: DataFrame, last_day: str, window_days: int = 0) -> DataFrame:
+    """Interactions whose event happened on or before ``last_day`` (and within the window)."""
+    end = F.to_date(F.lit(last_day))
+    kept = interactions_df.where(F.col("event_date") <= end)
+    if window_days > 0:
+        kept = kept.where(F.col("event_date") > F.date_sub(end, window_days))
+    return kept
+
+
+def day_offset(day: str, days: int) -> str:
+    """``day`` moved by ``days`` (negative: earlier), as YYYY-MM-DD."""
+    return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
+
+
+def to_training_examples(interactions_df: DataFrame, history_length: int) -> DataFrame:
+    """One example per positive event that has history: (user_id, item_id, history).
+
+    ``history`` holds up to ``history_length`` of the user's earlier positive items, most recent
+    first. Events with weight 0 (returns) are neither targets nor history.
+    """
+    require_columns(interactions_df, ["user_id", "item_id", "event_ts", "event_id", "weight"], "to_training_examples")
+    positives = interactions_df.where(F.col("weight") > 0)
+    order = Window.partitionBy("user_id").orderBy("event_ts", "event_id")
+    earlier = order.rowsBetween(-history_length, -1)
+    return (
+        positives.withColumn("history", F.reverse(F.collect_list("item_id").over(earlier)))
+        .where(F.size("history") > 0)
+        .select("user_id", "item_id", "history", "event_ts")
+    )
+
+
+def to_user_histories(interactions_df: DataFrame, history_length: int) -> DataFrame:
+    """Per user: the recent positive items (most recent first) and every item seen, any event type."""
+    require_columns(interactions_df, ["user_id", "item_id", "event_ts", "weight"], "to_user_histories")
+    recent = Window.partitionBy("user_id").orderBy(F.desc("event_ts"), F.desc("item_id"))
+    history = (
+        interactions_df.where(F.col("weight") > 0)
+        .withColumn("n", F.row_number().over(recent))
+        .where(F.col("n") <= history_length)
+        .groupBy("user_id")
+        .agg(F.sort_array(F.collect_list(F.struct("n", "item_id"))).alias("h"))
+        .select("user_id", F.col("h.item_id").alias("history"))
+    )
+    seen = interactions_df.groupBy("user_id").agg(F.collect_set("item_id").alias("seen"))
+    return seen.join(history, "user_id", "left").select(
+        "user_id", F.coalesce("history", F.array().cast("array<string>")).alias("history"), "seen"
+    )
+
+
+def active_users(interactions_df: DataFrame, last_day: str, active_days: int) -> DataFrame:
+    """Users with an interaction in the ``active_days`` days up to ``last_day``."""
+    recent = filter_until(interactions_df, last_day, active_days)
+    return recent.select("user_id").distinct()
+
+
+def encode_examples(examples_df: DataFrame, vocab_df: DataFrame, history_length: int) -> DataFrame:
+    """Item ids to vocabulary indices: ``target`` int, ``history`` int[history_length] (0-padded)."""
+    indexed = examples_df.join(vocab_df.withColumnRenamed("item_id", "target_id"),
+                               F.col("item_id") == F.col("target_id"))
+    ids = F.transform("history", lambda x: F.coalesce(F.try_element_at(F.col("vocab_map"), x), F.lit(0)))
+    vocab_map = vocab_df.agg(F.map_from_entries(F.collect_list(F.struct("item_id", "idx"))).alias("vocab_map"))
+    padded = F.slice(F.concat(ids, F.array_repeat(F.lit(0), history_length)), 1, history_length)
+    return indexed.crossJoin(vocab_map).select(
+        F.col("idx").cast("long").alias("target"),
+        padded.cast("array<long>").alias("history"),
+    )

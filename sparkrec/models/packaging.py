@@ -1,0 +1,102 @@
+"""The trained model as one folder (weights, vocabulary, text vectors) and as an MLflow pyfunc.
+
+The folder carries the ID vocabulary with the weights, so a loaded model maps item ids itself.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+import mlflow.pyfunc
+
+META = "model.json"
+WEIGHTS = "weights.pt"
+ITEM_TEXT = "item_text.npy"
+
+
+@dataclass
+class LoadedTwoTower:
+    """A two-tower model ready to score: the torch module and its vocabulary."""
+
+    model: Any  # sparkrec.models.two_tower.TwoTower, in eval mode
+    item_ids: list[str]  # vocabulary: item_ids[i - 1] has index i; index 0 is "not in vocabulary"
+    meta: dict[str, Any]
+
+    @property
+    def index(self) -> dict[str, int]:
+        return {item: i + 1 for i, item in enumerate(self.item_ids)}
+
+    def item_vectors(self, item_ids: list[str], text: np.ndarray) -> np.ndarray:
+        """Vectors [n, D] for any items: vocabulary items use their ID, all use their text."""
+        import torch
+
+        index = self.index
+        ids = torch.tensor([index.get(i, 0) for i in item_ids], dtype=torch.long)
+        with torch.inference_mode():
+            return self.model.items(ids, torch.from_numpy(np.asarray(text, dtype=np.float32))).numpy()
+
+
+def write_model_dir(path: str | Path, weights: str | Path, item_ids: list[str], item_text: np.ndarray,
+                    meta: dict[str, Any]) -> Path:
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / WEIGHTS).write_bytes(Path(weights).read_bytes())
+    np.save(out / ITEM_TEXT, item_text.astype(np.float32))
+    (out / META).write_text(json.dumps({**meta, "item_ids": item_ids}))
+    return out
+
+
+def load_model_dir(path: str | Path) -> LoadedTwoTower:
+    import torch
+
+    from sparkrec.models.two_tower import TwoTower
+
+    folder = Path(path)
+    meta = json.loads((folder / META).read_text())
+    item_text = torch.from_numpy(np.load(folder / ITEM_TEXT))
+    model = TwoTower(item_text, int(meta["dim"]), int(meta["history_length"]))
+    model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
+    model.eval()
+    item_ids = meta.pop("item_ids")
+    return LoadedTwoTower(model=model, item_ids=item_ids, meta=meta)
+
+
+class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
+    """MLflow pyfunc: input ``history`` (list of item ids, most recent first) -> top ``k`` items.
+
+    ``predict`` ranks the vocabulary items for each history; batch scoring over the whole catalogue
+    (cold items included) is the recommend stage's job, which unwraps this model.
+    """
+
+    def load_context(self, context: Any) -> None:
+        self.loaded = load_model_dir(context.artifacts["model_dir"])
+
+    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        import torch
+
+        k = int((params or {}).get("k", 10))
+        loaded = self.loaded
+        index = loaded.index
+        length = int(loaded.meta["history_length"])
+        rows = []
+        for history in model_input["history"]:
+            ids = [index.get(str(i), 0) for i in list(history)[:length]]
+            rows.append(ids + [0] * (length - len(ids)))
+        hist = torch.tensor(rows, dtype=torch.long)
+        with torch.inference_mode():
+            users = loaded.model.users(loaded.model.item_vectors(hist), hist > 0)
+            all_ids = torch.arange(1, len(loaded.item_ids) + 1)
+            scores = users @ loaded.model.item_vectors(all_ids).T
+            top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+        return pd.DataFrame(
+            {
+                "item_ids": [[loaded.item_ids[int(i)] for i in row] for row in top.indices],
+                "scores": [row.tolist() for row in top.values],
+            }
+        )

@@ -1,0 +1,158 @@
+"""Batch top-K scoring inside ``mapInPandas``: never a users x items cross join.
+
+A scorer turns a block of users (their history and seen items, as rows of the item matrix) into a
+score matrix [block, items]; seen and ineligible items are masked and a partial sort keeps the top
+K. Work grows with users x items / cores; memory with ``block_size`` x items.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sparkrec.schemas import require_columns
+
+TOP_K_SCHEMA = T.StructType(
+    [
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("rank", T.IntegerType(), False),
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("score", T.DoubleType(), False),
+        T.StructField("reason", T.StringType()),
+    ]
+)
+
+
+@dataclass
+class TwoTowerScorer:
+    """Dot product of attention-pooled history vectors with the item vectors."""
+
+    item_vectors: np.ndarray  # [n_items, D]
+    user_tower_state: dict[str, np.ndarray]
+    dim: int
+    history_length: int
+    name: str = "two_tower"
+
+    def __post_init__(self) -> None:
+        self._tower = None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_tower"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._tower = None
+
+    def scores(self, history: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Scores [B, n_items] and, per user, the history position that contributed most."""
+        import torch
+
+        from sparkrec.models.two_tower import UserTower
+
+        if self._tower is None:
+            tower = UserTower(self.dim, self.history_length)
+            tower.load_state_dict({k: torch.from_numpy(v) for k, v in self.user_tower_state.items()})
+            self._tower = tower.eval()
+        length = self.history_length
+        rows = np.zeros((len(history), length), dtype=np.int64)
+        mask = np.zeros((len(history), length), dtype=bool)
+        for i, h in enumerate(history):
+            h = np.asarray(h, dtype=np.int64)[:length]
+            rows[i, : len(h)] = h
+            mask[i, : len(h)] = True
+        vectors = torch.from_numpy(self.item_vectors)
+        with torch.inference_mode():
+            hist_vectors = vectors[torch.from_numpy(rows)]
+            users = self._tower(hist_vectors, torch.from_numpy(mask))
+            scores = users @ vectors.T
+        return scores.numpy().astype(np.float64), rows
+
+
+@dataclass
+class PopularityScorer:
+    """The same popular items for everybody (the baseline every model must beat)."""
+
+    popularity: np.ndarray  # [n_items]
+    name: str = "popularity"
+
+    def scores(self, history: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        return np.broadcast_to(self.popularity, (len(history), len(self.popularity))).astype(np.float64), None
+
+
+def top_k(users_df: DataFrame, scorer: TwoTowerScorer | PopularityScorer, item_ids: list[str],
+          eligible: np.ndarray, k: int, block_size: int = 512) -> DataFrame:
+    """Top ``k`` eligible, unseen items per user.
+
+    Args:
+        users_df: ``user_id``, ``history`` (array<int>: rows of the item matrix, most recent first),
+            ``seen`` (array<int>: rows never to recommend to this user).
+        scorer: turns a block of histories into scores over all items.
+        item_ids: id of each item matrix row.
+        eligible: bool [n_items]; false rows (inactive, out of stock) are never recommended.
+        k: items per user; fewer only when fewer items are eligible and unseen.
+
+    Returns:
+        ``user_id, rank (1..k), item_id, score, reason``.
+    """
+    require_columns(users_df, ["user_id", "history", "seen"], "top_k")
+    items = np.asarray(item_ids, dtype=object)
+    eligible = np.asarray(eligible, dtype=bool)
+    sc = users_df.sparkSession.sparkContext
+    shared = sc.broadcast((scorer, items, eligible))
+
+    def score_partition(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        scorer_, items_, eligible_ = shared.value
+        for frame in frames:
+            for start in range(0, len(frame), block_size):
+                block = frame.iloc[start : start + block_size]
+                yield _top_k_block(block, scorer_, items_, eligible_, k)
+
+    return users_df.select("user_id", "history", "seen").mapInPandas(score_partition, TOP_K_SCHEMA)
+
+
+def _top_k_block(block: pd.DataFrame, scorer: TwoTowerScorer | PopularityScorer, items: np.ndarray,
+                 eligible: np.ndarray, k: int) -> pd.DataFrame:
+    histories = [np.asarray(h if h is not None else [], dtype=np.int64) for h in block["history"]]
+    scores, hist_rows = scorer.scores(histories)
+    scores = np.array(scores, copy=True)
+    scores[:, ~eligible] = -np.inf
+    for i, seen in enumerate(block["seen"]):
+        if seen is not None and len(seen):
+            scores[i, np.asarray(seen, dtype=np.int64)] = -np.inf
+    n_valid = np.isfinite(scores).sum(axis=1)
+    kk = min(k, scores.shape[1])
+    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < scores.shape[1] else np.tile(
+        np.arange(scores.shape[1]), (len(scores), 1)
+    )
+    out_users, out_rank, out_items, out_scores, out_reason = [], [], [], [], []
+    for i, user in enumerate(block["user_id"]):
+        cand = part[i]
+        cand = cand[np.lexsort((cand, -scores[i, cand]))][: min(kk, n_valid[i])]
+        for rank, j in enumerate(cand, start=1):
+            out_users.append(user)
+            out_rank.append(rank)
+            out_items.append(items[j])
+            out_scores.append(float(scores[i, j]))
+            out_reason.append(scorer.name)
+    return pd.DataFrame(
+        {"user_id": out_users, "rank": np.asarray(out_rank, dtype=np.int32), "item_id": out_items,
+         "score": out_scores, "reason": out_reason}
+    )
+
+
+def to_matrix_rows(histories_df: DataFrame, item_index_df: DataFrame) -> DataFrame:
+    """Map the ``history`` and ``seen`` item ids of each user to item-matrix rows.
+
+    ``item_index_df``: ``item_id``, ``row`` (int). Items not in the matrix are dropped from both.
+    """
+    index_map = item_index_df.agg(F.map_from_entries(F.collect_list(F.struct("item_id", "row"))).alias("m"))
+    to_rows = lambda col: F.filter(F.transform(col, lambda x: F.try_element_at("m", x)), lambda x: x.isNotNull())  # noqa: E731
+    return histories_df.crossJoin(index_map).select(
+        "user_id", to_rows("history").alias("history"), to_rows("seen").alias("seen")
+    )

@@ -1,0 +1,98 @@
+"""The training loop, run by TorchDistributor in each rank (or in-process for one rank).
+
+``train_two_tower`` is top-level, imports torch inside, takes paths and small arguments, and
+returns only small results; the examples reach each rank through the Parquet converter.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def train_two_tower(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Train the two-tower model with DDP over gloo (CPU) or nccl (GPU).
+
+    Args:
+        data: ``converter`` (ParquetConverter JSON of the examples) and ``item_text`` (.npy path).
+        output_dir: where rank 0 writes ``weights.pt`` and ``history.json``.
+        params: model and optimiser settings (TrainConfig and ModelConfig fields).
+
+    Returns:
+        Per-epoch mean loss and examples/s (rank 0's view; losses are averaged over ranks).
+    """
+    import datetime
+
+    import numpy as np
+    import torch
+    import torch.distributed as dist
+
+    from sparkrec.loader import ParquetConverter
+    from sparkrec.models.two_tower import TwoTower, in_batch_softmax_loss
+
+    rank = int(os.environ.get("RANK", "0"))
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    use_cuda = bool(params.get("use_gpu")) and torch.cuda.is_available()
+    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}" if use_cuda else "cpu")
+    if world > 1:
+        dist.init_process_group(
+            "nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=int(params["timeout_s"]))
+        )
+    # Each rank owns a share of the cores.
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world)))))
+    torch.manual_seed(int(params["seed"]))
+
+    item_text = torch.from_numpy(np.load(data["item_text"]))
+    model = TwoTower(item_text, int(params["dim"]), int(params["history_length"]), float(params["dropout"])).to(device)
+    trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    optimiser = torch.optim.Adam(trained.parameters(), lr=float(params["learning_rate"]))
+    converter = ParquetConverter.from_json(data["converter"])
+    loader = converter.make_torch_dataloader(
+        int(params["batch_size"]), cur_shard=rank, shard_count=world, shuffle_seed=int(params["seed"])
+    )
+    if len(loader) == 0:
+        raise ValueError(
+            f"rank {rank}: {converter.num_rows} examples give no full batch of {params['batch_size']} "
+            f"over {world} processes; lower train.batch_size"
+        )
+    epochs = int(params["epochs"])
+    history: dict[str, list[float]] = {"loss": [], "examples_per_s": []}
+    for epoch in range(epochs):
+        loader.set_epoch(epoch)
+        trained.train()
+        started, total, steps = time.perf_counter(), 0.0, 0
+        for batch in loader:
+            users, items = trained(batch["history"].to(device), batch["target"].to(device))
+            loss = in_batch_softmax_loss(users, items, batch["target"].to(device), float(params["temperature"]))
+            optimiser.zero_grad()
+            loss.backward()
+            optimiser.step()
+            total += float(loss.detach())
+            steps += 1
+        elapsed = time.perf_counter() - started
+        stats = torch.tensor([total / steps, steps * loader.batch_size / elapsed], dtype=torch.float64)
+        if world > 1:
+            dist.all_reduce(stats)
+            stats[0] /= world  # mean loss; examples/s summed over ranks
+        history["loss"].append(float(stats[0]))
+        history["examples_per_s"].append(float(stats[1]))
+        if rank == 0:
+            print(
+                f"[train] epoch {epoch + 1}/{epochs} loss {stats[0]:.4f} "
+                f"{stats[1]:.0f} examples/s over {world} process(es)",
+                flush=True,
+            )
+            sys.stdout.flush()
+    if rank == 0:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), out / "weights.pt")
+        (out / "history.json").write_text(json.dumps(history))
+    if world > 1:
+        dist.barrier()
+        dist.destroy_process_group()
+    return history

@@ -1,0 +1,93 @@
+"""Two-tower retrieval model: fused item tower, attention-pooled user tower.
+
+Shapes, named once: B users or examples in a batch, L history length, V item vocabulary size
+(index 0 is padding and "not in vocabulary"), T text vector size (BERT), D the shared vector size.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class ItemTower(nn.Module):
+    """ID embedding and projected BERT text vector fused by a learned attention gate.
+
+    An item outside the vocabulary (id 0) has no ID signal, so the gate gives all weight to its
+    text: cold items still get a vector.
+    """
+
+    def __init__(self, num_items: int, text_dim: int, dim: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.id_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
+        nn.init.normal_(self.id_embedding.weight, std=0.05)
+        self.text_projection = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        self.gate = nn.Linear(2 * dim, 2)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, ids: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """ids [...]; text [..., T] -> item vectors [..., D]."""
+        id_vec = self.id_embedding(ids)
+        text_vec = self.text_projection(text)
+        logits = self.gate(torch.cat([id_vec, text_vec], dim=-1))
+        logits = logits.masked_fill(torch.stack([ids == 0, torch.zeros_like(ids, dtype=torch.bool)], -1), -1e4)
+        weights = torch.softmax(logits, dim=-1)
+        fused = weights[..., :1] * id_vec + weights[..., 1:] * text_vec
+        return self.dropout(fused)
+
+
+class UserTower(nn.Module):
+    """The user's recent history of item vectors pooled by attention, then projected."""
+
+    def __init__(self, dim: int, history_length: int) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.zeros(dim))
+        self.recency = nn.Embedding(history_length, 1)
+        nn.init.zeros_(self.recency.weight)
+        self.output = nn.Linear(dim, dim)
+
+    def forward(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """history [B, L, D] (most recent first); mask [B, L] true where an item is -> users [B, D]."""
+        positions = torch.arange(history.shape[1], device=history.device)
+        scores = history @ self.query + self.recency(positions).squeeze(-1)
+        scores = scores.masked_fill(~mask, -1e4)
+        weights = torch.softmax(scores, dim=-1) * mask
+        pooled = (weights.unsqueeze(-1) * history).sum(1) / weights.sum(1, keepdim=True).clamp(min=1e-6)
+        return pooled + self.output(pooled)
+
+
+class TwoTower(nn.Module):
+    """Retrieval by dot product between the user tower and the item tower.
+
+    ``item_text`` [V + 1, T] is a fixed buffer of the vocabulary's BERT vectors (row 0 zeros).
+    """
+
+    def __init__(self, item_text: torch.Tensor, dim: int, history_length: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        num_items, text_dim = item_text.shape[0] - 1, item_text.shape[1]
+        self.register_buffer("item_text", item_text.float())
+        self.items = ItemTower(num_items, text_dim, dim, dropout)
+        self.users = UserTower(dim, history_length)
+
+    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [...] of vocabulary items -> [..., D]."""
+        return self.items(ids, self.item_text[ids])
+
+    def forward(self, history: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """history [B, L] ids, target [B] ids -> (users [B, D], items [B, D])."""
+        users = self.users(self.item_vectors(history), history > 0)
+        return users, self.item_vectors(target)
+
+
+def in_batch_softmax_loss(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
+                          temperature: float) -> torch.Tensor:
+    """Sampled softmax with the batch's other targets as negatives.
+
+    A batch item equal to the row's own target is not a negative (masked out).
+    """
+    logits = users @ items.T / temperature
+    same = targets.unsqueeze(0) == targets.unsqueeze(1)
+    eye = torch.eye(len(targets), dtype=torch.bool, device=users.device)
+    logits = logits.masked_fill(same & ~eye, -1e4)
+    labels = torch.arange(len(targets), device=users.device)
+    return nn.functional.cross_entropy(logits, labels)

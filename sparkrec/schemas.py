@@ -1,0 +1,144 @@
+"""One place for table names, column names and schemas (DESIGN.md, "Tables")."""
+
+from __future__ import annotations
+
+from pyspark.sql import DataFrame
+from pyspark.sql import types as T
+
+# Table names; each lives at <lakehouse.root>/<name> and is registered as <catalog.database>.<name>.
+INTERACTIONS = "interactions"
+QUARANTINE = "quarantine"
+ITEMS = "items"
+ITEM_EMBEDDINGS = "item_embeddings"
+RECOMMENDATIONS = "recommendations"
+RUN_METRICS = "run_metrics"
+TABLES = (INTERACTIONS, QUARANTINE, ITEMS, ITEM_EMBEDDINGS, RECOMMENDATIONS, RUN_METRICS)
+
+# Raw event fields of the landing contract; every one is read as text first.
+RAW_EVENT_FIELDS = ("event_id", "user_id", "item_id", "event_type", "ts", "value", "session_id", "context")
+RAW_EVENT_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in RAW_EVENT_FIELDS])
+RAW_ITEM_FIELDS = (
+    "item_id", "title", "description", "category", "tags", "price", "updated_at", "active", "in_stock",
+)
+RAW_ITEM_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in RAW_ITEM_FIELDS])
+
+INTERACTIONS_SCHEMA = T.StructType(
+    [
+        T.StructField("event_id", T.StringType(), False),
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("event_type", T.StringType(), False),
+        T.StructField("value", T.DoubleType()),
+        T.StructField("weight", T.DoubleType(), False),
+        T.StructField("event_ts", T.TimestampType(), False),
+        T.StructField("event_date", T.DateType(), False),
+        T.StructField("session_id", T.StringType()),
+        T.StructField("is_bot", T.BooleanType(), False),
+        T.StructField("source_file", T.StringType(), False),
+        T.StructField("ds", T.DateType(), False),
+    ]
+)
+
+QUARANTINE_SCHEMA = T.StructType(
+    [
+        T.StructField("ds", T.DateType(), False),
+        T.StructField("source_file", T.StringType()),
+        T.StructField("reason", T.StringType(), False),
+        T.StructField("raw", T.StringType()),
+        T.StructField("detail", T.StringType()),
+    ]
+)
+
+ITEMS_SCHEMA = T.StructType(
+    [
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("title", T.StringType()),
+        T.StructField("description", T.StringType()),
+        T.StructField("category", T.StringType()),
+        T.StructField("tags", T.StringType()),
+        T.StructField("price", T.DoubleType()),
+        T.StructField("active", T.BooleanType(), False),
+        T.StructField("in_stock", T.BooleanType()),
+        T.StructField("content_hash", T.StringType(), False),
+        T.StructField("updated_at", T.TimestampType()),
+    ]
+)
+
+ITEM_EMBEDDINGS_SCHEMA = T.StructType(
+    [
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("content_hash", T.StringType(), False),
+        T.StructField("model", T.StringType(), False),
+        T.StructField("dim", T.IntegerType(), False),
+        T.StructField("embedding", T.ArrayType(T.FloatType(), False)),
+        T.StructField("has_text", T.BooleanType(), False),
+        T.StructField("embedded_at", T.TimestampType(), False),
+    ]
+)
+
+RECOMMENDATIONS_SCHEMA = T.StructType(
+    [
+        T.StructField("ds", T.DateType(), False),
+        T.StructField("user_id", T.StringType(), False),
+        T.StructField("rank", T.IntegerType(), False),
+        T.StructField("item_id", T.StringType(), False),
+        T.StructField("score", T.DoubleType(), False),
+        T.StructField("model_version", T.StringType()),
+        T.StructField("run_id", T.StringType()),
+        T.StructField("reason", T.StringType()),
+        T.StructField("generated_at", T.TimestampType(), False),
+    ]
+)
+
+RUN_METRICS_SCHEMA = T.StructType(
+    [
+        T.StructField("ds", T.DateType(), False),
+        T.StructField("run_id", T.StringType()),
+        T.StructField("stage", T.StringType(), False),
+        T.StructField("metric", T.StringType(), False),
+        T.StructField("value", T.DoubleType()),
+        T.StructField("source", T.StringType()),
+    ]
+)
+
+SCHEMAS = {
+    INTERACTIONS: INTERACTIONS_SCHEMA,
+    QUARANTINE: QUARANTINE_SCHEMA,
+    ITEMS: ITEMS_SCHEMA,
+    ITEM_EMBEDDINGS: ITEM_EMBEDDINGS_SCHEMA,
+    RECOMMENDATIONS: RECOMMENDATIONS_SCHEMA,
+    RUN_METRICS: RUN_METRICS_SCHEMA,
+}
+PARTITIONS = {INTERACTIONS: ["ds"], QUARANTINE: ["ds"], RECOMMENDATIONS: ["ds"], RUN_METRICS: ["ds"]}
+
+# Quarantine reasons, in the order the clean stage tests them (the first that applies wins).
+REASONS = {
+    "malformed_record": "the line is not a JSON object (broken JSON, wrong types, blank line)",
+    "missing_user": "no user_id",
+    "missing_item": "no item_id",
+    "unknown_event_type": "event_type outside clean.event_types",
+    "bad_timestamp": "ts is neither ISO-8601 nor epoch seconds/milliseconds",
+    "future_timestamp": "ts after the landing day plus clean.future_tolerance_hours",
+    "too_late": "ts more than clean.late_days before the landing day",
+    "value_out_of_range": "value is not a finite number",
+    "non_product": "item_id matches clean.non_product_items (fees, postage)",
+}
+
+
+class SchemaError(ValueError):
+    """A DataFrame lacks columns a transform needs."""
+
+
+def require_columns(df: DataFrame, columns: list[str] | tuple[str, ...], what: str) -> None:
+    """Fail early, naming the missing columns, instead of deep inside a plan."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise SchemaError(f"{what} needs column(s) {missing}; got {df.columns}")
+
+
+def conform(df: DataFrame, schema: T.StructType) -> DataFrame:
+    """Select and cast a frame's columns into a table's schema, in its order."""
+    from pyspark.sql import functions as F
+
+    require_columns(df, [f.name for f in schema.fields], "conform")
+    return df.select([F.col(f.name).cast(f.dataType).alias(f.name) for f in schema.fields])

@@ -1,0 +1,138 @@
+"""The one place that builds a Delta-enabled SparkSession from config."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+from pyspark.sql import SparkSession
+
+from sparkrec.config import Config
+
+log = logging.getLogger(__name__)
+
+DELTA_EXTENSION = "io.delta.sql.DeltaSparkSessionExtension"
+DELTA_CATALOG = "org.apache.spark.sql.delta.catalog.DeltaCatalog"
+
+
+def worker_environment() -> dict[str, str]:
+    """Environment every Python worker and training rank needs: offline models, one thread pool."""
+    return {
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+
+
+def delta_maven_artifact(jar_version: str = "") -> str:
+    """Maven coordinates of the Delta jar for the installed pyspark (and delta-spark unless given)."""
+    from importlib.metadata import version
+
+    import pyspark
+
+    spark_minor = ".".join(pyspark.__version__.split(".")[:2])
+    return f"io.delta:delta-spark_{spark_minor}_2.13:{jar_version or version('delta-spark')}"
+
+
+def ensure_java_home() -> None:
+    """Use the Java that ``make setup`` found (``.venv/java.env``) when JAVA_HOME is not set."""
+    if os.environ.get("JAVA_HOME"):
+        return
+    env_file = os.path.join(sys.prefix, "java.env")
+    if os.path.isfile(env_file):
+        for line in open(env_file):
+            key, _, value = line.strip().partition("=")
+            if key == "JAVA_HOME" and value:
+                os.environ["JAVA_HOME"] = value
+
+
+def build_session(config: Config) -> SparkSession:
+    """Create (or join) the SparkSession for ``config`` and register the tables by name.
+
+    Local runs resolve Delta's jars from Maven Central through ``configure_spark_with_delta_pip``
+    (cached by Ivy). Under ``spark-submit`` the JVM already runs, so the jars must come with
+    ``--packages`` or ``spark.jars``; the builder settings below are then ignored by Spark.
+    """
+    from delta import configure_spark_with_delta_pip
+
+    ensure_java_home()
+    for key, value in worker_environment().items():
+        os.environ.setdefault(key, value)
+    # Driver and workers run this interpreter (the project's venv) unless the cluster says otherwise.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+
+    spark_cfg = config.spark
+    builder = (
+        SparkSession.builder.master(spark_cfg.master)
+        .appName(spark_cfg.app_name)
+        .config("spark.sql.extensions", DELTA_EXTENSION)
+        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))
+        .config("spark.default.parallelism", str(spark_cfg.shuffle_partitions))
+        .config("spark.driver.memory", spark_cfg.driver_memory)
+        .config("spark.ui.showConsoleProgress", str(spark_cfg.show_progress).lower())
+        .config("spark.sql.warehouse.dir", f"{config.lakehouse.root.rstrip('/')}/_warehouse")
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+    )
+    for key, value in worker_environment().items():
+        builder = builder.config(f"spark.executorEnv.{key}", value)
+    for key, value in spark_cfg.conf.items():
+        builder = builder.config(key, value)
+    if config.catalog.metastore == "hive":
+        builder = builder.enableHiveSupport()
+    elif config.catalog.metastore != "in-memory":
+        raise ValueError(f"catalog.metastore must be 'in-memory' or 'hive', got {config.catalog.metastore!r}")
+    builder = configure_spark_with_delta_pip(builder)
+    if spark_cfg.delta_jar_version:
+        builder = builder.config("spark.jars.packages", delta_maven_artifact(spark_cfg.delta_jar_version))
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("SPARKREC_SPARK_LOG_LEVEL", "WARN"))
+    register_tables(spark, config)
+    return spark
+
+
+def register_tables(spark: SparkSession, config: Config) -> list[str]:
+    """Register every existing Delta table under ``catalog.database`` so SQL by name works.
+
+    Jobs read and write by path; the names are a view onto those paths for SQL users. An
+    in-memory catalog forgets them when the session ends, so each session registers them again.
+
+    Returns:
+        The names registered.
+    """
+    from delta.tables import DeltaTable
+
+    from sparkrec.schemas import TABLES
+
+    database = config.catalog.database
+    spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+    registered = []
+    for table in TABLES:
+        path = config.table_path(table)
+        if not DeltaTable.isDeltaTable(spark, path):
+            continue
+        name = f"`{database}`.`{table}`"
+        existing = _registered_location(spark, database, table)
+        if existing is not None and existing.rstrip("/") != _as_uri(path).rstrip("/"):
+            spark.sql(f"DROP TABLE IF EXISTS {name}")  # drops the name only: the table is external
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{path}'")
+        registered.append(f"{database}.{table}")
+    return registered
+
+
+def _registered_location(spark: SparkSession, database: str, table: str) -> str | None:
+    if not spark.catalog.tableExists(f"{database}.{table}"):
+        return None
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED `{database}`.`{table}`").collect()
+    for row in rows:
+        if row[0] == "Location":
+            return str(row[1])
+    return None
+
+
+def _as_uri(path: str) -> str:
+    return path if ":" in path.split("/")[0] else f"file:{path}"

@@ -1,0 +1,501 @@
+"""The pipeline's stages: read tables, call the library's transforms, write tables, track in MLflow.
+
+Each ``run_*`` function is what a job in ``jobs/``, a ``sparkrec`` subcommand and a notebook call.
+They take a session, the config and a date, and return a small dict of what they did.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import shutil
+from collections.abc import Iterable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparkrec import clean, embed, features, tables
+from sparkrec.config import Config
+from sparkrec.schemas import (
+    INTERACTIONS,
+    ITEM_EMBEDDINGS,
+    ITEMS,
+    QUARANTINE,
+    RECOMMENDATIONS,
+    RUN_METRICS,
+)
+from sparkrec.tracking import log_metrics, stage_run
+
+log = logging.getLogger("sparkrec")
+DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+class LandingMissingError(FileNotFoundError):
+    """No landing files for a requested day."""
+
+
+class ModelMissingError(LookupError):
+    """No registered model under the configured alias."""
+
+
+def check_date(day: str) -> str:
+    if not DATE_RE.match(day or ""):
+        raise ValueError(f"date must be YYYY-MM-DD, got {day!r}")
+    dt.date.fromisoformat(day)
+    return day
+
+
+# ----------------------------------------------------------------------------------------- clean
+def landing_days(config: Config, kind: str = "events") -> list[str]:
+    """Landing days present under ``<landing.root>/<kind>/ds=YYYY-MM-DD``, sorted."""
+    root = Path(config.landing.root) / kind
+    if not root.is_dir():
+        return []
+    days = [p.name[3:] for p in root.iterdir() if p.is_dir() and p.name.startswith("ds=") and any(p.iterdir())]
+    return sorted(d for d in days if DATE_RE.match(d))
+
+
+def read_landing_lines(spark: SparkSession, config: Config, kind: str, days: Iterable[str]) -> DataFrame:
+    """Raw text lines of the given landing days: ``value``, ``source_file``, ``ds`` (date)."""
+    base = Path(config.landing.root) / kind
+    paths = [str(base / f"ds={d}") for d in days]
+    landing_uri = Path(config.landing.root).resolve().as_uri().rstrip("/") + "/"
+    lines = spark.read.option("lineSep", "\n").text(paths)
+    file_path = F.col("_metadata.file_path")
+    return lines.select(
+        "value",
+        F.replace(F.regexp_replace(file_path, "^file:/+", "/"), F.lit(landing_uri.replace("file://", "")), F.lit("")).alias("source_file"),
+        F.to_date(F.regexp_extract(file_path, r"ds=(\d{4}-\d{2}-\d{2})", 1)).alias("ds"),
+    )
+
+
+def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str, Any]:
+    """Clean landing days into ``interactions``, ``items`` and ``quarantine``; replace those days.
+
+    Raises:
+        LandingMissingError: a requested day has no event files.
+        clean.ReconciliationError: counts do not add up (nothing is written).
+    """
+    days = sorted({check_date(d) for d in days})
+    present = set(landing_days(config, "events"))
+    missing = [d for d in days if d not in present]
+    if missing:
+        raise LandingMissingError(
+            f"no landing event files for {', '.join(missing)} under {config.landing.root}/events/ds=YYYY-MM-DD/"
+        )
+    label = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
+    with stage_run(config, "clean", label) as run_id:
+        result = clean.clean_events(read_landing_lines(spark, config, "events", days), config.clean)
+        counts = [r.asDict() for r in result.counts.collect()]
+        clean.reconcile(counts)
+        item_days = [d for d in days if d in set(landing_days(config, "items"))]
+        quarantine = result.quarantine
+        if item_days:
+            items, item_quarantine = clean.clean_items(read_landing_lines(spark, config, "items", item_days), config.clean)
+            tables.merge_upsert(
+                spark, items, config, ITEMS, ["item_id"],
+                update_condition="t.updated_at IS NULL OR s.updated_at >= t.updated_at",
+            )
+            quarantine = quarantine.unionByName(item_quarantine)
+        in_days = f"ds IN ({', '.join(tables.date_literal(d) for d in days)})"
+        tables.replace_partitions(result.interactions, config, INTERACTIONS, in_days)
+        tables.replace_partitions(quarantine, config, QUARANTINE, in_days)
+        write_run_metrics(spark, config, "clean", run_id, days,
+                          [(str(r["ds"]), r["metric"], r["value"], r["source"]) for r in counts])
+        totals = _totals(counts)
+        log_metrics(totals)
+        log.info("clean %s: %s", label, ", ".join(f"{k}={v:.0f}" for k, v in totals.items()))
+        return {"days": days, "run_id": run_id, **totals}
+
+
+def _totals(counts: list[dict[str, Any]]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for row in counts:
+        if row["source"] is None:
+            totals[row["metric"]] = totals.get(row["metric"], 0.0) + float(row["value"])
+    return dict(sorted(totals.items()))
+
+
+def write_run_metrics(spark: SparkSession, config: Config, stage: str, run_id: str, days: list[str],
+                      rows: list[tuple[str, str, float, str | None]]) -> None:
+    """Replace this stage's rows of ``run_metrics`` for the given days."""
+    data = [(dt.date.fromisoformat(ds), run_id, stage, metric, float(value), source) for ds, metric, value, source in rows]
+    from sparkrec.schemas import RUN_METRICS_SCHEMA
+
+    df = spark.createDataFrame(data, RUN_METRICS_SCHEMA)
+    where = f"ds IN ({', '.join(tables.date_literal(d) for d in days)}) AND stage = '{stage}'"
+    tables.replace_partitions(df, config, RUN_METRICS, where)
+
+
+# ----------------------------------------------------------------------------------------- embed
+def run_embed(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
+    """Embed new or changed items' text into ``item_embeddings`` (MERGE)."""
+    check_date(day)
+    versions = {ITEMS: tables.table_version(spark, config, ITEMS), ITEM_EMBEDDINGS: tables.table_version(spark, config, ITEM_EMBEDDINGS)}
+    with stage_run(config, "embed", day, versions) as run_id:
+        items = tables.read_table(spark, config, ITEMS)
+        stored = tables.read_table(spark, config, ITEM_EMBEDDINGS, required=False)
+        model = embed.model_name(config.embed)
+        todo = embed.select_items_to_embed(items, stored, model).cache()
+        n_todo, n_items = todo.count(), items.count()
+        if n_todo:
+            partitions = max(2, spark.sparkContext.defaultParallelism)
+            vectors = embed.to_item_embeddings(todo, config.embed, model, partitions)
+            tables.merge_upsert(spark, vectors, config, ITEM_EMBEDDINGS, ["item_id"])
+        todo.unpersist()
+        metrics = {"embedded_items": float(n_todo), "skipped_unchanged_items": float(n_items - n_todo)}
+        log_metrics(metrics)
+        import mlflow
+
+        mlflow.log_param("embed_model", model)
+        write_run_metrics(spark, config, "embed", run_id, [day], [(day, k, v, None) for k, v in metrics.items()])
+        log.info("embed %s: %d embedded, %d unchanged (%s)", day, n_todo, n_items - n_todo, model)
+        return {"run_id": run_id, **metrics}
+
+
+# ----------------------------------------------------------------------------------------- train
+def _text_matrix(embeddings_df: DataFrame, item_ids: list[str], model: str) -> np.ndarray:
+    """BERT vectors for ``item_ids`` in order (zeros for items without one), as float32 [n, T]."""
+    rows = embeddings_df.where(F.col("model") == model).select("item_id", "embedding").collect()
+    if not rows:
+        raise tables.TableMissingError(f"item_embeddings holds no vectors of model {model!r}; run the embed stage first")
+    vectors = {r["item_id"]: r["embedding"] for r in rows}
+    dim = len(next(iter(vectors.values())))
+    out = np.zeros((len(item_ids), dim), dtype=np.float32)
+    for i, item in enumerate(item_ids):
+        if item in vectors and vectors[item] is not None:
+            out[i] = vectors[item]
+    return out
+
+
+def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
+    """Train the two-tower model through TorchDistributor on interactions before the holdout."""
+    import mlflow
+    from pyspark.ml.torch.distributor import TorchDistributor
+
+    from sparkrec.loader import make_converter
+    from sparkrec.models.packaging import TwoTowerPyfunc, write_model_dir
+    from sparkrec.models.training import train_two_tower
+
+    check_date(day)
+    cutoff = features.day_offset(day, -config.evaluate.holdout_days)
+    versions = {INTERACTIONS: tables.table_version(spark, config, INTERACTIONS),
+                ITEM_EMBEDDINGS: tables.table_version(spark, config, ITEM_EMBEDDINGS)}
+    with stage_run(config, "train", day, versions) as run_id:
+        history = features.filter_until(tables.read_table(spark, config, INTERACTIONS), cutoff, config.train.window_days)
+        examples = features.to_training_examples(history, config.train.model.history_length).cache()
+        vocab = sorted(
+            r[0] for r in examples.select(F.explode(F.array_union(F.array("item_id"), "history"))).distinct().collect()
+        )
+        if not vocab:
+            raise ValueError(f"no training examples in interactions up to {cutoff}: clean more days first")
+        vocab_df = spark.createDataFrame([(item, i + 1) for i, item in enumerate(vocab)], "item_id string, idx int")
+        model_name = embed.model_name(config.embed)
+        text = _text_matrix(tables.read_table(spark, config, ITEM_EMBEDDINGS), vocab, model_name)
+        text = np.vstack([np.zeros((1, text.shape[1]), dtype=np.float32), text])
+        staging = Path(config.lakehouse.root) / "_staging" / "train" / run_id
+        staging.mkdir(parents=True, exist_ok=True)
+        np.save(staging / "item_text.npy", text)
+        encoded = features.encode_examples(examples, vocab_df, config.train.model.history_length)
+        converter = make_converter(encoded, str(staging / "examples"))
+        examples.unpersist()
+        params = {**_flat(config.train.model), **{k: v for k, v in _flat(config.train).items() if not k.startswith("model")}}
+        mlflow.log_params({**params, "examples": converter.num_rows, "vocabulary": len(vocab), "cutoff": cutoff,
+                           "text_model": model_name})
+        log.info("train %s: %d examples, %d items, %d process(es)", day, converter.num_rows, len(vocab),
+                 config.train.num_processes)
+        distributor = TorchDistributor(
+            num_processes=config.train.num_processes,
+            local_mode=config.train.local_mode,
+            use_gpu=config.train.use_gpu,
+        )
+        data = {"converter": converter.to_json(), "item_text": str(staging / "item_text.npy")}
+        result = distributor.run(train_two_tower, data, str(staging / "out"), params)
+        for epoch, (loss, speed) in enumerate(zip(result["loss"], result["examples_per_s"], strict=True), start=1):
+            log_metrics({"loss": loss, "examples_per_s": speed}, step=epoch)
+        _log_loss_curve(result["loss"])
+        meta = {**_flat(config.train.model), "text_model": model_name, "cutoff": cutoff}
+        model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta)
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=TwoTowerPyfunc(),
+            artifacts={"model_dir": str(model_dir)},
+            input_example=_input_example(vocab),
+            code_paths=[str(Path(__file__).resolve().parent)],
+            pip_requirements=_model_requirements(),
+            registered_model_name=config.mlflow.registered_model,
+        )
+        version = str(info.registered_model_version)
+        client = mlflow.MlflowClient()
+        client.set_registered_model_alias(config.mlflow.registered_model, config.recommend.model_alias, version)
+        final = {"final_loss": result["loss"][-1], "examples": float(converter.num_rows), "vocabulary": float(len(vocab))}
+        write_run_metrics(spark, config, "train", run_id, [day], [(day, k, v, None) for k, v in final.items()])
+        shutil.rmtree(staging, ignore_errors=True)
+        log.info("train %s: registered %s version %s as @%s", day, config.mlflow.registered_model, version,
+                 config.recommend.model_alias)
+        return {"run_id": run_id, "model_version": version, "loss": result["loss"], **final}
+
+
+def _flat(obj: Any) -> dict[str, Any]:
+    import dataclasses
+
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if dataclasses.is_dataclass(value):
+            out.update({f"{f.name}.{k}": v for k, v in _flat(value).items()})
+        else:
+            out[f.name] = value
+    return {k.removeprefix("model."): v for k, v in out.items()} if hasattr(obj, "dim") else out
+
+
+def _input_example(vocab: list[str]) -> Any:
+    import pandas as pd
+
+    return pd.DataFrame({"history": [vocab[:3]]})
+
+
+def _model_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"{p}=={version(p)}" for p in ("torch", "numpy", "pandas", "mlflow")]
+
+
+def _log_loss_curve(losses: list[float]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    fig, ax = plt.subplots(figsize=(5, 3))
+    ax.plot(range(1, len(losses) + 1), losses, marker="o")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("in-batch softmax loss")
+    ax.set_title("training loss")
+    fig.tight_layout()
+    mlflow.log_figure(fig, "plots/loss.png")
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------- recommend
+def load_model(config: Config) -> tuple[Any, str]:
+    """The registered model under ``recommend.model_alias``, unwrapped, and its version."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name, alias = config.mlflow.registered_model, config.recommend.model_alias
+    client = mlflow.MlflowClient()
+    try:
+        version = client.get_model_version_by_alias(name, alias).version
+    except MlflowException as err:
+        raise ModelMissingError(f"no model {name}@{alias} in {config.mlflow.tracking_uri}; run the train stage first") from err
+    model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
+    return model.unwrap_python_model().loaded, str(version)
+
+
+def _catalog(spark: SparkSession, config: Config, loaded: Any) -> tuple[list[str], np.ndarray, np.ndarray, DataFrame]:
+    """Every catalogue item: ids, model vectors [n, D], eligibility, and an (item_id, row) frame."""
+    items = tables.read_table(spark, config, ITEMS).select("item_id", "active", "in_stock")
+    model_name = loaded.meta["text_model"]
+    rows = (
+        items.join(
+            tables.read_table(spark, config, ITEM_EMBEDDINGS).where(F.col("model") == model_name).select("item_id", "embedding"),
+            "item_id", "left",
+        )
+        .orderBy("item_id")
+        .collect()
+    )
+    text_dim = loaded.model.item_text.shape[1]
+    text = np.zeros((len(rows), text_dim), dtype=np.float32)
+    for i, r in enumerate(rows):
+        if r["embedding"] is not None:
+            if len(r["embedding"]) != text_dim:
+                raise ValueError(f"item_embeddings has {len(r['embedding'])}-d vectors but the model expects {text_dim}-d: "
+                                 "embed with the model it was trained on, or train again")
+            text[i] = r["embedding"]
+    item_ids = [r["item_id"] for r in rows]
+    eligible = np.array([bool(r["active"]) and r["in_stock"] is not False for r in rows], dtype=bool)
+    index_df = spark.createDataFrame([(item, i) for i, item in enumerate(item_ids)], "item_id string, row int")
+    return item_ids, loaded.item_vectors(item_ids, text), eligible, index_df
+
+
+def _two_tower_scorer(loaded: Any, vectors: np.ndarray) -> Any:
+    from sparkrec.models.scoring import TwoTowerScorer
+
+    state = {k: v.detach().numpy() for k, v in loaded.model.users.state_dict().items()}
+    return TwoTowerScorer(vectors, state, int(loaded.meta["dim"]), int(loaded.meta["history_length"]))
+
+
+def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
+    """Top-K unseen items for every active user of ``day`` into ``recommendations`` (day replaced)."""
+    import mlflow
+
+    from sparkrec.models.scoring import to_matrix_rows, top_k
+
+    check_date(day)
+    versions = {t: tables.table_version(spark, config, t) for t in (INTERACTIONS, ITEMS, ITEM_EMBEDDINGS)}
+    with stage_run(config, "recommend", day, versions) as run_id:
+        loaded, version = load_model(config)
+        mlflow.log_params({"model_version": version, "k": config.recommend.k})
+        item_ids, vectors, eligible, index_df = _catalog(spark, config, loaded)
+        interactions = features.filter_until(tables.read_table(spark, config, INTERACTIONS), day)
+        users = features.active_users(interactions, day, config.recommend.active_days)
+        histories = features.to_user_histories(interactions, config.train.model.history_length).join(users, "user_id")
+        recs = top_k(to_matrix_rows(histories, index_df), _two_tower_scorer(loaded, vectors), item_ids, eligible,
+                     config.recommend.k, config.recommend.block_size)
+        out = recs.select(
+            F.to_date(F.lit(day)).alias("ds"), "user_id", "rank", "item_id", "score",
+            F.lit(version).alias("model_version"), F.lit(run_id).alias("run_id"), "reason",
+            F.current_timestamp().alias("generated_at"),
+        )
+        tables.replace_partitions(out, config, RECOMMENDATIONS, f"ds = {tables.date_literal(day)}")
+        written = tables.read_table(spark, config, RECOMMENDATIONS).where(F.col("ds") == F.to_date(F.lit(day)))
+        stats = written.agg(F.countDistinct("user_id").alias("users"), F.count(F.lit(1)).alias("rows"),
+                            F.countDistinct("item_id").alias("items")).first()
+        metrics = {"users": float(stats["users"]), "rows": float(stats["rows"]),
+                   "catalog_coverage": float(stats["items"]) / max(1, int(eligible.sum()))}
+        log_metrics(metrics)
+        write_run_metrics(spark, config, "recommend", run_id, [day], [(day, k, v, None) for k, v in metrics.items()])
+        log.info("recommend %s: %d users x %d items with model version %s", day, stats["users"], config.recommend.k, version)
+        return {"run_id": run_id, "model_version": version, **metrics}
+
+
+# -------------------------------------------------------------------------------------- evaluate
+def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
+    """Hold out the last ``evaluate.holdout_days`` days; score the model and popularity on them."""
+    from sparkrec.metrics import ranking_metrics
+    from sparkrec.models.scoring import PopularityScorer, to_matrix_rows, top_k
+
+    check_date(day)
+    k = config.eval_k
+    cutoff = features.day_offset(day, -config.evaluate.holdout_days)
+    versions = {t: tables.table_version(spark, config, t) for t in (INTERACTIONS, ITEMS, ITEM_EMBEDDINGS)}
+    with stage_run(config, "evaluate", day, versions) as run_id:
+        loaded, version = load_model(config)
+        import mlflow
+
+        mlflow.log_params({"model_version": version, "k": k, "cutoff": cutoff, "protocol": "chrono"})
+        item_ids, vectors, eligible, index_df = _catalog(spark, config, loaded)
+        interactions = features.filter_until(tables.read_table(spark, config, INTERACTIONS), day)
+        train_part = features.filter_until(interactions, cutoff)
+        test_part = interactions.where((F.col("event_date") > F.to_date(F.lit(cutoff))) & (F.col("weight") > 0))
+        seen = train_part.select("user_id", "item_id").distinct()
+        truth = test_part.select("user_id", "item_id").distinct().join(seen, ["user_id", "item_id"], "left_anti")
+        histories = features.to_user_histories(train_part, config.train.model.history_length).join(
+            truth.select("user_id").distinct(), "user_id"
+        )
+        users = to_matrix_rows(histories, index_df).cache()
+        popularity = _popularity(train_part, item_ids)
+        results: dict[str, dict[str, float]] = {}
+        for scorer in (_two_tower_scorer(loaded, vectors), PopularityScorer(popularity)):
+            recs = top_k(users, scorer, item_ids, eligible, k, config.recommend.block_size)
+            results[scorer.name] = ranking_metrics(recs, truth, k)
+        users.unpersist()
+        rows = []
+        for source, metrics in results.items():
+            log_metrics({f"{source}.{m}": v for m, v in metrics.items()})
+            rows += [(day, m, v, source) for m, v in metrics.items()]
+        write_run_metrics(spark, config, "evaluate", run_id, [day], rows)
+        _log_metric_bars(results, k)
+        for source, metrics in results.items():
+            log.info("evaluate %s %s: %s", day, source, ", ".join(f"{m}={v:.4f}" for m, v in metrics.items()))
+        return {"run_id": run_id, "model_version": version, "cutoff": cutoff, "metrics": results}
+
+
+def _popularity(interactions_df: DataFrame, item_ids: list[str]) -> np.ndarray:
+    counts = dict(
+        interactions_df.where(F.col("weight") > 0).groupBy("item_id").agg(F.countDistinct("user_id").alias("n")).collect()
+    )
+    # Ties broken towards the lower item row, deterministically.
+    return np.array([counts.get(i, 0) for i in item_ids], dtype=np.float64)
+
+
+def _log_metric_bars(results: dict[str, dict[str, float]], k: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    names = [m for m in next(iter(results.values())) if "@" in m]
+    fig, ax = plt.subplots(figsize=(6, 3))
+    width = 0.8 / len(results)
+    for j, (source, metrics) in enumerate(results.items()):
+        ax.bar([i + j * width for i in range(len(names))], [metrics[m] for m in names], width, label=source)
+    ax.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(names))], names)
+    ax.set_title(f"held-out metrics @{k}")
+    ax.legend()
+    fig.tight_layout()
+    mlflow.log_figure(fig, "plots/metrics.png")
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------- nightly / backfill
+def run_nightly(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
+    """clean → embed → train → recommend → evaluate for one landing day."""
+    return _run_all(spark, config, [day], day, "nightly")
+
+
+def run_backfill(spark: SparkSession, config: Config, start: str, end: str) -> dict[str, Any]:
+    """Clean every landing day in [start, end], then embed, train, recommend and evaluate for ``end``."""
+    check_date(start)
+    check_date(end)
+    if start > end:
+        raise ValueError(f"--from {start} is after --to {end}")
+    days = [d for d in landing_days(config, "events") if start <= d <= end]
+    if not days:
+        raise LandingMissingError(f"no landing days between {start} and {end} under {config.landing.root}/events/")
+    return _run_all(spark, config, days, end, "backfill")
+
+
+def _run_all(spark: SparkSession, config: Config, clean_days: list[str], day: str, name: str) -> dict[str, Any]:
+    import mlflow
+
+    from sparkrec.tracking import configure_mlflow
+
+    configure_mlflow(config)
+    parent = mlflow.start_run(run_name=f"{name} {day}") if mlflow.active_run() is None else nullcontext()
+    with parent:
+        mlflow.set_tags({"sparkrec.stage": name, "sparkrec.date": day})
+        out = {"clean": run_clean(spark, config, clean_days)}
+        out["embed"] = run_embed(spark, config, day)
+        out["train"] = run_train(spark, config, day)
+        out["recommend"] = run_recommend(spark, config, day)
+        out["evaluate"] = run_evaluate(spark, config, day)
+        return out
+
+
+# ----------------------------------------------------------------------------------------- misc
+def summary(spark: SparkSession, config: Config, day: str) -> str:
+    """What a person wants after a run: rows per table, the metrics, a query to try, the MLflow UI."""
+    lines = [f"sparkrec summary for {day}", "", "Delta tables (rows) under " + config.lakehouse.root]
+    for table in (INTERACTIONS, QUARANTINE, ITEMS, ITEM_EMBEDDINGS, RECOMMENDATIONS, RUN_METRICS):
+        if tables.table_exists(spark, config, table):
+            n = tables.read_table(spark, config, table).count()
+            lines.append(f"  {config.catalog.database}.{table:<16} {n:>8}")
+    if tables.table_exists(spark, config, RUN_METRICS):
+        metrics = (
+            tables.read_table(spark, config, RUN_METRICS)
+            .where((F.col("ds") == F.to_date(F.lit(day))) & (F.col("stage") == "evaluate") & F.col("metric").contains("@"))
+            .orderBy("source", "metric")
+            .collect()
+        )
+        if metrics:
+            lines += ["", f"Evaluation (last {config.evaluate.holdout_days} days held out)"]
+            lines += [f"  {r['source']:<12} {r['metric']:<14} {r['value']:.4f}" for r in metrics]
+    lines += [
+        "",
+        "Try SQL:",
+        f"  .venv/bin/sparkrec sql \"SELECT user_id, rank, item_id, score FROM {config.catalog.database}.recommendations "
+        f"WHERE ds = DATE'{day}' ORDER BY user_id, rank LIMIT 20\"",
+        "",
+        "MLflow UI:",
+        f"  .venv/bin/mlflow ui --backend-store-uri {config.mlflow.tracking_uri}   # then open http://127.0.0.1:5000",
+    ]
+    return "\n".join(lines)
