@@ -129,7 +129,7 @@ class TrainConfig:
     # Model hyper-parameters.
     model: ModelConfig = field(default_factory=lambda: ModelConfig())
     # Passes over the training examples.
-    epochs: int = 4
+    epochs: int = 10
     # Examples per rank and step; the in-batch negatives come from the same batch.
     batch_size: int = 256
     # Adam learning rate.
@@ -167,7 +167,7 @@ class RecommendConfig:
 @dataclass(frozen=True)
 class EvaluateConfig:
     # Last days up to the run date held out for evaluation; training stops before them.
-    holdout_days: int = 3
+    holdout_days: int = 7
     # Cut-off of the ranking metrics; defaults to recommend.k when 0.
     k: int = 0
 

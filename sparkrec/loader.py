@@ -113,4 +113,4 @@ class ShardLoader:
 def _to_numpy(column: pa.ChunkedArray) -> np.ndarray:
     if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
         return np.array(column.to_pylist())
-    return column.to_numpy()
+    return column.to_numpy(zero_copy_only=False).copy()

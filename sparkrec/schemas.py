@@ -70,7 +70,7 @@ ITEM_EMBEDDINGS_SCHEMA = T.StructType(
         T.StructField("content_hash", T.StringType(), False),
         T.StructField("model", T.StringType(), False),
         T.StructField("dim", T.IntegerType(), False),
-        T.StructField("embedding", T.ArrayType(T.FloatType(), False)),
+        T.StructField("embedding", T.ArrayType(T.FloatType())),
         T.StructField("has_text", T.BooleanType(), False),
         T.StructField("embedded_at", T.TimestampType(), False),
     ]

@@ -76,7 +76,10 @@ def build_session(config: Config) -> SparkSession:
         .config("spark.ui.showConsoleProgress", str(spark_cfg.show_progress).lower())
         .config("spark.sql.warehouse.dir", f"{config.lakehouse.root.rstrip('/')}/_warehouse")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        # Delta replays its log with 50 partitions by default: far too many for a small table.
+        .config("spark.databricks.delta.snapshotPartitions", str(spark_cfg.shuffle_partitions))
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.debug.maxToStringFields", "200")
     )
     for key, value in worker_environment().items():
         builder = builder.config(f"spark.executorEnv.{key}", value)
@@ -86,13 +89,49 @@ def build_session(config: Config) -> SparkSession:
         builder = builder.enableHiveSupport()
     elif config.catalog.metastore != "in-memory":
         raise ValueError(f"catalog.metastore must be 'in-memory' or 'hive', got {config.catalog.metastore!r}")
-    builder = configure_spark_with_delta_pip(builder)
-    if spark_cfg.delta_jar_version:
-        builder = builder.config("spark.jars.packages", delta_maven_artifact(spark_cfg.delta_jar_version))
+    artifact = delta_maven_artifact(spark_cfg.delta_jar_version)
+    jars = _resolved_jars(artifact)
+    if jars:
+        # Resolved once by `make setup` (sparkrec doctor): no Ivy run, no cache collisions.
+        builder = builder.config("spark.jars", ",".join(jars))
+    else:
+        builder = configure_spark_with_delta_pip(builder)
+        if spark_cfg.delta_jar_version:
+            builder = builder.config("spark.jars.packages", artifact)
     spark = builder.getOrCreate()
+    if not jars:
+        _remember_jars(artifact, spark.sparkContext.getConf().get("spark.jars", ""))
     spark.sparkContext.setLogLevel(os.environ.get("SPARKREC_SPARK_LOG_LEVEL", "WARN"))
     register_tables(spark, config)
     return spark
+
+
+def _jars_file() -> str:
+    return os.path.join(sys.prefix, "spark-jars.txt")
+
+
+def _resolved_jars(artifact: str) -> list[str]:
+    """Jar files Ivy resolved for ``artifact`` earlier, if all are still there."""
+    try:
+        lines = open(_jars_file()).read().split()
+    except OSError:
+        return []
+    if not lines or lines[0] != artifact:
+        return []
+    jars = lines[1:]
+    return jars if jars and all(os.path.isfile(j.removeprefix("file:")) for j in jars) else []
+
+
+def _remember_jars(artifact: str, spark_jars: str) -> None:
+    jars = [j.removeprefix("file://").removeprefix("file:") for j in spark_jars.split(",") if j.endswith(".jar")]
+    if not jars or not os.access(sys.prefix, os.W_OK):
+        return
+    try:
+        with open(_jars_file() + ".tmp", "w") as out:
+            out.write("\n".join([artifact, *jars]) + "\n")
+        os.replace(_jars_file() + ".tmp", _jars_file())
+    except OSError:
+        log.debug("could not remember the resolved jars in %s", _jars_file())
 
 
 def register_tables(spark: SparkSession, config: Config) -> list[str]:

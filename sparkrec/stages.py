@@ -202,6 +202,7 @@ def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
         staging.mkdir(parents=True, exist_ok=True)
         np.save(staging / "item_text.npy", text)
         encoded = features.encode_examples(examples, vocab_df, config.train.model.history_length)
+        np.save(staging / "log_q.npy", _log_target_frequency(encoded, len(vocab)))
         converter = make_converter(encoded, str(staging / "examples"))
         examples.unpersist()
         params = {**_flat(config.train.model), **{k: v for k, v in _flat(config.train).items() if not k.startswith("model")}}
@@ -214,7 +215,8 @@ def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
             local_mode=config.train.local_mode,
             use_gpu=config.train.use_gpu,
         )
-        data = {"converter": converter.to_json(), "item_text": str(staging / "item_text.npy")}
+        data = {"converter": converter.to_json(), "item_text": str(staging / "item_text.npy"),
+                "log_q": str(staging / "log_q.npy")}
         result = distributor.run(train_two_tower, data, str(staging / "out"), params)
         for epoch, (loss, speed) in enumerate(zip(result["loss"], result["examples_per_s"], strict=True), start=1):
             log_metrics({"loss": loss, "examples_per_s": speed}, step=epoch)
@@ -239,6 +241,14 @@ def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
         log.info("train %s: registered %s version %s as @%s", day, config.mlflow.registered_model, version,
                  config.recommend.model_alias)
         return {"run_id": run_id, "model_version": version, "loss": result["loss"], **final}
+
+
+def _log_target_frequency(encoded_df: DataFrame, vocabulary: int) -> np.ndarray:
+    """log of each item index's share of training targets (add-one smoothed), [V + 1]."""
+    counts = np.ones(vocabulary + 1, dtype=np.float64)
+    for row in encoded_df.groupBy("target").count().collect():
+        counts[int(row["target"])] += row["count"]
+    return np.log(counts / counts.sum()).astype(np.float32)
 
 
 def _flat(obj: Any) -> dict[str, Any]:

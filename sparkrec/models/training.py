@@ -18,7 +18,8 @@ def train_two_tower(data: dict[str, Any], output_dir: str, params: dict[str, Any
     """Train the two-tower model with DDP over gloo (CPU) or nccl (GPU).
 
     Args:
-        data: ``converter`` (ParquetConverter JSON of the examples) and ``item_text`` (.npy path).
+        data: ``converter`` (ParquetConverter JSON of the examples), ``item_text`` and ``log_q``
+            (.npy paths: text vectors [V + 1, T] and log target frequency [V + 1] per item index).
         output_dir: where rank 0 writes ``weights.pt`` and ``history.json``.
         params: model and optimiser settings (TrainConfig and ModelConfig fields).
 
@@ -47,6 +48,7 @@ def train_two_tower(data: dict[str, Any], output_dir: str, params: dict[str, Any
     torch.manual_seed(int(params["seed"]))
 
     item_text = torch.from_numpy(np.load(data["item_text"]))
+    log_q = torch.from_numpy(np.load(data["log_q"])).float().to(device)
     model = TwoTower(item_text, int(params["dim"]), int(params["history_length"]), float(params["dropout"])).to(device)
     trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimiser = torch.optim.Adam(trained.parameters(), lr=float(params["learning_rate"]))
@@ -67,7 +69,8 @@ def train_two_tower(data: dict[str, Any], output_dir: str, params: dict[str, Any
         started, total, steps = time.perf_counter(), 0.0, 0
         for batch in loader:
             users, items = trained(batch["history"].to(device), batch["target"].to(device))
-            loss = in_batch_softmax_loss(users, items, batch["target"].to(device), float(params["temperature"]))
+            target = batch["target"].to(device)
+            loss = in_batch_softmax_loss(users, items, target, float(params["temperature"]), log_q[target])
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()

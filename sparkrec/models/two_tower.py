@@ -80,12 +80,17 @@ class TwoTower(nn.Module):
 
 
 def in_batch_softmax_loss(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
-                          temperature: float) -> torch.Tensor:
+                          temperature: float, log_q: torch.Tensor | None = None) -> torch.Tensor:
     """Sampled softmax with the batch's other targets as negatives.
 
-    A batch item equal to the row's own target is not a negative (masked out).
+    Popular items turn up as in-batch negatives more often than rare ones; subtracting each
+    candidate's log sampling probability ``log_q`` [B] (the logQ correction of Yi et al., 2019)
+    keeps the model from learning to bury them. A batch item equal to the row's own target is not
+    a negative (masked out).
     """
     logits = users @ items.T / temperature
+    if log_q is not None:
+        logits = logits - log_q.unsqueeze(0)
     same = targets.unsqueeze(0) == targets.unsqueeze(1)
     eye = torch.eye(len(targets), dtype=torch.bool, device=users.device)
     logits = logits.masked_fill(same & ~eye, -1e4)

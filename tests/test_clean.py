@@ -1,0 +1,139 @@
+import datetime as dt
+import json
+from pathlib import Path
+
+import pytest
+from pyspark.sql import functions as F
+from pyspark.testing import assertDataFrameEqual
+
+from sparkrec import stages
+from sparkrec.clean import ReconciliationError, reconcile
+from sparkrec.config import Config
+from sparkrec.tables import read_table
+from tests.conftest import make_config
+
+DAY = "2024-03-10"
+GOOD = [
+    '{"event_id":"e1","user_id":"u1","item_id":"i1","event_type":"purchase","ts":"2024-03-10T10:00:00Z","value":2}',
+    '{"user_id":"u2","item_id":"i2","event_type":"view","ts":"2024-03-10 11:00:00"}',
+    '{"user_id":"u3","item_id":"ï-ünïcödé 🎁","event_type":"click","ts":1710064800}',
+    '{"user_id":"u3","item_id":"i3","event_type":"CLICK","ts":1710064800000}',
+    '{"user_id":"u4","item_id":"i1","event_type":"cart","ts":"2024-03-10T12:00:00+02:00","value":1}',
+    '{"user_id":"u6","item_id":"i2","event_type":"view","ts":"2024-03-08 09:00:00"}',
+]
+DUPLICATES = [
+    '{"event_id":"e1","user_id":"u1","item_id":"i1","event_type":"purchase","ts":"2024-03-10T10:00:00Z","value":2}',
+    '{"user_id":"u2","item_id":"i2","event_type":"view","ts":"2024-03-10 11:00:00"}',
+]
+BAD = {
+    "missing_user": '{"user_id":null,"item_id":"i1","event_type":"view","ts":"2024-03-10 10:00:00"}',
+    "missing_item": '{"user_id":"u5","event_type":"view","ts":"2024-03-10 10:00:00"}',
+    "unknown_event_type": '{"user_id":"u5","item_id":"i1","event_type":"teleport","ts":"2024-03-10 10:00:00"}',
+    "bad_timestamp": '{"user_id":"u5","item_id":"i1","event_type":"view","ts":"yesterday"}',
+    "future_timestamp": '{"user_id":"u5","item_id":"i1","event_type":"view","ts":"2024-03-13 10:00:00"}',
+    "too_late": '{"user_id":"u5","item_id":"i1","event_type":"view","ts":"2024-02-01 10:00:00"}',
+    "value_out_of_range": '{"user_id":"u5","item_id":"i1","event_type":"purchase","ts":"2024-03-10 10:00:00","value":-3}',
+    "non_product": '{"user_id":"u5","item_id":"POST","event_type":"purchase","ts":"2024-03-10 10:00:00","value":1}',
+    "malformed_record": '{"user_id": "u6", "item_id": ',
+}
+MALFORMED_MORE = ["[1, 2, 3]", ""]
+
+
+def write_landing(config: Config, day: str, lines: list[str], name: str = "part-0.jsonl") -> None:
+    folder = Path(config.landing.root) / "events" / f"ds={day}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_items(config: Config, day: str, items: list[dict]) -> None:
+    folder = Path(config.landing.root) / "items" / f"ds={day}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "catalog.jsonl").write_text("\n".join(json.dumps(i) for i in items) + "\n", encoding="utf-8")
+
+
+@pytest.fixture(scope="module")
+def cleaned(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path) -> Config:
+    config = stages_config(make_config(tmp_path_factory.mktemp("clean"), mlflow_db))
+    write_landing(config, DAY, GOOD + DUPLICATES + list(BAD.values()) + MALFORMED_MORE)
+    write_items(config, DAY, [{"item_id": "i1", "title": "Red mug", "price": "3.5", "updated_at": "2024-03-10 08:00:00"},
+                              {"item_id": "POST", "title": "Postage"}, {"title": "no id"}])
+    stages.run_clean(spark, config, [DAY])
+    return config
+
+
+def stages_config(config: Config) -> Config:
+    import dataclasses
+
+    return dataclasses.replace(config, clean=dataclasses.replace(config.clean, non_product_items="^POST$"))
+
+
+def test_clean_rows_are_parsed_and_normalised_to_utc(spark, cleaned: Config) -> None:
+    got = read_table(spark, cleaned, "interactions").select(
+        "user_id", "item_id", "event_type", "value", "weight", "event_ts", "event_date", "ds")
+    ts = dt.datetime(2024, 3, 10, 10, 0)
+    day, ds = dt.date(2024, 3, 10), dt.date(2024, 3, 10)
+    expected = spark.createDataFrame(
+        [
+            ("u1", "i1", "purchase", 2.0, 1.0, ts, day, ds),
+            ("u2", "i2", "view", None, 0.1, dt.datetime(2024, 3, 10, 11, 0), day, ds),
+            ("u3", "ï-ünïcödé 🎁", "click", None, 0.3, ts, day, ds),
+            ("u3", "i3", "click", None, 0.3, ts, day, ds),
+            ("u4", "i1", "cart", 1.0, 0.5, ts, day, ds),
+            ("u6", "i2", "view", None, 0.1, dt.datetime(2024, 3, 8, 9, 0), dt.date(2024, 3, 8), ds),
+        ],
+        "user_id string, item_id string, event_type string, value double, weight double, event_ts timestamp, "
+        "event_date date, ds date",
+    )
+    assertDataFrameEqual(got, expected)
+    ids = [r[0] for r in read_table(spark, cleaned, "interactions").select("event_id").collect()]
+    assert "e1" in ids and len(set(ids)) == 6
+
+
+def test_every_bad_row_is_quarantined_with_its_reason(spark, cleaned: Config) -> None:
+    quarantine = read_table(spark, cleaned, "quarantine")
+    events = quarantine.where(F.col("source_file").startswith("events/"))
+    got = sorted((r["reason"], r["raw"]) for r in events.collect())
+    expected = sorted([(reason, raw) for reason, raw in BAD.items()] + [("malformed_record", m) for m in MALFORMED_MORE])
+    assert got == expected
+    assert {r["source_file"] for r in events.collect()} == {f"events/ds={DAY}/part-0.jsonl"}
+    items = quarantine.where(F.col("source_file").startswith("items/")).collect()
+    assert [(r["reason"], r["raw"]) for r in items] == [("missing_item", '{"title": "no id"}')]
+
+
+def test_counts_reconcile_and_are_written_per_file(spark, cleaned: Config) -> None:
+    rows = read_table(spark, cleaned, "run_metrics").where("stage = 'clean'").collect()
+    totals = {r["metric"]: r["value"] for r in rows if r["source"] is None}
+    assert totals["raw_rows"] == 19
+    assert (totals["clean_rows"], totals["duplicate_rows"], totals["quarantined_rows"]) == (6, 2, 11)
+    per_file = {r["metric"]: r["value"] for r in rows if r["source"] == f"events/ds={DAY}/part-0.jsonl"}
+    assert per_file["raw_rows"] == per_file["clean_rows"] + per_file["duplicate_rows"] + per_file["quarantined_rows"]
+    assert totals["quarantined_rows.malformed_record"] == 3
+
+
+def test_items_are_merged_and_non_products_inactive(spark, cleaned: Config) -> None:
+    items = {r["item_id"]: r for r in read_table(spark, cleaned, "items").collect()}
+    assert set(items) == {"i1", "POST"}
+    assert items["i1"]["title"] == "Red mug" and items["i1"]["price"] == 3.5 and items["i1"]["active"]
+    assert not items["POST"]["active"]
+
+
+def test_rerunning_a_day_gives_the_same_rows(spark, cleaned: Config) -> None:
+    before = read_table(spark, cleaned, "interactions").collect()
+    quarantine_before = read_table(spark, cleaned, "quarantine").count()
+    stages.run_clean(spark, cleaned, [DAY])
+    assertDataFrameEqual(read_table(spark, cleaned, "interactions"), before)
+    assert read_table(spark, cleaned, "quarantine").count() == quarantine_before
+    metrics = read_table(spark, cleaned, "run_metrics").where("stage = 'clean' AND metric = 'raw_rows' AND source IS NULL")
+    assert metrics.count() == 1
+
+
+def test_missing_landing_day_is_a_clear_error(spark, config: Config) -> None:
+    with pytest.raises(stages.LandingMissingError, match="2024-01-01"):
+        stages.run_clean(spark, config, ["2024-01-01"])
+
+
+def test_reconcile_refuses_counts_that_do_not_add_up() -> None:
+    counts = [{"ds": DAY, "source": None, "metric": m, "value": v}
+              for m, v in [("raw_rows", 10), ("clean_rows", 6), ("duplicate_rows", 1), ("quarantined_rows", 2)]]
+    with pytest.raises(ReconciliationError, match="raw_rows=10"):
+        reconcile(counts)

@@ -1,0 +1,56 @@
+from pathlib import Path
+
+import pytest
+
+from sparkrec.config import ConfigError, load_config
+
+
+def test_defaults_load_with_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config()
+    assert config.lakehouse.root == str(tmp_path / "lakehouse")
+    assert config.table_path("recommendations") == str(tmp_path / "lakehouse" / "recommendations")
+    assert config.landing.root == str(tmp_path / "landing")
+    assert config.mlflow.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
+    assert config.recommend.k == 10
+    assert config.catalog.database == "sparkrec"
+    assert config.spark.master == "local[*]"
+
+
+def test_overrides_types_and_nested_keys() -> None:
+    config = load_config(None, ["recommend.k=20", "train.model.dim=8", "spark.conf.spark.executor.memory=2g",
+                                "clean.event_types=view,purchase", "lakehouse.root=s3a://bucket/lake"])
+    assert config.recommend.k == 20
+    assert config.train.model.dim == 8
+    assert config.spark.conf["spark.executor.memory"] == "2g"
+    assert config.clean.event_types == ("view", "purchase")
+    assert config.lakehouse.root == "s3a://bucket/lake"  # URIs are left as they are
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("recommend.kk=3", "unknown config key"),
+        ("recommend.k=ten", "must be a number"),
+        ("recommend.k=2.5", "whole number"),
+        ("train.local_mode=maybe", "true or false"),
+        ("no_equals_sign", "key=value"),
+    ],
+)
+def test_bad_values_are_clear_errors(override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [override])
+
+
+def test_secrets_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    conf = tmp_path / "c.yaml"
+    conf.write_text("mlflow:\n  tracking_uri: ${TRACKING_URI_FOR_TEST}\n")
+    with pytest.raises(ConfigError, match="TRACKING_URI_FOR_TEST"):
+        load_config(conf)
+    monkeypatch.setenv("TRACKING_URI_FOR_TEST", "https://mlflow.example")
+    assert load_config(conf).mlflow.tracking_uri == "https://mlflow.example"
+
+
+def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "absent.yaml")

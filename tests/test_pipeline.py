@@ -1,0 +1,111 @@
+"""End to end: the nightly job on a small cut of the bundled sample, on the real components."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from pyspark.sql import functions as F
+
+from sparkrec import stages
+from sparkrec.adapters.online_retail import import_online_retail
+from sparkrec.config import Config
+from sparkrec.tables import read_table
+from tests.conftest import SAMPLE, make_config
+
+DAYS = ["2010-12-01", "2010-12-02", "2010-12-03", "2010-12-05", "2010-12-06"]
+DAY = "2010-12-07"
+OVERRIDES = ["evaluate.holdout_days=2", "train.epochs=2", "train.num_processes=2"]
+
+
+@pytest.fixture(scope="module")
+def nightly(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path) -> tuple[Config, dict, list[str]]:
+    root = tmp_path_factory.mktemp("pipeline")
+    config = make_config(root, mlflow_db, *OVERRIDES)
+    import_online_retail(SAMPLE, config.landing.root)
+    stages.run_clean(spark, config, DAYS)
+    result = stages.run_nightly(spark, config, DAY)
+    cli_args = [f"--set=lakehouse.root={config.lakehouse.root}", f"--set=landing.root={config.landing.root}",
+                f"--set=mlflow.tracking_uri={config.mlflow.tracking_uri}", "--set=spark.master=local[1]",
+                "--set=spark.show_progress=false", "--set=spark.driver_memory=1g"]
+    return config, result, cli_args
+
+
+def test_every_active_user_gets_k_distinct_unseen_items(spark, nightly) -> None:
+    config, result, _ = nightly
+    k = config.recommend.k
+    recs = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
+    per_user = recs.groupBy("user_id").agg(
+        F.count(F.lit(1)).alias("n"), F.countDistinct("item_id").alias("items"),
+        F.sort_array(F.collect_list("rank")).alias("ranks"),
+    )
+    assert per_user.where((F.col("n") != k) | (F.col("items") != k) | (F.col("ranks") != F.sequence(F.lit(1), F.lit(k)))).count() == 0
+    interactions = read_table(spark, config, "interactions").where(F.col("event_date") <= F.lit(DAY))
+    active = interactions.select("user_id").distinct()
+    assert per_user.count() == active.count() == result["recommend"]["users"] > 100
+    seen = interactions.select("user_id", "item_id").distinct()
+    assert recs.join(seen, ["user_id", "item_id"]).count() == 0
+    inactive = read_table(spark, config, "items").where(~F.col("active")).select("item_id")
+    assert recs.join(inactive, "item_id").count() == 0
+    assert recs.where(F.isnan("score") | F.col("model_version").isNull()).count() == 0
+
+
+def test_rerunning_recommend_replaces_the_day(spark, nightly) -> None:
+    config, result, _ = nightly
+    table = read_table(spark, config, "recommendations")
+    before = table.where(F.col("ds") == F.lit(DAY)).select("user_id", "rank", "item_id").collect()
+    again = stages.run_recommend(spark, config, DAY)
+    after = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
+    assert sorted(after.select("user_id", "rank", "item_id").collect()) == sorted(before)
+    assert after.select("run_id").distinct().collect()[0][0] == again["run_id"] != result["recommend"]["run_id"]
+
+
+def test_evaluation_is_logged_to_mlflow_and_run_metrics(spark, nightly) -> None:
+    config, result, _ = nightly
+    rows = read_table(spark, config, "run_metrics").where((F.col("stage") == "evaluate") & (F.col("ds") == F.lit(DAY)))
+    got = {(r["source"], r["metric"]) for r in rows.collect()}
+    for source in ("two_tower", "popularity"):
+        assert {(source, "ndcg@10"), (source, "recall@10")} <= got
+    run = MlflowClient(config.mlflow.tracking_uri).get_run(result["evaluate"]["run_id"])
+    assert run.data.metrics["popularity.ndcg_at_10"] == pytest.approx(result["evaluate"]["metrics"]["popularity"]["ndcg@10"])
+    assert 0.0 <= run.data.metrics["two_tower.recall_at_10"] <= 1.0
+    assert run.data.params["table_version.interactions"] != "absent"
+    assert run.data.tags["mlflow.source.git.commit"]
+    assert run.data.tags["mlflow.parentRunId"]  # nested under the nightly run
+
+
+def test_model_is_registered_with_its_vocabulary(spark, nightly) -> None:
+    config, result, _ = nightly
+    client = MlflowClient(config.mlflow.tracking_uri)
+    version = client.get_model_version_by_alias(config.mlflow.registered_model, config.recommend.model_alias)
+    assert str(version.version) == result["train"]["model_version"]
+    train_run = client.get_run(result["train"]["run_id"])
+    assert [m.step for m in client.get_metric_history(train_run.info.run_id, "loss")] == [1, 2]
+    artifacts = {a.path for a in client.list_artifacts(train_run.info.run_id)} | {
+        a.path for a in client.list_artifacts(train_run.info.run_id, "plots")}
+    assert {"config.json", "plots/loss.png"} <= artifacts
+    mlflow.set_tracking_uri(config.mlflow.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"models:/{config.mlflow.registered_model}@{config.recommend.model_alias}")
+    import pandas as pd
+
+    top = model.predict(pd.DataFrame({"history": [["85123A", "71053"]]}), params={"k": 5})
+    assert len(top["item_ids"][0]) == 5 and all(isinstance(i, str) for i in top["item_ids"][0])
+
+
+def test_a_new_session_reads_the_tables_by_name(nightly) -> None:
+    config, _, cli_args = nightly
+    query = f"SELECT count(DISTINCT user_id) AS users, max(rank) AS k FROM sparkrec.recommendations WHERE ds = DATE'{DAY}'"
+    out = subprocess.run([sys.executable, "-m", "sparkrec.cli", "sql", query, *cli_args],
+                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    assert out.returncode == 0, out.stderr[-2000:]
+    row = [line for line in out.stdout.splitlines() if line.startswith("|") and "users" not in line][0]
+    users, k = (int(x) for x in row.strip("|").split("|"))
+    assert k == config.recommend.k and users > 100
+    bad = subprocess.run([sys.executable, "-m", "sparkrec.cli", "sql", "SELECT * FROM sparkrec.nope", *cli_args],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "SQL error" in bad.stderr and "Traceback" not in bad.stderr

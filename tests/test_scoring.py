@@ -1,0 +1,37 @@
+import numpy as np
+
+from sparkrec.loader import make_converter
+from sparkrec.models.scoring import PopularityScorer, to_matrix_rows, top_k
+
+
+def test_top_k_is_k_distinct_unseen_eligible_items(spark) -> None:
+    item_ids = [f"i{j}" for j in range(8)]
+    popularity = np.array([8, 7, 6, 5, 4, 3, 2, 1], dtype=float)
+    eligible = np.array([True, False, True, True, True, True, True, True])  # i1 inactive
+    histories = spark.createDataFrame(
+        [("u1", ["i0"], ["i0", "i2"]), ("u2", [], []), ("u3", ["i9"], ["i0", "i2", "i3", "i4", "i5", "i6"])],
+        "user_id string, history array<string>, seen array<string>",
+    )
+    index = spark.createDataFrame(list(zip(item_ids, range(8), strict=True)), "item_id string, row int")
+    recs = top_k(to_matrix_rows(histories, index), PopularityScorer(popularity), item_ids, eligible, k=3, block_size=2)
+    got = {}
+    for r in recs.orderBy("user_id", "rank").collect():
+        got.setdefault(r["user_id"], []).append((r["rank"], r["item_id"]))
+    assert got["u1"] == [(1, "i3"), (2, "i4"), (3, "i5")]
+    assert got["u2"] == [(1, "i0"), (2, "i2"), (3, "i3")]
+    assert got["u3"] == [(1, "i7")]  # only one eligible unseen item is left
+
+
+def test_converter_gives_every_rank_the_same_batches(spark, tmp_path) -> None:
+    df = spark.range(103).selectExpr("id AS target", "array(id, id + 1) AS history").repartition(3)
+    converter = make_converter(df, str(tmp_path))
+    assert converter.num_rows == 103
+    assert make_converter(df, str(tmp_path)) == converter  # the same plan is materialised once
+    seen = []
+    for rank in range(2):
+        loader = converter.make_torch_dataloader(batch_size=10, cur_shard=rank, shard_count=2, shuffle_seed=1)
+        batches = list(loader)
+        assert len(batches) == len(loader) == 5
+        assert all(b["target"].shape == (10,) and b["history"].shape == (10, 2) for b in batches)
+        seen += [int(t) for b in batches for t in b["target"]]
+    assert len(seen) == len(set(seen)) == 100
