@@ -179,7 +179,7 @@ def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
     from pyspark.ml.torch.distributor import TorchDistributor
 
     from sparkrec.loader import make_converter
-    from sparkrec.models.packaging import TwoTowerPyfunc, write_model_dir
+    from sparkrec.models.packaging import TwoTowerPyfunc, signature, write_model_dir
     from sparkrec.models.training import train_two_tower
 
     check_date(day)
@@ -228,6 +228,7 @@ def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
             python_model=TwoTowerPyfunc(),
             artifacts={"model_dir": str(model_dir)},
             input_example=_input_example(vocab),
+            signature=signature(),
             code_paths=[str(Path(__file__).resolve().parent)],
             pip_requirements=_model_requirements(),
             registered_model_name=config.mlflow.registered_model,

@@ -67,6 +67,18 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
     return LoadedTwoTower(model=model, item_ids=item_ids, meta=meta)
 
 
+def signature() -> Any:
+    """Input ``history`` (list of item ids), output ``item_ids`` and ``scores``, param ``k``."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
+
+    return ModelSignature(
+        inputs=Schema([ColSpec(Array("string"), "history")]),
+        outputs=Schema([ColSpec(Array("string"), "item_ids"), ColSpec(Array("double"), "scores")]),
+        params=ParamSchema([ParamSpec("k", "long", 10)]),
+    )
+
+
 class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc: input ``history`` (list of item ids, most recent first) -> top ``k`` items.
 
