@@ -42,20 +42,27 @@ if [ ! -x .venv/bin/python ] || ! grep -qx "$(site_of "$deps/bin/python")" .venv
   "$PYTHON" -m venv --without-pip .venv
   site_of "$deps/bin/python" > .venv/.deps
   echo "$(site_of "$deps/bin/python")" > "$(site_of .venv/bin/python)/_sparkrec_deps.pth"
-  for script in "$deps"/bin/*; do   # spark-submit, spark-class, mlflow, pytest, ...
-    name=$(basename "$script")
-    case "$name" in python*|pip*|activate*|Activate*) continue ;; esac
-    [ -e ".venv/bin/$name" ] || ln -s "$script" ".venv/bin/$name"
-  done
+  ln -s "$deps/bin/mlflow" .venv/bin/mlflow   # the MLflow UI needs nothing of the project
 fi
 if [ ! -f .venv/.project ] || [ pyproject.toml -nt .venv/.project ]; then
   "$deps/bin/python" -m pip --python .venv/bin/python install --quiet --no-deps --no-build-isolation -e .
   touch .venv/.project
 fi
-# pytest and jupyter run from .venv so that they import the project.
-for tool in pytest; do
-  printf '#!/bin/sh\nexec "%s" -m %s "$@"\n' "$PWD/.venv/bin/python" "$tool" > ".venv/bin/$tool.tmp"
-  chmod +x ".venv/bin/$tool.tmp"; mv -f ".venv/bin/$tool.tmp" ".venv/bin/$tool"
+# pytest runs from .venv so that it imports the project.
+printf '#!/bin/sh\nexec "%s" -m pytest "$@"\n' "$PWD/.venv/bin/python" > .venv/bin/pytest
+chmod +x .venv/bin/pytest
+# Spark's launchers from the pip package, with SPARK_HOME, Java and this venv's Python set.
+spark_home=$(.venv/bin/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
+for tool in spark-submit spark-class spark-sql pyspark; do
+  cat > ".venv/bin/$tool" <<WRAPPER
+#!/bin/sh
+export SPARK_HOME="$spark_home"
+export JAVA_HOME="\${JAVA_HOME:-$java_home}"
+export PYSPARK_PYTHON="\${PYSPARK_PYTHON:-$PWD/.venv/bin/python}"
+export PYSPARK_DRIVER_PYTHON="\${PYSPARK_DRIVER_PYTHON:-$PWD/.venv/bin/python}"
+exec "\$SPARK_HOME/bin/$tool" "\$@"
+WRAPPER
+  chmod +x ".venv/bin/$tool"
 done
 echo "JAVA_HOME=$java_home" > .venv/java.env
 
