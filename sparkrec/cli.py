@@ -69,7 +69,8 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from sparkrec.clean import ReconciliationError
     from sparkrec.embed import ModelNotFoundError
     from sparkrec.schemas import SchemaError
-    from sparkrec.stages import LandingMissingError, ModelMissingError
+    from sparkrec.registry import ModelMissingError
+    from sparkrec.stages import LandingMissingError
     from sparkrec.tables import TableMissingError
 
     return (ConfigError, LandingMissingError, ModelMissingError, TableMissingError, ReconciliationError,

@@ -77,6 +77,10 @@ class MlflowConfig:
     experiment: str = "sparkrec"
     # Registered model name of the two-tower model.
     registered_model: str = "sparkrec_two_tower"
+    # Alias the train stage gives every newly trained version.
+    candidate_alias: str = "candidate"
+    # Alias of the served model; the evaluate stage's promotion gate moves it.
+    champion_alias: str = "champion"
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,7 @@ class RecommendConfig:
     # Users with an interaction in this many days up to the run date get recommendations.
     active_days: int = 30
     # Registered-model alias that the recommend stage scores with.
-    model_alias: str = "candidate"
+    model_alias: str = "champion"
     # Users scored per block inside a task; bounds memory to block x catalogue scores.
     block_size: int = 512
 
@@ -170,6 +174,8 @@ class EvaluateConfig:
     holdout_days: int = 7
     # Cut-off of the ranking metrics; defaults to recommend.k when 0.
     k: int = 0
+    # The candidate becomes champion unless its ndcg@k is below the champion's by more than this.
+    promotion_tolerance: float = 0.0
 
 
 @dataclass(frozen=True)

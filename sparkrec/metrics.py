@@ -1,61 +1,138 @@
 """Ranking metrics computed in Spark, with their exact definitions.
 
-For a user u with recommendations r_1..r_k (rank order) and relevant test items R_u:
+For a user u with recommendations r_1..r_k (rank order, ranks above k ignored) and relevant test items
+R_u, with hit_i = 1 when r_i is in R_u:
 
-- ``precision@k`` = |{r_i in R_u}| / k
-- ``recall@k``    = |{r_i in R_u}| / |R_u|
-- ``ndcg@k``      = DCG / IDCG with binary relevance: DCG = sum over hits of 1 / log2(rank + 1),
+- ``precision@k`` = sum_i hit_i / k
+- ``recall@k``    = sum_i hit_i / |R_u|
+- ``ndcg@k``      = DCG / IDCG, binary relevance: DCG = sum_i hit_i / log2(i + 1),
   IDCG = sum_{i=1}^{min(k, |R_u|)} 1 / log2(i + 1)
+- ``map``         = sum_i hit_i * (hits in r_1..r_i) / i, divided by |R_u| (the Microsoft
+  Recommenders definition)
+- ``map@k``       = the same sum divided by min(k, |R_u|)
+- ``mrr@k``       = 1 / (rank of the first hit), 0 without a hit
+- ``hit@k``       = 1 when any r_i is relevant, else 0
 
-Each is averaged over the users present both in the test set and in the recommendations.
+Each of these is averaged over the users present both in the test set and in the recommendations.
+Over the whole list of recommendations (all users):
+
+- ``coverage@k``  = distinct recommended items / ``catalog_size``
+- ``diversity@k`` = intra-list diversity: per user, the mean over pairs of recommended items of the
+  cosine distance 1 - cos(v_a, v_b) of their item vectors, averaged over users with two or more vectors
+- ``novelty@k``   = mean over users of the mean of -log2(p_i) over their recommended items, where
+  p_i = (training users who interacted with i) / (training users); an item no training user touched
+  counts as p_i = 1 / (training users + 1)
 """
 
 from __future__ import annotations
 
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
 from sparkrec.schemas import require_columns
 
 
-def ranking_metrics(recs_df: DataFrame, truth_df: DataFrame, k: int) -> dict[str, float]:
-    """Mean precision@k, recall@k and ndcg@k, plus the number of users evaluated.
+def ranking_metrics(
+    recs_df: DataFrame,
+    truth_df: DataFrame,
+    k: int,
+    *,
+    catalog_size: int | None = None,
+    item_vectors_df: DataFrame | None = None,
+    train_df: DataFrame | None = None,
+) -> dict[str, float]:
+    """The metrics of the module docstring, plus ``users`` (how many users were averaged).
 
     Args:
-        recs_df: ``user_id``, ``rank`` (1 = best), ``item_id``; ranks above k are ignored.
+        recs_df: ``user_id``, ``rank`` (1 = best), ``item_id``.
         truth_df: ``user_id``, ``item_id``: the relevant test items (duplicates ignored).
+        k: cut-off.
+        catalog_size: items that could have been recommended; adds ``coverage@k``.
+        item_vectors_df: ``item_id``, ``embedding`` (array of floats); adds ``diversity@k``.
+        train_df: ``user_id``, ``item_id`` of the training interactions; adds ``novelty@k``.
     """
     require_columns(recs_df, ["user_id", "rank", "item_id"], "ranking_metrics recommendations")
     require_columns(truth_df, ["user_id", "item_id"], "ranking_metrics truth")
-    truth = truth_df.select("user_id", "item_id").distinct()
-    relevant = truth.groupBy("user_id").agg(F.count(F.lit(1)).alias("n_relevant"))
     recs = recs_df.where(F.col("rank") <= k).select("user_id", "rank", "item_id")
-    hits = recs.join(truth.withColumn("hit", F.lit(1)), ["user_id", "item_id"], "left")
+    out = _accuracy(recs, truth_df.select("user_id", "item_id").distinct(), k)
+    if catalog_size:
+        distinct = recs.select("item_id").distinct().count()
+        out[f"coverage@{k}"] = distinct / catalog_size
+    if item_vectors_df is not None:
+        out[f"diversity@{k}"] = intra_list_diversity(recs, item_vectors_df)
+    if train_df is not None:
+        out[f"novelty@{k}"] = novelty(recs, train_df)
+    return out
+
+
+def _accuracy(recs: DataFrame, truth: DataFrame, k: int) -> dict[str, float]:
+    relevant = truth.groupBy("user_id").agg(F.count(F.lit(1)).alias("n_relevant"))
+    by_rank = Window.partitionBy("user_id").orderBy("rank").rowsBetween(Window.unboundedPreceding, 0)
+    hits = (
+        recs.join(truth.withColumn("hit", F.lit(1)), ["user_id", "item_id"], "left")
+        .withColumn("hit", F.coalesce("hit", F.lit(0)))
+        .withColumn("hits_so_far", F.sum("hit").over(by_rank))
+    )
     per_user = (
         hits.groupBy("user_id")
         .agg(
-            F.count(F.col("hit")).alias("hits"),
-            F.sum(F.when(F.col("hit") == 1, 1.0 / F.log2(F.col("rank") + 1)).otherwise(0.0)).alias("dcg"),
+            F.sum("hit").alias("hits"),
+            F.sum(F.col("hit") / F.log2(F.col("rank") + 1)).alias("dcg"),
+            F.sum(F.col("hit") * F.col("hits_so_far") / F.col("rank")).alias("ap_sum"),
+            F.min(F.when(F.col("hit") == 1, F.col("rank"))).alias("first_hit"),
         )
         .join(relevant, "user_id")
     )
-    ideal = F.aggregate(
-        F.sequence(F.lit(1), F.least(F.lit(k), F.col("n_relevant"))),
-        F.lit(0.0),
-        lambda acc, i: acc + 1.0 / F.log2(i + 1),
-    )
+    ideal_hits = F.least(F.lit(k), F.col("n_relevant"))
+    idcg = F.aggregate(F.sequence(F.lit(1), ideal_hits), F.lit(0.0), lambda acc, i: acc + 1.0 / F.log2(i + 1))
     row = per_user.agg(
         F.avg(F.col("hits") / F.lit(k)).alias("precision"),
         F.avg(F.col("hits") / F.col("n_relevant")).alias("recall"),
-        F.avg(F.col("dcg") / ideal).alias("ndcg"),
+        F.avg(F.col("dcg") / idcg).alias("ndcg"),
+        F.avg(F.col("ap_sum") / F.col("n_relevant")).alias("map"),
+        F.avg(F.col("ap_sum") / ideal_hits).alias("map_k"),
+        F.avg(F.coalesce(1.0 / F.col("first_hit"), F.lit(0.0))).alias("mrr"),
+        F.avg(F.when(F.col("hits") > 0, 1.0).otherwise(0.0)).alias("hit"),
         F.count(F.lit(1)).alias("users"),
     ).first()
     users = int(row["users"]) if row else 0
+    names = {"precision": f"precision@{k}", "recall": f"recall@{k}", "ndcg": f"ndcg@{k}", "map": "map",
+             "map_k": f"map@{k}", "mrr": f"mrr@{k}", "hit": f"hit@{k}"}
+    values = {name: (float(row[col]) if users else 0.0) for col, name in names.items()}
+    return {**values, "users": float(users)}
+
+
+def intra_list_diversity(recs: DataFrame, item_vectors_df: DataFrame) -> float:
+    """Mean pairwise cosine distance of each user's recommended items, averaged over users."""
+    vectors = item_vectors_df.select("item_id", "embedding").where(F.col("embedding").isNotNull())
+    items = recs.join(vectors, "item_id")
+    a, b = items.alias("a"), items.alias("b")
+    pairs = a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("a.rank") < F.col("b.rank")))
+    dot = F.aggregate(F.zip_with("a.embedding", "b.embedding", lambda x, y: x * y), F.lit(0.0), lambda s, v: s + v)
+    norm = lambda c: F.sqrt(F.aggregate(F.transform(c, lambda x: x * x), F.lit(0.0), lambda s, v: s + v))  # noqa: E731
+    cosine = dot / (norm("a.embedding") * norm("b.embedding"))
+    row = (
+        pairs.select(F.col("a.user_id").alias("user_id"), (1.0 - cosine).alias("distance"))
+        .groupBy("user_id")
+        .agg(F.avg("distance").alias("d"))
+        .agg(F.avg("d"))
+        .first()
+    )
+    return float(row[0]) if row and row[0] is not None else 0.0
+
+
+def novelty(recs: DataFrame, train_df: DataFrame) -> float:
+    """Mean self-information -log2(p_i) of the recommended items, averaged per user then over users."""
+    users = train_df.select("user_id").distinct().count()
     if not users:
-        return {f"precision@{k}": 0.0, f"recall@{k}": 0.0, f"ndcg@{k}": 0.0, "users": 0.0}
-    return {
-        f"precision@{k}": float(row["precision"]),
-        f"recall@{k}": float(row["recall"]),
-        f"ndcg@{k}": float(row["ndcg"]),
-        "users": float(users),
-    }
+        return 0.0
+    share = train_df.groupBy("item_id").agg((F.countDistinct("user_id") / F.lit(users)).alias("p"))
+    row = (
+        recs.join(share, "item_id", "left")
+        .withColumn("info", -F.log2(F.coalesce("p", F.lit(1.0 / (users + 1)))))
+        .groupBy("user_id")
+        .agg(F.avg("info").alias("u"))
+        .agg(F.avg("u"))
+        .first()
+    )
+    return float(row[0]) if row and row[0] is not None else 0.0

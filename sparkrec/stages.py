@@ -29,6 +29,7 @@ from sparkrec.schemas import (
     RECOMMENDATIONS,
     RUN_METRICS,
 )
+from sparkrec.registry import alias_version, apply_promotion, decide_promotion, load_model
 from sparkrec.tracking import log_metrics, stage_run
 
 log = logging.getLogger("sparkrec")
@@ -37,10 +38,6 @@ DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
 class LandingMissingError(FileNotFoundError):
     """No landing files for a requested day."""
-
-
-class ModelMissingError(LookupError):
-    """No registered model under the configured alias."""
 
 
 def check_date(day: str) -> str:
@@ -235,12 +232,12 @@ def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
         )
         version = str(info.registered_model_version)
         client = mlflow.MlflowClient()
-        client.set_registered_model_alias(config.mlflow.registered_model, config.recommend.model_alias, version)
+        client.set_registered_model_alias(config.mlflow.registered_model, config.mlflow.candidate_alias, version)
         final = {"final_loss": result["loss"][-1], "examples": float(converter.num_rows), "vocabulary": float(len(vocab))}
         write_run_metrics(spark, config, "train", run_id, [day], [(day, k, v, None) for k, v in final.items()])
         shutil.rmtree(staging, ignore_errors=True)
         log.info("train %s: registered %s version %s as @%s", day, config.mlflow.registered_model, version,
-                 config.recommend.model_alias)
+                 config.mlflow.candidate_alias)
         return {"run_id": run_id, "model_version": version, "loss": result["loss"], **final}
 
 
@@ -295,21 +292,6 @@ def _log_loss_curve(losses: list[float]) -> None:
 
 
 # ------------------------------------------------------------------------------------- recommend
-def load_model(config: Config) -> tuple[Any, str]:
-    """The registered model under ``recommend.model_alias``, unwrapped, and its version."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    name, alias = config.mlflow.registered_model, config.recommend.model_alias
-    client = mlflow.MlflowClient()
-    try:
-        version = client.get_model_version_by_alias(name, alias).version
-    except MlflowException as err:
-        raise ModelMissingError(f"no model {name}@{alias} in {config.mlflow.tracking_uri}; run the train stage first") from err
-    model = mlflow.pyfunc.load_model(f"models:/{name}@{alias}")
-    return model.unwrap_python_model().loaded, str(version)
-
-
 def _catalog(spark: SparkSession, config: Config, loaded: Any) -> tuple[list[str], np.ndarray, np.ndarray, DataFrame]:
     """Every catalogue item: ids, model vectors [n, D], eligibility, and an (item_id, row) frame."""
     items = tables.read_table(spark, config, ITEMS).select("item_id", "active", "in_stock")
@@ -352,8 +334,8 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
     check_date(day)
     versions = {t: tables.table_version(spark, config, t) for t in (INTERACTIONS, ITEMS, ITEM_EMBEDDINGS)}
     with stage_run(config, "recommend", day, versions) as run_id:
-        loaded, version = load_model(config)
-        mlflow.log_params({"model_version": version, "k": config.recommend.k})
+        loaded, version = load_model(config, config.recommend.model_alias)
+        mlflow.log_params({"model_version": version, "model_alias": config.recommend.model_alias, "k": config.recommend.k})
         item_ids, vectors, eligible, index_df = _catalog(spark, config, loaded)
         interactions = features.filter_until(tables.read_table(spark, config, INTERACTIONS), day)
         users = features.active_users(interactions, day, config.recommend.active_days)
@@ -379,7 +361,10 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
 
 # -------------------------------------------------------------------------------------- evaluate
 def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
-    """Hold out the last ``evaluate.holdout_days`` days; score the model and popularity on them."""
+    """Hold out the last ``evaluate.holdout_days`` days; score the candidate, the champion and
+    popularity on them, and promote the candidate to champion when the gate allows it."""
+    import mlflow
+
     from sparkrec.metrics import ranking_metrics
     from sparkrec.models.scoring import PopularityScorer, to_matrix_rows, top_k
 
@@ -388,11 +373,11 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
     cutoff = features.day_offset(day, -config.evaluate.holdout_days)
     versions = {t: tables.table_version(spark, config, t) for t in (INTERACTIONS, ITEMS, ITEM_EMBEDDINGS)}
     with stage_run(config, "evaluate", day, versions) as run_id:
-        loaded, version = load_model(config)
-        import mlflow
-
-        mlflow.log_params({"model_version": version, "k": k, "cutoff": cutoff, "protocol": "chrono"})
-        item_ids, vectors, eligible, index_df = _catalog(spark, config, loaded)
+        candidate, version = load_model(config, config.mlflow.candidate_alias)
+        champion_version = alias_version(config, config.mlflow.champion_alias)
+        mlflow.log_params({"model_version": version, "champion_version_before": champion_version or "none",
+                           "k": k, "cutoff": cutoff, "protocol": "chrono"})
+        item_ids, vectors, eligible, index_df = _catalog(spark, config, candidate)
         interactions = features.filter_until(tables.read_table(spark, config, INTERACTIONS), day)
         train_part = features.filter_until(interactions, cutoff)
         test_part = interactions.where((F.col("event_date") > F.to_date(F.lit(cutoff))) & (F.col("weight") > 0))
@@ -402,13 +387,32 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
             truth.select("user_id").distinct(), "user_id"
         )
         users = to_matrix_rows(histories, index_df).cache()
-        popularity = _popularity(train_part, item_ids)
+        text_vectors = tables.read_table(spark, config, ITEM_EMBEDDINGS).where(
+            F.col("model") == candidate.meta["text_model"])
+        scorers = {"two_tower": _two_tower_scorer(candidate, vectors),
+                   "popularity": PopularityScorer(_popularity(train_part, item_ids))}
+        if champion_version is not None and champion_version != version:
+            champion, _ = load_model(config, config.mlflow.champion_alias)
+            scorers["champion"] = _two_tower_scorer(champion, _catalog(spark, config, champion)[1])
         results: dict[str, dict[str, float]] = {}
-        for scorer in (_two_tower_scorer(loaded, vectors), PopularityScorer(popularity)):
-            recs = top_k(users, scorer, item_ids, eligible, k, config.recommend.block_size)
-            results[scorer.name] = ranking_metrics(recs, truth, k)
+        for source, scorer in scorers.items():
+            recs = top_k(users, scorer, item_ids, eligible, k, config.recommend.block_size).cache()
+            results[source] = ranking_metrics(
+                recs, truth, k, catalog_size=int(eligible.sum()), item_vectors_df=text_vectors,
+                train_df=train_part.select("user_id", "item_id"),
+            )
+            recs.unpersist()
         users.unpersist()
-        rows = []
+        gate_metric = f"ndcg@{k}"
+        decision = decide_promotion(
+            version, results["two_tower"][gate_metric], champion_version,
+            results["champion"][gate_metric] if "champion" in results else (
+                results["two_tower"][gate_metric] if champion_version == version else None),
+            config.evaluate.promotion_tolerance,
+        )
+        apply_promotion(config, decision, gate_metric)
+        mlflow.set_tags({"promoted": str(decision.promoted).lower(), "promotion_reason": decision.reason})
+        rows = [(day, "promoted", 1.0 if decision.promoted else 0.0, "gate")]
         for source, metrics in results.items():
             log_metrics({f"{source}.{m}": v for m, v in metrics.items()})
             rows += [(day, m, v, source) for m, v in metrics.items()]
@@ -416,7 +420,10 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
         _log_metric_bars(results, k)
         for source, metrics in results.items():
             log.info("evaluate %s %s: %s", day, source, ", ".join(f"{m}={v:.4f}" for m, v in metrics.items()))
-        return {"run_id": run_id, "model_version": version, "cutoff": cutoff, "metrics": results}
+        log.info("evaluate %s: version %s %s (%s)", day, version,
+                 "promoted to @" + config.mlflow.champion_alias if decision.promoted else "not promoted", decision.reason)
+        return {"run_id": run_id, "model_version": version, "cutoff": cutoff, "promoted": decision.promoted,
+                "champion_version": alias_version(config, config.mlflow.champion_alias), "metrics": results}
 
 
 def _popularity(interactions_df: DataFrame, item_ids: list[str]) -> np.ndarray:
@@ -434,8 +441,8 @@ def _log_metric_bars(results: dict[str, dict[str, float]], k: int) -> None:
     import matplotlib.pyplot as plt
     import mlflow
 
-    names = [m for m in next(iter(results.values())) if "@" in m]
-    fig, ax = plt.subplots(figsize=(6, 3))
+    names = [m for m in next(iter(results.values())) if m != "users" and not m.startswith("novelty")]
+    fig, ax = plt.subplots(figsize=(9, 3))
     width = 0.8 / len(results)
     for j, (source, metrics) in enumerate(results.items()):
         ax.bar([i + j * width for i in range(len(names))], [metrics[m] for m in names], width, label=source)
@@ -449,12 +456,12 @@ def _log_metric_bars(results: dict[str, dict[str, float]], k: int) -> None:
 
 # ---------------------------------------------------------------------------- nightly / backfill
 def run_nightly(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
-    """clean → embed → train → recommend → evaluate for one landing day."""
+    """clean → embed → train → evaluate (promotion gate) → recommend for one landing day."""
     return _run_all(spark, config, [day], day, "nightly")
 
 
 def run_backfill(spark: SparkSession, config: Config, start: str, end: str) -> dict[str, Any]:
-    """Clean every landing day in [start, end], then embed, train, recommend and evaluate for ``end``."""
+    """Clean every landing day in [start, end], then embed, train, evaluate and recommend for ``end``."""
     check_date(start)
     check_date(end)
     if start > end:
@@ -477,8 +484,8 @@ def _run_all(spark: SparkSession, config: Config, clean_days: list[str], day: st
         out = {"clean": run_clean(spark, config, clean_days)}
         out["embed"] = run_embed(spark, config, day)
         out["train"] = run_train(spark, config, day)
-        out["recommend"] = run_recommend(spark, config, day)
         out["evaluate"] = run_evaluate(spark, config, day)
+        out["recommend"] = run_recommend(spark, config, day)
         return out
 
 
@@ -493,7 +500,7 @@ def summary(spark: SparkSession, config: Config, day: str) -> str:
     if tables.table_exists(spark, config, RUN_METRICS):
         metrics = (
             tables.read_table(spark, config, RUN_METRICS)
-            .where((F.col("ds") == F.to_date(F.lit(day))) & (F.col("stage") == "evaluate") & F.col("metric").contains("@"))
+            .where((F.col("ds") == F.to_date(F.lit(day))) & (F.col("stage") == "evaluate") & (F.col("metric") != "users"))
             .orderBy("source", "metric")
             .collect()
         )

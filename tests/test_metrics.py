@@ -2,29 +2,68 @@ import math
 
 import pytest
 
-from sparkrec.metrics import ranking_metrics
+from sparkrec.metrics import intra_list_diversity, novelty, ranking_metrics
+
+L2, L3 = math.log2(3), math.log2(4)  # log2(rank + 1) for ranks 2 and 3
 
 
-def test_metrics_match_hand_computed_values(spark) -> None:
-    recs = spark.createDataFrame(
-        [("a", 1, "x"), ("a", 2, "y"), ("a", 3, "z"), ("b", 1, "x"), ("b", 2, "q"), ("b", 3, "w"), ("c", 1, "x")],
+@pytest.fixture(scope="module")
+def recs(spark):
+    return spark.createDataFrame(
+        [("a", 1, "x"), ("a", 2, "y"), ("a", 3, "z"), ("a", 4, "m"),  # rank 4 is beyond k = 3
+         ("b", 1, "x"), ("b", 2, "q"), ("b", 3, "w"),
+         ("c", 1, "x"),  # c is not in the test set: ignored by the per-user metrics
+         ("e", 1, "x"), ("e", 2, "y"), ("e", 3, "v")],
         "user_id string, rank int, item_id string",
     )
-    # a: hits at ranks 2 and 3, 4 relevant; b: no hit; c: not in the test set (ignored); d: no recs (ignored)
-    truth = spark.createDataFrame(
-        [("a", "y"), ("a", "z"), ("a", "m"), ("a", "n"), ("b", "y"), ("d", "x")], "user_id string, item_id string"
+
+
+@pytest.fixture(scope="module")
+def truth(spark):
+    # a: 4 relevant, hits at ranks 2 and 3; b: 1 relevant, hit at rank 2; e: no hit; d: no recommendations
+    return spark.createDataFrame(
+        [("a", "y"), ("a", "z"), ("a", "m"), ("a", "n"), ("b", "q"), ("b", "q"), ("d", "x"), ("e", "p")],
+        "user_id string, item_id string",
     )
-    got = ranking_metrics(recs, truth, k=3)
-    dcg_a = 1 / math.log2(3) + 1 / math.log2(4)
-    idcg_a = 1 + 1 / math.log2(3) + 1 / math.log2(4)  # min(k=3, 4 relevant) ideal hits
-    assert got["users"] == 2
-    assert got["precision@3"] == pytest.approx((2 / 3 + 0) / 2)
-    assert got["recall@3"] == pytest.approx((2 / 4 + 0) / 2)
-    assert got["ndcg@3"] == pytest.approx((dcg_a / idcg_a + 0) / 2)
+
+
+def test_accuracy_metrics_match_hand_computed_values(recs, truth) -> None:
+    got = ranking_metrics(recs, truth, k=3, catalog_size=10)
+    ap_a, ap_b = 1 / 2 + 2 / 3, 1 / 2  # sum over hits of hits-so-far / rank
+    assert got["users"] == 3
+    assert got["precision@3"] == pytest.approx((2 / 3 + 1 / 3 + 0) / 3)
+    assert got["recall@3"] == pytest.approx((2 / 4 + 1 + 0) / 3)
+    ndcg_a = (1 / L2 + 1 / L3) / (1 + 1 / L2 + 1 / L3)
+    ndcg_b = (1 / L2) / 1
+    assert got["ndcg@3"] == pytest.approx((ndcg_a + ndcg_b + 0) / 3)
+    # the two MAP variants differ only in the divisor: |R_u| against min(k, |R_u|)
+    assert got["map"] == pytest.approx((ap_a / 4 + ap_b / 1 + 0) / 3)
+    assert got["map@3"] == pytest.approx((ap_a / 3 + ap_b / 1 + 0) / 3)
+    assert got["mrr@3"] == pytest.approx((1 / 2 + 1 / 2 + 0) / 3)
+    assert got["hit@3"] == pytest.approx(2 / 3)
+    assert got["coverage@3"] == pytest.approx(6 / 10)  # x y z q w v
 
 
 def test_ranks_beyond_k_do_not_count(spark) -> None:
     recs = spark.createDataFrame([("a", 1, "x"), ("a", 2, "y")], "user_id string, rank int, item_id string")
     truth = spark.createDataFrame([("a", "y")], "user_id string, item_id string")
     assert ranking_metrics(recs, truth, k=1)["recall@1"] == 0.0
-    assert ranking_metrics(recs, truth, k=2)["ndcg@2"] == pytest.approx(1 / math.log2(3))
+    assert ranking_metrics(recs, truth, k=2)["ndcg@2"] == pytest.approx(1 / L2)
+
+
+def test_intra_list_diversity_is_mean_pairwise_cosine_distance(spark) -> None:
+    recs = spark.createDataFrame([("a", 1, "x"), ("a", 2, "y"), ("a", 3, "z"), ("b", 1, "x"), ("b", 2, "x2")],
+                                 "user_id string, rank int, item_id string")
+    vectors = spark.createDataFrame(
+        [("x", [1.0, 0.0]), ("y", [0.0, 1.0]), ("z", [1.0, 1.0]), ("x2", [2.0, 0.0])],
+        "item_id string, embedding array<float>")
+    a = (1 + 2 * (1 - 1 / math.sqrt(2))) / 3
+    assert intra_list_diversity(recs, vectors) == pytest.approx((a + 0.0) / 2, abs=1e-6)
+
+
+def test_novelty_is_mean_self_information(spark) -> None:
+    train = spark.createDataFrame([("u1", "x"), ("u2", "x"), ("u3", "x"), ("u4", "x"), ("u4", "y")],
+                                  "user_id string, item_id string")
+    recs = spark.createDataFrame([("a", 1, "x"), ("a", 2, "y"), ("b", 1, "z")], "user_id string, rank int, item_id string")
+    # a: (-log2 1 + -log2 1/4) / 2 = 1; b: z unseen in training, p = 1 / (4 + 1)
+    assert novelty(recs, train) == pytest.approx((1 + math.log2(5)) / 2)

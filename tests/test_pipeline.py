@@ -109,3 +109,23 @@ def test_a_new_session_reads_the_tables_by_name(nightly) -> None:
     bad = subprocess.run([sys.executable, "-m", "sparkrec.cli", "sql", "SELECT * FROM sparkrec.nope", *cli_args],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "SQL error" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_a_worse_model_is_not_promoted_and_the_champion_stays_served(spark, nightly) -> None:
+    import dataclasses
+
+    config, result, _ = nightly
+    champion = result["train"]["model_version"]
+    assert result["evaluate"]["promoted"] and result["evaluate"]["champion_version"] == champion
+    # learning rate 0: the weights stay at their random start
+    worse = dataclasses.replace(config, train=dataclasses.replace(config.train, epochs=1, learning_rate=0.0))
+    trained = stages.run_train(spark, worse, DAY)
+    evaluated = stages.run_evaluate(spark, worse, DAY)
+    metrics = evaluated["metrics"]
+    assert metrics["two_tower"]["ndcg@10"] < metrics["champion"]["ndcg@10"]
+    assert not evaluated["promoted"]
+    assert evaluated["champion_version"] == champion != trained["model_version"]
+    client = MlflowClient(config.mlflow.tracking_uri)
+    tags = client.get_model_version(config.mlflow.registered_model, trained["model_version"]).tags
+    assert tags["promotion"].startswith("rejected")
+    assert stages.run_recommend(spark, worse, DAY)["model_version"] == champion

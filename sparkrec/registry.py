@@ -1,0 +1,82 @@
+"""The MLflow model registry: aliases, loading, and the promotion gate.
+
+Training registers every model and points the ``candidate`` alias at it. The evaluate stage scores
+the candidate and the current ``champion`` on the same held-out days and moves ``champion`` to the
+candidate only when its ``ndcg@k`` is not worse than the champion's by more than
+``evaluate.promotion_tolerance``. The recommend stage serves ``recommend.model_alias`` (``champion``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sparkrec.config import Config
+
+
+class ModelMissingError(LookupError):
+    """No registered model under the requested alias."""
+
+
+@dataclass(frozen=True)
+class PromotionDecision:
+    promoted: bool
+    candidate_version: str
+    champion_version: str | None  # the champion before the decision; None when there was none
+    candidate_score: float
+    champion_score: float | None
+    reason: str
+
+
+def alias_version(config: Config, alias: str) -> str | None:
+    """Version behind ``alias`` of the configured registered model, or None."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(mlflow.MlflowClient().get_model_version_by_alias(config.mlflow.registered_model, alias).version)
+    except MlflowException:
+        return None
+
+
+def load_model(config: Config, alias: str) -> tuple[Any, str]:
+    """The registered model under ``alias``, unwrapped (``LoadedTwoTower``), and its version."""
+    import mlflow
+
+    version = alias_version(config, alias)
+    if version is None:
+        raise ModelMissingError(
+            f"no model {config.mlflow.registered_model}@{alias} in {config.mlflow.tracking_uri}; "
+            "run the train stage (and evaluate, which promotes the champion) first"
+        )
+    model = mlflow.pyfunc.load_model(f"models:/{config.mlflow.registered_model}/{version}")
+    return model.unwrap_python_model().loaded, version
+
+
+def decide_promotion(candidate_version: str, candidate_score: float, champion_version: str | None,
+                     champion_score: float | None, tolerance: float) -> PromotionDecision:
+    """Promote when there is no champion, or the candidate is not worse by more than ``tolerance``."""
+    if champion_version is None or champion_score is None:
+        return PromotionDecision(True, candidate_version, None, candidate_score, None, "no champion yet")
+    if champion_version == candidate_version:
+        return PromotionDecision(True, candidate_version, champion_version, candidate_score, champion_score,
+                                 "candidate is already the champion")
+    if candidate_score >= champion_score - tolerance:
+        return PromotionDecision(True, candidate_version, champion_version, candidate_score, champion_score,
+                                 f"{candidate_score:.4f} >= {champion_score:.4f} - {tolerance}")
+    return PromotionDecision(False, candidate_version, champion_version, candidate_score, champion_score,
+                             f"{candidate_score:.4f} < {champion_score:.4f} - {tolerance}")
+
+
+def apply_promotion(config: Config, decision: PromotionDecision, metric: str) -> None:
+    """Move the champion alias when promoted; tag the candidate version with its score and the outcome."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    name = config.mlflow.registered_model
+    key = metric.replace("@", "_at_")
+    client.set_model_version_tag(name, decision.candidate_version, f"validation_{key}", f"{decision.candidate_score:.6f}")
+    client.set_model_version_tag(name, decision.candidate_version, "promotion",
+                                 ("promoted: " if decision.promoted else "rejected: ") + decision.reason)
+    if decision.promoted:
+        client.set_registered_model_alias(name, config.mlflow.champion_alias, decision.candidate_version)
