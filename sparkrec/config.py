@@ -174,6 +174,8 @@ class EvaluateConfig:
     holdout_days: int = 7
     # Cut-off of the ranking metrics; defaults to recommend.k when 0.
     k: int = 0
+    # Longest list scored for the metric@k curves plotted to MLflow (k = 1..curve_k).
+    curve_k: int = 50
     # The candidate becomes champion unless its ndcg@k is below the champion's by more than this.
     promotion_tolerance: float = 0.0
 

@@ -26,6 +26,8 @@ Over the whole list of recommendations (all users):
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 
@@ -136,3 +138,40 @@ def novelty(recs: DataFrame, train_df: DataFrame) -> float:
         .first()
     )
     return float(row[0]) if row and row[0] is not None else 0.0
+
+
+def metric_curve(recs: pd.DataFrame, truth: pd.DataFrame, max_k: int) -> pd.DataFrame:
+    """Pandas twin of the accuracy metrics for every cut-off 1..max_k (for plots and tests).
+
+    Args:
+        recs: ``user_id``, ``rank``, ``item_id``.
+        truth: ``user_id``, ``item_id``.
+
+    Returns:
+        One row per k: ``k``, ``precision``, ``recall``, ``ndcg``, ``hit``, averaged over the users
+        present in both frames, as in ``ranking_metrics``.
+    """
+    truth = truth[["user_id", "item_id"]].drop_duplicates()
+    relevant = truth.groupby("user_id").size().rename("n_relevant")
+    recs = recs[recs["rank"] <= max_k].merge(truth.assign(hit=1), on=["user_id", "item_id"], how="left")
+    recs["hit"] = recs["hit"].fillna(0)
+    users = sorted(set(recs["user_id"]) & set(relevant.index))
+    if not users:
+        return pd.DataFrame({"k": range(1, max_k + 1), "precision": 0.0, "recall": 0.0, "ndcg": 0.0, "hit": 0.0})
+    hits = np.zeros((len(users), max_k))
+    row = {u: i for i, u in enumerate(users)}
+    for user, rank, hit in recs[recs["user_id"].isin(row)][["user_id", "rank", "hit"]].itertuples(index=False):
+        hits[row[user], int(rank) - 1] = hit
+    n_rel = relevant.loc[users].to_numpy(dtype=float)[:, None]
+    ks = np.arange(1, max_k + 1)
+    discounts = 1.0 / np.log2(ks + 1)
+    cum_hits = hits.cumsum(axis=1)
+    dcg = (hits * discounts).cumsum(axis=1)
+    ideal = np.cumsum(discounts)[np.minimum(ks[None, :], n_rel).astype(int) - 1]
+    return pd.DataFrame({
+        "k": ks,
+        "precision": (cum_hits / ks).mean(axis=0),
+        "recall": (cum_hits / n_rel).mean(axis=0),
+        "ndcg": (dcg / ideal).mean(axis=0),
+        "hit": (cum_hits > 0).mean(axis=0),
+    })

@@ -6,6 +6,7 @@ They take a session, the config and a date, and return a small dict of what they
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import re
@@ -202,7 +203,7 @@ def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
         np.save(staging / "log_q.npy", _log_target_frequency(encoded, len(vocab)))
         converter = make_converter(encoded, str(staging / "examples"))
         examples.unpersist()
-        params = {**_flat(config.train.model), **{k: v for k, v in _flat(config.train).items() if not k.startswith("model")}}
+        params = _train_params(config)
         mlflow.log_params({**params, "examples": converter.num_rows, "vocabulary": len(vocab), "cutoff": cutoff,
                            "text_model": model_name})
         log.info("train %s: %d examples, %d items, %d process(es)", day, converter.num_rows, len(vocab),
@@ -218,7 +219,7 @@ def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
         for epoch, (loss, speed) in enumerate(zip(result["loss"], result["examples_per_s"], strict=True), start=1):
             log_metrics({"loss": loss, "examples_per_s": speed}, step=epoch)
         _log_loss_curve(result["loss"])
-        meta = {**_flat(config.train.model), "text_model": model_name, "cutoff": cutoff}
+        meta = {**dataclasses.asdict(config.train.model), "text_model": model_name, "cutoff": cutoff}
         model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta)
         info = mlflow.pyfunc.log_model(
             name="model",
@@ -249,17 +250,10 @@ def _log_target_frequency(encoded_df: DataFrame, vocabulary: int) -> np.ndarray:
     return np.log(counts / counts.sum()).astype(np.float32)
 
 
-def _flat(obj: Any) -> dict[str, Any]:
-    import dataclasses
-
-    out: dict[str, Any] = {}
-    for f in dataclasses.fields(obj):
-        value = getattr(obj, f.name)
-        if dataclasses.is_dataclass(value):
-            out.update({f"{f.name}.{k}": v for k, v in _flat(value).items()})
-        else:
-            out[f.name] = value
-    return {k.removeprefix("model."): v for k, v in out.items()} if hasattr(obj, "dim") else out
+def _train_params(config: Config) -> dict[str, Any]:
+    """Model and optimiser settings in one flat dict (what the training function and MLflow get)."""
+    run = {k: v for k, v in dataclasses.asdict(config.train).items() if k != "model"}
+    return {**dataclasses.asdict(config.train.model), **run}
 
 
 def _input_example(vocab: list[str]) -> Any:
@@ -395,14 +389,21 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
             champion, _ = load_model(config, config.mlflow.champion_alias)
             scorers["champion"] = _two_tower_scorer(champion, _catalog(spark, config, champion)[1])
         results: dict[str, dict[str, float]] = {}
+        lists: dict[str, Any] = {}
+        longest = max(k, config.evaluate.curve_k)
         for source, scorer in scorers.items():
-            recs = top_k(users, scorer, item_ids, eligible, k, config.recommend.block_size).cache()
+            recs = top_k(users, scorer, item_ids, eligible, longest, config.recommend.block_size).cache()
             results[source] = ranking_metrics(
                 recs, truth, k, catalog_size=int(eligible.sum()), item_vectors_df=text_vectors,
                 train_df=train_part.select("user_id", "item_id"),
             )
+            lists[source] = recs.select("user_id", "rank", "item_id").toPandas()
             recs.unpersist()
         users.unpersist()
+        _log_evaluation_plots(lists, truth.toPandas(), longest, k, dict(zip(item_ids, scorers["popularity"].popularity)))
+        served = served_metrics(spark, config, day, k)
+        if served:
+            results["served"] = served
         gate_metric = f"ndcg@{k}"
         decision = decide_promotion(
             version, results["two_tower"][gate_metric], champion_version,
@@ -426,6 +427,62 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
                 "champion_version": alias_version(config, config.mlflow.champion_alias), "metrics": results}
 
 
+def served_metrics(spark: SparkSession, config: Config, day: str, k: int) -> dict[str, float]:
+    """What users did with what they were shown: yesterday's served list against today's interactions.
+
+    ``served_hit@k`` is the share of yesterday's recommended users active today who interacted with
+    one of their recommended items today; ``served_recall@k`` the mean share of their items today that
+    were recommended. Empty when there was no list yesterday or nobody came back.
+    """
+    from sparkrec.metrics import ranking_metrics
+
+    if not tables.table_exists(spark, config, RECOMMENDATIONS):
+        return {}
+    yesterday = features.day_offset(day, -1)
+    shown = tables.read_table(spark, config, RECOMMENDATIONS).where(F.col("ds") == F.to_date(F.lit(yesterday)))
+    today = tables.read_table(spark, config, INTERACTIONS).where(
+        (F.col("event_date") == F.to_date(F.lit(day))) & (F.col("weight") > 0))
+    got = ranking_metrics(shown, today.select("user_id", "item_id"), k)
+    if not got["users"]:
+        return {}
+    return {f"served_hit@{k}": got[f"hit@{k}"], f"served_recall@{k}": got[f"recall@{k}"], "users": got["users"]}
+
+
+def _log_evaluation_plots(lists: dict[str, Any], truth: Any, longest: int, k: int, popularity: dict[str, float]) -> None:
+    """metric@k for k = 1..longest per model on one chart; popularity of the items each recommends."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    from sparkrec.metrics import metric_curve
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    for source, recs in lists.items():
+        curve = metric_curve(recs, truth, longest)
+        for ax, name in zip(axes, ("recall", "ndcg", "precision"), strict=True):
+            ax.plot(curve["k"], curve[name], label=source)
+            ax.set_title(f"{name}@k")
+            ax.set_xlabel("k")
+    axes[0].legend()
+    fig.tight_layout()
+    mlflow.log_figure(fig, "plots/metrics_at_k.png")
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for source, recs in lists.items():
+        counts = recs[recs["rank"] <= k]["item_id"].map(popularity).fillna(0).to_numpy()
+        ax.hist(np.log10(counts + 1), bins=30, alpha=0.5, label=source)
+    ax.set_xlabel("log10(1 + training users of the item)")
+    ax.set_ylabel(f"recommended items (top {k})")
+    ax.set_title("popularity of recommended items")
+    ax.legend()
+    fig.tight_layout()
+    mlflow.log_figure(fig, "plots/recommended_popularity.png")
+    plt.close(fig)
+
+
 def _popularity(interactions_df: DataFrame, item_ids: list[str]) -> np.ndarray:
     counts = dict(
         interactions_df.where(F.col("weight") > 0).groupBy("item_id").agg(F.countDistinct("user_id").alias("n")).collect()
@@ -441,6 +498,7 @@ def _log_metric_bars(results: dict[str, dict[str, float]], k: int) -> None:
     import matplotlib.pyplot as plt
     import mlflow
 
+    results = {source: metrics for source, metrics in results.items() if source != "served"}
     names = [m for m in next(iter(results.values())) if m != "users" and not m.startswith("novelty")]
     fig, ax = plt.subplots(figsize=(9, 3))
     width = 0.8 / len(results)
@@ -505,8 +563,17 @@ def summary(spark: SparkSession, config: Config, day: str) -> str:
             .collect()
         )
         if metrics:
-            lines += ["", f"Evaluation (last {config.evaluate.holdout_days} days held out)"]
-            lines += [f"  {r['source']:<12} {r['metric']:<14} {r['value']:.4f}" for r in metrics]
+            sources = [s for s in ("two_tower", "champion", "popularity", "served") if any(r["source"] == s for r in metrics)]
+            table = {(r["metric"], r["source"]): r["value"] for r in metrics}
+            names = sorted({r["metric"] for r in metrics if r["source"] in sources})
+            lines += ["", f"Evaluation (last {config.evaluate.holdout_days} days held out; two_tower = the new model)"]
+            lines.append(f"  {'metric':<16}" + "".join(f"{s:>12}" for s in sources))
+            for name in names:
+                cells = "".join(f"{table[(name, s)]:>12.4f}" if (name, s) in table else f"{'':>12}" for s in sources)
+                lines.append(f"  {name:<16}{cells}")
+            promoted = table.get(("promoted", "gate"))
+            if promoted is not None:
+                lines.append(f"  promotion gate: {'promoted to champion' if promoted else 'not promoted (champion kept)'}")
     lines += [
         "",
         "Try SQL:",

@@ -67,3 +67,13 @@ def test_novelty_is_mean_self_information(spark) -> None:
     recs = spark.createDataFrame([("a", 1, "x"), ("a", 2, "y"), ("b", 1, "z")], "user_id string, rank int, item_id string")
     # a: (-log2 1 + -log2 1/4) / 2 = 1; b: z unseen in training, p = 1 / (4 + 1)
     assert novelty(recs, train) == pytest.approx((1 + math.log2(5)) / 2)
+
+
+def test_pandas_curve_agrees_with_spark_at_every_k(recs, truth) -> None:
+    from sparkrec.metrics import metric_curve
+
+    curve = metric_curve(recs.toPandas(), truth.toPandas(), max_k=4).set_index("k")
+    for k in (1, 2, 3, 4):
+        spark_values = ranking_metrics(recs, truth, k=k)
+        for name in ("precision", "recall", "ndcg", "hit"):
+            assert curve.loc[k, name] == pytest.approx(spark_values[f"{name}@{k}"]), (name, k)

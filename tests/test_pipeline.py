@@ -77,6 +77,12 @@ def test_evaluation_is_logged_to_mlflow_and_run_metrics(spark, nightly) -> None:
     assert run.data.params["table_version.interactions"] != "absent"
     assert run.data.tags["mlflow.source.git.commit"]
     assert run.data.tags["mlflow.parentRunId"]  # nested under the nightly run
+    assert ("gate", "promoted") in got
+    for source in ("two_tower", "popularity"):
+        assert {(source, m) for m in ("map", "map@10", "mrr@10", "hit@10", "coverage@10", "diversity@10",
+                                      "novelty@10")} <= got
+    plots = {a.path for a in MlflowClient(config.mlflow.tracking_uri).list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/metrics.png", "plots/metrics_at_k.png", "plots/recommended_popularity.png"} <= plots
 
 
 def test_model_is_registered_with_its_vocabulary(spark, nightly) -> None:
