@@ -35,3 +35,16 @@ def test_converter_gives_every_rank_the_same_batches(spark, tmp_path) -> None:
         assert all(b["target"].shape == (10,) and b["history"].shape == (10, 2) for b in batches)
         seen += [int(t) for b in batches for t in b["target"]]
     assert len(seen) == len(set(seen)) == 100
+
+
+def test_top_indices_breaks_ties_by_index_so_top_k_is_a_prefix() -> None:
+    from sparkrec.models.scoring import _top_indices
+
+    rng = np.random.default_rng(0)
+    for _ in range(500):
+        n = int(rng.integers(1, 30))
+        row = rng.integers(0, 4, size=n).astype(float)  # many ties
+        row[rng.random(n) < 0.2] = -np.inf
+        full = np.lexsort((np.arange(n), -row))
+        for kk in range(1, n + 1):
+            assert list(_top_indices(row, kk)) == list(full[:kk])

@@ -127,13 +127,9 @@ def _top_k_block(block: pd.DataFrame, scorer: TwoTowerScorer | PopularityScorer,
             scores[i, np.asarray(seen, dtype=np.int64)] = -np.inf
     n_valid = np.isfinite(scores).sum(axis=1)
     kk = min(k, scores.shape[1])
-    part = np.argpartition(-scores, kk - 1, axis=1)[:, :kk] if kk < scores.shape[1] else np.tile(
-        np.arange(scores.shape[1]), (len(scores), 1)
-    )
     out_users, out_rank, out_items, out_scores, out_reason = [], [], [], [], []
     for i, user in enumerate(block["user_id"]):
-        cand = part[i]
-        cand = cand[np.lexsort((cand, -scores[i, cand]))][: min(kk, n_valid[i])]
+        cand = _top_indices(scores[i], kk)[: min(kk, n_valid[i])]
         for rank, j in enumerate(cand, start=1):
             out_users.append(user)
             out_rank.append(rank)
@@ -144,6 +140,22 @@ def _top_k_block(block: pd.DataFrame, scorer: TwoTowerScorer | PopularityScorer,
         {"user_id": out_users, "rank": np.asarray(out_rank, dtype=np.int32), "item_id": out_items,
          "score": out_scores, "reason": out_reason}
     )
+
+
+def _top_indices(row: np.ndarray, kk: int) -> np.ndarray:
+    """Indices of the ``kk`` highest scores, best first; ties go to the lower index.
+
+    A partial sort finds the kk-th score; ties at that score are then taken by index, so the top k
+    is always a prefix of the top k + 1 (the metric@k curves rely on it).
+    """
+    if kk >= len(row):
+        cand = np.arange(len(row))
+    else:
+        kth = np.partition(row, len(row) - kk)[len(row) - kk]
+        above = np.flatnonzero(row > kth)
+        ties = np.flatnonzero(row == kth)
+        cand = np.concatenate([above, ties[: kk - len(above)]])
+    return cand[np.lexsort((cand, -row[cand]))]
 
 
 def to_matrix_rows(histories_df: DataFrame, item_index_df: DataFrame) -> DataFrame:
