@@ -62,12 +62,12 @@ def read_landing_lines(spark: SparkSession, config: Config, kind: str, days: Ite
     """Raw text lines of the given landing days: ``value``, ``source_file``, ``ds`` (date)."""
     base = Path(config.landing.root) / kind
     paths = [str(base / f"ds={d}") for d in days]
-    landing_uri = Path(config.landing.root).resolve().as_uri().rstrip("/") + "/"
     lines = spark.read.option("lineSep", "\n").text(paths)
     file_path = F.col("_metadata.file_path")
     return lines.select(
         "value",
-        F.replace(F.regexp_replace(file_path, "^file:/+", "/"), F.lit(landing_uri.replace("file://", "")), F.lit("")).alias("source_file"),
+        # relative to the landing root, on any file system: events/ds=YYYY-MM-DD/<file>
+        F.regexp_extract(file_path, rf"({re.escape(kind)}/ds=[^/]+/.+)$", 1).alias("source_file"),
         F.to_date(F.regexp_extract(file_path, r"ds=(\d{4}-\d{2}-\d{2})", 1)).alias("ds"),
     )
 
