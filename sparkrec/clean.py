@@ -91,7 +91,7 @@ def classify_events(lines_df: DataFrame, config: CleanConfig) -> DataFrame:
         ("unknown_event_type", event_type.isNull() | ~event_type.isin(*config.event_types)),
         ("bad_timestamp", event_ts.isNull()),
         ("future_timestamp", event_ts >= future_limit),
-        ("too_late", event_ts < late_limit),
+        ("too_late", (event_ts < late_limit) if config.late_days > 0 else F.lit(False)),
         ("value_out_of_range", bad_value | bad_quantity),
         ("non_product", non_product),
     ]

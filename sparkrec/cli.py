@@ -3,6 +3,8 @@
     sparkrec <stage> --date YYYY-MM-DD [--conf FILE] [--set key=value ...]
     sparkrec backfill --from D1 --to D2
     sparkrec import online-retail --input CSV --output LANDING
+    sparkrec import movielens --input DIR --output LANDING
+    sparkrec experiment --landing DIR --split chrono --k 10 --models sparkrec,popularity,als,ease --output F
     sparkrec sql "SELECT ..."
     sparkrec summary --date D
     sparkrec doctor
@@ -17,6 +19,7 @@ import sys
 from collections.abc import Sequence
 
 from sparkrec.config import ConfigError, load_config
+from sparkrec.experiment import MODELS
 
 STAGES = ("clean", "embed", "train", "recommend", "evaluate", "nightly")
 
@@ -36,9 +39,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="start", required=True, help="first landing day YYYY-MM-DD")
     p.add_argument("--to", dest="end", required=True, help="last landing day YYYY-MM-DD")
     p = sub.add_parser("import", parents=[common], help="turn a public data set into landing files")
-    p.add_argument("dataset", choices=["online-retail"])
-    p.add_argument("--input", required=True, help="the data set's file (e.g. data/online-retail/online_retail_2010-12.csv.gz)")
+    p.add_argument("dataset", choices=["online-retail", "movielens"])
+    p.add_argument("--input", required=True, help="the data set's file (data/online-retail/online_retail_2010-12.csv.gz) "
+                   "or folder (a MovieLens 100K, 1M or latest(-small) copy)")
     p.add_argument("--output", help="landing root (default: landing.root of the config)")
+    p = sub.add_parser("experiment", parents=[common], help="compare sparkrec and the baselines on one split of a landing zone")
+    p.add_argument("--landing", required=True, help="landing root written by 'sparkrec import'")
+    p.add_argument("--split", default="chrono", help="chrono, stratified-by-item or random-by-user (default chrono)")
+    p.add_argument("--ratio", type=float, default=0.75, help="train share of the stratified splits (default 0.75)")
+    p.add_argument("--holdout-days", type=int, default=0, help="chrono: days held out (default evaluate.holdout_days)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--k", type=int, default=10, help="cut-off of the metrics (default 10)")
+    p.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {','.join(MODELS)}")
+    p.add_argument("--repeat", type=int, default=1, help="train the seeded models with N seeds; metrics get _std")
+    p.add_argument("--min-rating", type=float, help="ratings below this are not relevant test items")
+    p.add_argument("--output", help="write the result JSON here")
     p = sub.add_parser("sql", parents=[common], help="run a SQL query against the registered tables")
     p.add_argument("query")
     p.add_argument("--limit", type=int, default=50, help="rows to show")
@@ -83,12 +98,17 @@ _USER_ERRORS = _user_errors()
 def _dispatch(args: argparse.Namespace) -> int:
     config = load_config(args.conf, args.overrides)
     if args.command == "import":
-        from sparkrec.adapters.online_retail import import_online_retail
-
         from sparkrec.config import absolute_path
 
         output = absolute_path(args.output) if args.output else config.landing.root
-        result = import_online_retail(args.input, output)
+        if args.dataset == "movielens":
+            from sparkrec.adapters.movielens import import_movielens
+
+            result = import_movielens(args.input, output)
+        else:
+            from sparkrec.adapters.online_retail import import_online_retail
+
+            result = import_online_retail(args.input, output)
         print(f"imported {result.events} events and {result.items} items into {output} "
               f"({len(result.days)} landing days, {result.days[0]} .. {result.days[-1]})")
         return 0
@@ -118,6 +138,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         except (AnalysisException, ParseException) as err:
             print(f"sparkrec: SQL error: {str(err).splitlines()[0]}", file=sys.stderr)
             return 2
+        return 0
+    if args.command == "experiment":
+        from sparkrec.config import absolute_path
+        from sparkrec.experiment import ExperimentSpec, format_table, run_experiment
+
+        spec = ExperimentSpec(
+            landing=absolute_path(args.landing), split=args.split, ratio=args.ratio, seed=args.seed, k=args.k,
+            models=tuple(m.strip() for m in args.models.split(",") if m.strip()), repeat=args.repeat,
+            holdout_days=args.holdout_days, min_rating=args.min_rating,
+        )
+        spec.check()
+        result = run_experiment(spark, config, spec, absolute_path(args.output) if args.output else None)
+        print(format_table(result))
+        if args.output:
+            print(f"\nwrote {args.output}")
         return 0
     if args.command == "summary":
         print(stages.summary(spark, config, stages.check_date(args.date)))

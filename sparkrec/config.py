@@ -98,7 +98,8 @@ class CleanConfig:
             "return": 0.0,
         }
     )
-    # Events older than this many days before the landing day are quarantined as too_late.
+    # Events older than this many days before the landing day are quarantined as too_late;
+    # 0 accepts any age (historical exports that land at once, e.g. MovieLens).
     late_days: int = 7
     # Events more than this many hours after the end of the landing day are future_timestamp.
     future_tolerance_hours: int = 24
@@ -181,6 +182,26 @@ class EvaluateConfig:
 
 
 @dataclass(frozen=True)
+class ExperimentConfig:
+    # Experiments keep their own Delta tables under <root>/<data set>/lakehouse, never in the
+    # production lakehouse.
+    root: str = "./experiments"
+    # MLflow experiment the experiment runs log into.
+    mlflow_experiment: str = "sparkrec-experiments"
+    # Registered-model name of the two-tower models experiments train; production's alias never moves.
+    registered_model: str = "sparkrec_experiment_two_tower"
+    # Spark ALS (implicit preferences) grid; every combination is fitted on the validation split.
+    als_grid: dict[str, list[float]] = field(
+        default_factory=lambda: {"rank": [16, 32, 64], "reg_param": [0.1, 1.0], "alpha": [1.0, 5.0, 20.0],
+                                 "max_iter": [15]}
+    )
+    # EASE regularisation strengths tried on the validation split.
+    ease_lambdas: list[float] = field(default_factory=lambda: [10.0, 50.0, 200.0, 500.0, 1000.0])
+    # Largest catalogue EASE may solve: it inverts a dense items x items matrix on the driver.
+    ease_max_items: int = 20000
+
+
+@dataclass(frozen=True)
 class Config:
     spark: SparkConfig = field(default_factory=SparkConfig)
     lakehouse: LakehouseConfig = field(default_factory=LakehouseConfig)
@@ -192,6 +213,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
     def table_path(self, table: str) -> str:
         """Path of a Delta table under the lakehouse root."""
@@ -226,6 +248,16 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     raw = _expand_env(raw)
     config = _build(Config, raw, "")
     return _resolve_paths(config)
+
+
+def with_values(config: Config, values: dict[str, Any]) -> Config:
+    """``config`` with the sections of ``values`` (nested mappings) merged in, checked like a file."""
+    raw = config.to_dict()
+    for section, entries in values.items():
+        if not isinstance(entries, dict):
+            raise ConfigError(f"{section} must be a mapping, got {entries!r}")
+        raw.setdefault(section, {}).update(entries)
+    return _resolve_paths(_build(Config, raw, ""))
 
 
 def _apply_override(raw: dict[str, Any], item: str) -> None:
@@ -289,6 +321,11 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a mapping, got {value!r}")
         _, value_type = typing.get_args(hint)
         return {str(k): _coerce(value_type, v, f"{where}.{k}") for k, v in value.items()}
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where} must be a list, got {value!r}")
+        (item_type,) = typing.get_args(hint)
+        return [_coerce(item_type, v, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is tuple:
         items = value.split(",") if isinstance(value, str) else value
         if not isinstance(items, list | tuple):
@@ -336,4 +373,5 @@ def _resolve_paths(config: Config) -> Config:
             artifact_location=absolute_path(config.mlflow.artifact_location),
         ),
         embed=dataclasses.replace(config.embed, model_path=absolute_path(config.embed.model_path)),
+        experiment=dataclasses.replace(config.experiment, root=absolute_path(config.experiment.root)),
     )

@@ -6,6 +6,7 @@ import datetime as dt
 
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from sparkrec.schemas import require_columns
 
@@ -37,7 +38,7 @@ def to_training_examples(interactions_df: DataFrame, history_length: int) -> Dat
     return (
         positives.withColumn("history", F.reverse(F.collect_list("item_id").over(earlier)))
         .where(F.size("history") > 0)
-        .select("user_id", "item_id", "history", "event_ts")
+        .select("event_id", "user_id", "item_id", "history", "event_ts")
     )
 
 
@@ -66,13 +67,34 @@ def active_users(interactions_df: DataFrame, last_day: str, active_days: int) ->
 
 
 def encode_examples(examples_df: DataFrame, vocab_df: DataFrame, history_length: int) -> DataFrame:
-    """Item ids to vocabulary indices: ``target`` int, ``history`` int[history_length] (0-padded)."""
-    indexed = examples_df.join(vocab_df.withColumnRenamed("item_id", "target_id"),
-                               F.col("item_id") == F.col("target_id"))
-    ids = F.transform("history", lambda x: F.coalesce(F.try_element_at(F.col("vocab_map"), x), F.lit(0)))
-    vocab_map = vocab_df.agg(F.map_from_entries(F.collect_list(F.struct("item_id", "idx"))).alias("vocab_map"))
-    padded = F.slice(F.concat(ids, F.array_repeat(F.lit(0), history_length)), 1, history_length)
-    return indexed.crossJoin(vocab_map).select(
-        F.col("idx").cast("long").alias("target"),
-        padded.cast("array<long>").alias("history"),
+    """Item ids to vocabulary indices: ``target`` int, ``history`` int[history_length] (0-padded).
+
+    Joins, not map lookups: looking an id up in a Spark map column scans the map, which is
+    quadratic in the vocabulary over a whole training set. Rows come out in ``event_id`` order, so
+    the same interactions always give the same training file.
+    """
+    require_columns(examples_df, ["event_id", "item_id", "history"], "encode_examples")
+    require_columns(vocab_df, ["item_id", "idx"], "encode_examples vocabulary")
+    targets = examples_df.select("event_id", "item_id").join(vocab_df, "item_id").select(
+        "event_id", F.col("idx").alias("target"))
+    history = positions_to_ids(examples_df, "event_id", "history", vocab_df.withColumnRenamed("idx", "id"))
+    padded = F.slice(F.concat("history", F.array_repeat(F.lit(0), history_length)), 1, history_length)
+    return (
+        targets.join(history, "event_id")
+        .orderBy("event_id")
+        .select(F.col("target").cast("long").alias("target"), padded.cast("array<long>").alias("history"))
+    )
+
+
+def positions_to_ids(df: DataFrame, key: str, column: str, index_df: DataFrame) -> DataFrame:
+    """``key``, ``column``: the array of item ids in ``column`` mapped through ``index_df``
+    (``item_id``, ``id``), order kept, unknown ids dropped; rows with an empty or null array get an
+    empty one. ``key`` must be unique in ``df``."""
+    exploded = df.select(key, F.posexplode(column).alias("pos", "item_id")).join(index_df, "item_id")
+    mapped = exploded.groupBy(key).agg(F.sort_array(F.collect_list(F.struct("pos", "id"))).alias("_p"))
+    empty = F.array().cast(T.ArrayType(index_df.schema["id"].dataType))
+    return (
+        df.select(key)
+        .join(mapped, key, "left")
+        .select(key, F.coalesce(F.col("_p.id"), empty).alias(column))
     )

@@ -19,6 +19,7 @@ Over the whole list of recommendations (all users):
 - ``coverage@k``  = distinct recommended items / ``catalog_size``
 - ``diversity@k`` = intra-list diversity: per user, the mean over pairs of recommended items of the
   cosine distance 1 - cos(v_a, v_b) of their item vectors, averaged over users with two or more vectors
+  (pairs with a zero vector, an item without text, are left out)
 - ``novelty@k``   = mean over users of the mean of -log2(p_i) over their recommended items, where
   p_i = (training users who interacted with i) / (training users); an item no training user touched
   counts as p_i = 1 / (training users + 1)
@@ -112,7 +113,8 @@ def intra_list_diversity(recs: DataFrame, item_vectors_df: DataFrame) -> float:
     pairs = a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("a.rank") < F.col("b.rank")))
     dot = F.aggregate(F.zip_with("a.embedding", "b.embedding", lambda x, y: x * y), F.lit(0.0), lambda s, v: s + v)
     norm = lambda c: F.sqrt(F.aggregate(F.transform(c, lambda x: x * x), F.lit(0.0), lambda s, v: s + v))  # noqa: E731
-    cosine = dot / (norm("a.embedding") * norm("b.embedding"))
+    # An item without text has a zero vector: no direction, so its pairs are left out (null).
+    cosine = F.try_divide(dot, norm("a.embedding") * norm("b.embedding"))
     row = (
         pairs.select(F.col("a.user_id").alias("user_id"), (1.0 - cosine).alias("distance"))
         .groupBy("user_id")

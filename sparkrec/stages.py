@@ -20,8 +20,9 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkrec import clean, embed, features, tables
+from sparkrec import clean, embed, evaluation, features, splits, tables
 from sparkrec.config import Config
+from sparkrec.evaluation import Catalog
 from sparkrec.schemas import (
     INTERACTIONS,
     ITEM_EMBEDDINGS,
@@ -173,6 +174,21 @@ def _text_matrix(embeddings_df: DataFrame, item_ids: list[str], model: str) -> n
 
 def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
     """Train the two-tower model through TorchDistributor on interactions before the holdout."""
+    check_date(day)
+    cutoff = features.day_offset(day, -config.evaluate.holdout_days)
+    versions = {INTERACTIONS: tables.table_version(spark, config, INTERACTIONS),
+                ITEM_EMBEDDINGS: tables.table_version(spark, config, ITEM_EMBEDDINGS)}
+    with stage_run(config, "train", day, versions) as run_id:
+        history = features.filter_until(tables.read_table(spark, config, INTERACTIONS), cutoff, config.train.window_days)
+        result = fit_two_tower(spark, config, history, run_id, f"interactions up to {cutoff}")
+        final = {k: result[k] for k in ("final_loss", "examples", "vocabulary")}
+        write_run_metrics(spark, config, "train", run_id, [day], [(day, k, v, None) for k, v in final.items()])
+        return {"run_id": run_id, "cutoff": cutoff, **result}
+
+
+def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, run_id: str, label: str) -> dict[str, Any]:
+    """Train on ``history_df`` (interactions) through TorchDistributor inside the active MLflow run;
+    log the model, register it as ``mlflow.registered_model`` and point the candidate alias at it."""
     import mlflow
     from pyspark.ml.torch.distributor import TorchDistributor
 
@@ -180,66 +196,59 @@ def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
     from sparkrec.models.packaging import TwoTowerPyfunc, signature, write_model_dir
     from sparkrec.models.training import train_two_tower
 
-    check_date(day)
-    cutoff = features.day_offset(day, -config.evaluate.holdout_days)
-    versions = {INTERACTIONS: tables.table_version(spark, config, INTERACTIONS),
-                ITEM_EMBEDDINGS: tables.table_version(spark, config, ITEM_EMBEDDINGS)}
-    with stage_run(config, "train", day, versions) as run_id:
-        history = features.filter_until(tables.read_table(spark, config, INTERACTIONS), cutoff, config.train.window_days)
-        examples = features.to_training_examples(history, config.train.model.history_length).cache()
-        vocab = sorted(
-            r[0] for r in examples.select(F.explode(F.array_union(F.array("item_id"), "history"))).distinct().collect()
-        )
-        if not vocab:
-            raise ValueError(f"no training examples in interactions up to {cutoff}: clean more days first")
-        vocab_df = spark.createDataFrame([(item, i + 1) for i, item in enumerate(vocab)], "item_id string, idx int")
-        model_name = embed.model_name(config.embed)
-        text = _text_matrix(tables.read_table(spark, config, ITEM_EMBEDDINGS), vocab, model_name)
-        text = np.vstack([np.zeros((1, text.shape[1]), dtype=np.float32), text])
-        staging = Path(config.lakehouse.root) / "_staging" / "train" / run_id
-        staging.mkdir(parents=True, exist_ok=True)
-        np.save(staging / "item_text.npy", text)
-        encoded = features.encode_examples(examples, vocab_df, config.train.model.history_length)
-        np.save(staging / "log_q.npy", _log_target_frequency(encoded, len(vocab)))
-        converter = make_converter(encoded, str(staging / "examples"))
-        examples.unpersist()
-        params = _train_params(config)
-        mlflow.log_params({**params, "examples": converter.num_rows, "vocabulary": len(vocab), "cutoff": cutoff,
-                           "text_model": model_name})
-        log.info("train %s: %d examples, %d items, %d process(es)", day, converter.num_rows, len(vocab),
-                 config.train.num_processes)
-        distributor = TorchDistributor(
-            num_processes=config.train.num_processes,
-            local_mode=config.train.local_mode,
-            use_gpu=config.train.use_gpu,
-        )
-        data = {"converter": converter.to_json(), "item_text": str(staging / "item_text.npy"),
-                "log_q": str(staging / "log_q.npy")}
-        result = distributor.run(train_two_tower, data, str(staging / "out"), params)
-        for epoch, (loss, speed) in enumerate(zip(result["loss"], result["examples_per_s"], strict=True), start=1):
-            log_metrics({"loss": loss, "examples_per_s": speed}, step=epoch)
-        _log_loss_curve(result["loss"])
-        meta = {**dataclasses.asdict(config.train.model), "text_model": model_name, "cutoff": cutoff}
-        model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta)
-        info = mlflow.pyfunc.log_model(
-            name="model",
-            python_model=TwoTowerPyfunc(),
-            artifacts={"model_dir": str(model_dir)},
-            input_example=_input_example(vocab),
-            signature=signature(),
-            code_paths=[str(Path(__file__).resolve().parent)],
-            pip_requirements=_model_requirements(),
-            registered_model_name=config.mlflow.registered_model,
-        )
-        version = str(info.registered_model_version)
-        client = mlflow.MlflowClient()
-        client.set_registered_model_alias(config.mlflow.registered_model, config.mlflow.candidate_alias, version)
-        final = {"final_loss": result["loss"][-1], "examples": float(converter.num_rows), "vocabulary": float(len(vocab))}
-        write_run_metrics(spark, config, "train", run_id, [day], [(day, k, v, None) for k, v in final.items()])
-        shutil.rmtree(staging, ignore_errors=True)
-        log.info("train %s: registered %s version %s as @%s", day, config.mlflow.registered_model, version,
-                 config.mlflow.candidate_alias)
-        return {"run_id": run_id, "model_version": version, "loss": result["loss"], **final}
+    examples = features.to_training_examples(history_df, config.train.model.history_length).cache()
+    vocab = sorted(
+        r[0] for r in examples.select(F.explode(F.array_union(F.array("item_id"), "history"))).distinct().collect()
+    )
+    if not vocab:
+        raise ValueError(f"no training examples in {label}: clean more days first")
+    vocab_df = spark.createDataFrame([(item, i + 1) for i, item in enumerate(vocab)], "item_id string, idx int")
+    model_name = embed.model_name(config.embed)
+    text = _text_matrix(tables.read_table(spark, config, ITEM_EMBEDDINGS), vocab, model_name)
+    text = np.vstack([np.zeros((1, text.shape[1]), dtype=np.float32), text])
+    staging = Path(config.lakehouse.root) / "_staging" / "train" / run_id
+    staging.mkdir(parents=True, exist_ok=True)
+    np.save(staging / "item_text.npy", text)
+    encoded = features.encode_examples(examples, vocab_df, config.train.model.history_length)
+    np.save(staging / "log_q.npy", _log_target_frequency(encoded, len(vocab)))
+    converter = make_converter(encoded, str(staging / "examples"))
+    examples.unpersist()
+    params = _train_params(config)
+    mlflow.log_params({**params, "examples": converter.num_rows, "vocabulary": len(vocab), "trained_on": label,
+                       "text_model": model_name})
+    log.info("train on %s: %d examples, %d items, %d process(es)", label, converter.num_rows, len(vocab),
+             config.train.num_processes)
+    distributor = TorchDistributor(
+        num_processes=config.train.num_processes,
+        local_mode=config.train.local_mode,
+        use_gpu=config.train.use_gpu,
+    )
+    data = {"converter": converter.to_json(), "item_text": str(staging / "item_text.npy"),
+            "log_q": str(staging / "log_q.npy")}
+    result = distributor.run(train_two_tower, data, str(staging / "out"), params)
+    for epoch, (loss, speed) in enumerate(zip(result["loss"], result["examples_per_s"], strict=True), start=1):
+        log_metrics({"loss": loss, "examples_per_s": speed}, step=epoch)
+    _log_loss_curve(result["loss"])
+    meta = {**dataclasses.asdict(config.train.model), "text_model": model_name, "trained_on": label}
+    model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta)
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=TwoTowerPyfunc(),
+        artifacts={"model_dir": str(model_dir)},
+        input_example=_input_example(vocab),
+        signature=signature(),
+        code_paths=[str(Path(__file__).resolve().parent)],
+        pip_requirements=_model_requirements(),
+        registered_model_name=config.mlflow.registered_model,
+    )
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias(config.mlflow.registered_model, config.mlflow.candidate_alias, version)
+    final = {"final_loss": result["loss"][-1], "examples": float(converter.num_rows), "vocabulary": float(len(vocab))}
+    shutil.rmtree(staging, ignore_errors=True)
+    log.info("train: registered %s version %s as @%s", config.mlflow.registered_model, version,
+             config.mlflow.candidate_alias)
+    return {"model_version": version, "loss": result["loss"], **final}
 
 
 def _log_target_frequency(encoded_df: DataFrame, vocabulary: int) -> np.ndarray:
@@ -286,30 +295,37 @@ def _log_loss_curve(losses: list[float]) -> None:
 
 
 # ------------------------------------------------------------------------------------- recommend
-def _catalog(spark: SparkSession, config: Config, loaded: Any) -> tuple[list[str], np.ndarray, np.ndarray, DataFrame]:
-    """Every catalogue item: ids, model vectors [n, D], eligibility, and an (item_id, row) frame."""
-    items = tables.read_table(spark, config, ITEMS).select("item_id", "active", "in_stock")
-    model_name = loaded.meta["text_model"]
-    rows = (
-        items.join(
-            tables.read_table(spark, config, ITEM_EMBEDDINGS).where(F.col("model") == model_name).select("item_id", "embedding"),
-            "item_id", "left",
-        )
-        .orderBy("item_id")
-        .collect()
-    )
-    text_dim = loaded.model.item_text.shape[1]
-    text = np.zeros((len(rows), text_dim), dtype=np.float32)
-    for i, r in enumerate(rows):
-        if r["embedding"] is not None:
-            if len(r["embedding"]) != text_dim:
-                raise ValueError(f"item_embeddings has {len(r['embedding'])}-d vectors but the model expects {text_dim}-d: "
-                                 "embed with the model it was trained on, or train again")
-            text[i] = r["embedding"]
+def item_catalog(spark: SparkSession, config: Config) -> Catalog:
+    """Every item of the ``items`` table in id order, with its eligibility."""
+    rows = tables.read_table(spark, config, ITEMS).select("item_id", "active", "in_stock").orderBy("item_id").collect()
     item_ids = [r["item_id"] for r in rows]
     eligible = np.array([bool(r["active"]) and r["in_stock"] is not False for r in rows], dtype=bool)
     index_df = spark.createDataFrame([(item, i) for i, item in enumerate(item_ids)], "item_id string, row int")
-    return item_ids, loaded.item_vectors(item_ids, text), eligible, index_df
+    return Catalog(item_ids, eligible, index_df)
+
+
+def _model_item_vectors(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog) -> np.ndarray:
+    """The model's fused vector [n, D] of every catalogue item, from its id and stored text vector."""
+    model_name = loaded.meta["text_model"]
+    stored = dict(
+        tables.read_table(spark, config, ITEM_EMBEDDINGS).where(F.col("model") == model_name)
+        .select("item_id", "embedding").collect()
+    )
+    text_dim = loaded.model.item_text.shape[1]
+    text = np.zeros((catalog.size, text_dim), dtype=np.float32)
+    for i, item in enumerate(catalog.item_ids):
+        vector = stored.get(item)
+        if vector is not None:
+            if len(vector) != text_dim:
+                raise ValueError(f"item_embeddings has {len(vector)}-d vectors but the model expects {text_dim}-d: "
+                                 "embed with the model it was trained on, or train again")
+            text[i] = vector
+    return loaded.item_vectors(catalog.item_ids, text)
+
+
+def two_tower_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog) -> Any:
+    """A ``TwoTowerScorer`` of a loaded model over the catalogue."""
+    return _two_tower_scorer(loaded, _model_item_vectors(spark, config, loaded, catalog))
 
 
 def _two_tower_scorer(loaded: Any, vectors: np.ndarray) -> Any:
@@ -330,12 +346,12 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
     with stage_run(config, "recommend", day, versions) as run_id:
         loaded, version = load_model(config, config.recommend.model_alias)
         mlflow.log_params({"model_version": version, "model_alias": config.recommend.model_alias, "k": config.recommend.k})
-        item_ids, vectors, eligible, index_df = _catalog(spark, config, loaded)
+        catalog = item_catalog(spark, config)
         interactions = features.filter_until(tables.read_table(spark, config, INTERACTIONS), day)
         users = features.active_users(interactions, day, config.recommend.active_days)
         histories = features.to_user_histories(interactions, config.train.model.history_length).join(users, "user_id")
-        recs = top_k(to_matrix_rows(histories, index_df), _two_tower_scorer(loaded, vectors), item_ids, eligible,
-                     config.recommend.k, config.recommend.block_size)
+        recs = top_k(to_matrix_rows(histories, catalog.index_df), two_tower_scorer(spark, config, loaded, catalog),
+                     catalog.item_ids, catalog.eligible, config.recommend.k, config.recommend.block_size)
         out = recs.select(
             F.to_date(F.lit(day)).alias("ds"), "user_id", "rank", "item_id", "score",
             F.lit(version).alias("model_version"), F.lit(run_id).alias("run_id"), "reason",
@@ -346,7 +362,7 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
         stats = written.agg(F.countDistinct("user_id").alias("users"), F.count(F.lit(1)).alias("rows"),
                             F.countDistinct("item_id").alias("items")).first()
         metrics = {"users": float(stats["users"]), "rows": float(stats["rows"]),
-                   "catalog_coverage": float(stats["items"]) / max(1, int(eligible.sum()))}
+                   "catalog_coverage": float(stats["items"]) / max(1, int(catalog.eligible.sum()))}
         log_metrics(metrics)
         write_run_metrics(spark, config, "recommend", run_id, [day], [(day, k, v, None) for k, v in metrics.items()])
         log.info("recommend %s: %d users x %d items with model version %s", day, stats["users"], config.recommend.k, version)
@@ -359,8 +375,7 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
     popularity on them, and promote the candidate to champion when the gate allows it."""
     import mlflow
 
-    from sparkrec.metrics import ranking_metrics
-    from sparkrec.models.scoring import PopularityScorer, to_matrix_rows, top_k
+    from sparkrec.models.baselines import fit_popularity
 
     check_date(day)
     k = config.eval_k
@@ -371,36 +386,26 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
         champion_version = alias_version(config, config.mlflow.champion_alias)
         mlflow.log_params({"model_version": version, "champion_version_before": champion_version or "none",
                            "k": k, "cutoff": cutoff, "protocol": "chrono"})
-        item_ids, vectors, eligible, index_df = _catalog(spark, config, candidate)
-        interactions = features.filter_until(tables.read_table(spark, config, INTERACTIONS), day)
-        train_part = features.filter_until(interactions, cutoff)
-        test_part = interactions.where((F.col("event_date") > F.to_date(F.lit(cutoff))) & (F.col("weight") > 0))
-        seen = train_part.select("user_id", "item_id").distinct()
-        truth = test_part.select("user_id", "item_id").distinct().join(seen, ["user_id", "item_id"], "left_anti")
-        histories = features.to_user_histories(train_part, config.train.model.history_length).join(
-            truth.select("user_id").distinct(), "user_id"
-        )
-        users = to_matrix_rows(histories, index_df).cache()
-        text_vectors = tables.read_table(spark, config, ITEM_EMBEDDINGS).where(
-            F.col("model") == candidate.meta["text_model"])
-        scorers = {"two_tower": _two_tower_scorer(candidate, vectors),
-                   "popularity": PopularityScorer(_popularity(train_part, item_ids))}
+        catalog = item_catalog(spark, config)
+        train_part, test_part = splits.chrono_split(tables.read_table(spark, config, INTERACTIONS), day,
+                                                    config.evaluate.holdout_days)
+        truth = evaluation.to_truth(train_part, test_part)
+        users = evaluation.to_evaluation_users(train_part, truth, catalog, config.train.model.history_length).cache()
+        popularity = fit_popularity(train_part, catalog.index_df, catalog.size)
+        scorers = {"two_tower": two_tower_scorer(spark, config, candidate, catalog), "popularity": popularity}
         if champion_version is not None and champion_version != version:
             champion, _ = load_model(config, config.mlflow.champion_alias)
-            scorers["champion"] = _two_tower_scorer(champion, _catalog(spark, config, champion)[1])
-        results: dict[str, dict[str, float]] = {}
-        lists: dict[str, Any] = {}
+            scorers["champion"] = two_tower_scorer(spark, config, champion, catalog)
         longest = max(k, config.evaluate.curve_k)
-        for source, scorer in scorers.items():
-            recs = top_k(users, scorer, item_ids, eligible, longest, config.recommend.block_size).cache()
-            results[source] = ranking_metrics(
-                recs, truth, k, catalog_size=int(eligible.sum()), item_vectors_df=text_vectors,
-                train_df=train_part.select("user_id", "item_id"),
-            )
-            lists[source] = recs.select("user_id", "rank", "item_id").toPandas()
-            recs.unpersist()
+        text_vectors = tables.read_table(spark, config, ITEM_EMBEDDINGS).where(
+            F.col("model") == candidate.meta["text_model"])
+        results, lists = evaluation.score_models(
+            users, truth, scorers, catalog, k, longest, config.recommend.block_size,
+            item_vectors_df=text_vectors, train_df=train_part,
+        )
         users.unpersist()
-        _log_evaluation_plots(lists, truth.toPandas(), longest, k, dict(zip(item_ids, scorers["popularity"].popularity)))
+        evaluation.log_evaluation_plots(lists, truth.toPandas(), longest, k,
+                                        dict(zip(catalog.item_ids, popularity.popularity)))
         served = served_metrics(spark, config, day, k)
         if served:
             results["served"] = served
@@ -418,7 +423,7 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
             log_metrics({f"{source}.{m}": v for m, v in metrics.items()})
             rows += [(day, m, v, source) for m, v in metrics.items()]
         write_run_metrics(spark, config, "evaluate", run_id, [day], rows)
-        _log_metric_bars(results, k)
+        evaluation.log_metric_bars(results, k)
         for source, metrics in results.items():
             log.info("evaluate %s %s: %s", day, source, ", ".join(f"{m}={v:.4f}" for m, v in metrics.items()))
         log.info("evaluate %s: version %s %s (%s)", day, version,
@@ -446,70 +451,6 @@ def served_metrics(spark: SparkSession, config: Config, day: str, k: int) -> dic
     if not got["users"]:
         return {}
     return {f"served_hit@{k}": got[f"hit@{k}"], f"served_recall@{k}": got[f"recall@{k}"], "users": got["users"]}
-
-
-def _log_evaluation_plots(lists: dict[str, Any], truth: Any, longest: int, k: int, popularity: dict[str, float]) -> None:
-    """metric@k for k = 1..longest per model on one chart; popularity of the items each recommends."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mlflow
-
-    from sparkrec.metrics import metric_curve
-
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for source, recs in lists.items():
-        curve = metric_curve(recs, truth, longest)
-        for ax, name in zip(axes, ("recall", "ndcg", "precision"), strict=True):
-            ax.plot(curve["k"], curve[name], label=source)
-            ax.set_title(f"{name}@k")
-            ax.set_xlabel("k")
-    axes[0].legend()
-    fig.tight_layout()
-    mlflow.log_figure(fig, "plots/metrics_at_k.png")
-    plt.close(fig)
-
-    fig, ax = plt.subplots(figsize=(6, 3.2))
-    for source, recs in lists.items():
-        counts = recs[recs["rank"] <= k]["item_id"].map(popularity).fillna(0).to_numpy()
-        ax.hist(np.log10(counts + 1), bins=30, alpha=0.5, label=source)
-    ax.set_xlabel("log10(1 + training users of the item)")
-    ax.set_ylabel(f"recommended items (top {k})")
-    ax.set_title("popularity of recommended items")
-    ax.legend()
-    fig.tight_layout()
-    mlflow.log_figure(fig, "plots/recommended_popularity.png")
-    plt.close(fig)
-
-
-def _popularity(interactions_df: DataFrame, item_ids: list[str]) -> np.ndarray:
-    counts = dict(
-        interactions_df.where(F.col("weight") > 0).groupBy("item_id").agg(F.countDistinct("user_id").alias("n")).collect()
-    )
-    # Ties broken towards the lower item row, deterministically.
-    return np.array([counts.get(i, 0) for i in item_ids], dtype=np.float64)
-
-
-def _log_metric_bars(results: dict[str, dict[str, float]], k: int) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import mlflow
-
-    results = {source: metrics for source, metrics in results.items() if source != "served"}
-    names = [m for m in next(iter(results.values())) if m != "users" and not m.startswith("novelty")]
-    fig, ax = plt.subplots(figsize=(9, 3))
-    width = 0.8 / len(results)
-    for j, (source, metrics) in enumerate(results.items()):
-        ax.bar([i + j * width for i in range(len(names))], [metrics[m] for m in names], width, label=source)
-    ax.set_xticks([i + width * (len(results) - 1) / 2 for i in range(len(names))], names)
-    ax.set_title(f"held-out metrics @{k}")
-    ax.legend()
-    fig.tight_layout()
-    mlflow.log_figure(fig, "plots/metrics.png")
-    plt.close(fig)
 
 
 # ---------------------------------------------------------------------------- nightly / backfill

@@ -59,6 +59,10 @@ def test_intra_list_diversity_is_mean_pairwise_cosine_distance(spark) -> None:
         "item_id string, embedding array<float>")
     a = (1 + 2 * (1 - 1 / math.sqrt(2))) / 3
     assert intra_list_diversity(recs, vectors) == pytest.approx((a + 0.0) / 2, abs=1e-6)
+    # An item without text (zero vector) has no direction: its pairs are left out, not an error.
+    blank = spark.createDataFrame([("c", 1, "x"), ("c", 2, "w"), ("c", 3, "y")], "user_id string, rank int, item_id string")
+    zero = vectors.unionByName(spark.createDataFrame([("w", [0.0, 0.0])], "item_id string, embedding array<float>"))
+    assert intra_list_diversity(blank, zero) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_novelty_is_mean_self_information(spark) -> None:

@@ -48,3 +48,23 @@ def test_top_indices_breaks_ties_by_index_so_top_k_is_a_prefix() -> None:
         full = np.lexsort((np.arange(n), -row))
         for kk in range(1, n + 1):
             assert list(_top_indices(row, kk)) == list(full[:kk])
+
+
+def test_matrix_rows_keep_history_order_and_drop_unknown_items(spark) -> None:
+    histories = spark.createDataFrame(
+        [("u1", ["c", "a", "zz", "b"], ["a", "b", "c", "zz"]), ("u2", [], None)],
+        "user_id string, history array<string>, seen array<string>",
+    )
+    index = spark.createDataFrame([("a", 0), ("b", 1), ("c", 2)], "item_id string, row int")
+    got = {r["user_id"]: (r["history"], r["seen"]) for r in to_matrix_rows(histories, index).collect()}
+    assert got == {"u1": ([2, 0, 1], [0, 1, 2]), "u2": ([], [])}
+
+
+def test_training_examples_encode_to_padded_vocabulary_indices(spark) -> None:
+    from sparkrec.features import encode_examples
+
+    examples = spark.createDataFrame(
+        [("e2", "b", ["a", "c", "b"]), ("e1", "c", ["a"])], "event_id string, item_id string, history array<string>")
+    vocab = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "item_id string, idx int")
+    rows = [(r["target"], r["history"]) for r in encode_examples(examples, vocab, 2).collect()]
+    assert rows == [(3, [1, 0]), (2, [1, 3])]  # event_id order; truncated or zero-padded to 2

@@ -18,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from sparkrec.adapters import write_jsonl, write_profile
+
 COLUMNS = ["InvoiceNo", "StockCode", "Description", "Quantity", "InvoiceDate", "UnitPrice", "CustomerID", "Country"]
 # Fees, postage and manual adjustments of this shop: not products (set as clean.non_product_items).
 NON_PRODUCT_ITEMS = r"^(POST|DOT|M|m|C2|D|S|B|CRUK|PADS|AMAZONFEE|BANK CHARGES|gift_.*)$"
@@ -107,10 +109,12 @@ def import_online_retail(csv_path: str | Path, landing_root: str | Path) -> Impo
             _note_item(items[day], row)
     root = Path(landing_root)
     for day, lines in events.items():
-        _write_jsonl(root / "events" / f"ds={day}" / "online_retail.jsonl.gz", lines)
+        write_jsonl(root / "events" / f"ds={day}" / "online_retail.jsonl.gz", lines)
     for day, catalog in items.items():
         lines = [json.dumps(item, ensure_ascii=False) for item in catalog.values()]
-        _write_jsonl(root / "items" / f"ds={day}" / "catalog.jsonl.gz", lines)
+        write_jsonl(root / "items" / f"ds={day}" / "catalog.jsonl.gz", lines)
+    write_profile(root, "online-retail", {"late_days": 7, "non_product_items": NON_PRODUCT_ITEMS},
+                  "UCI Online Retail: one landing day per invoice day; fees and postage are not products")
     return ImportSummary(
         events=sum(len(v) for v in events.values()),
         items=len({i for c in items.values() for i in c}),
@@ -149,12 +153,3 @@ def _note_item(catalog: dict[str, dict[str, object]], row: dict[str, str]) -> No
     if price is not None and price > 0:
         current["price"] = price
     current["updated_at"] = max(str(current["updated_at"]), ts)
-
-
-def _write_jsonl(path: Path, lines: list[str]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    # mtime=0: the same input gives byte-identical files.
-    with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as out:
-        out.write(("\n".join(lines) + "\n").encode("utf-8"))
-    tmp.replace(path)

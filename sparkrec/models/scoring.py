@@ -1,14 +1,17 @@
 """Batch top-K scoring inside ``mapInPandas``: never a users x items cross join.
 
-A scorer turns a block of users (their history and seen items, as rows of the item matrix) into a
-score matrix [block, items]; seen and ineligible items are masked and a partial sort keeps the top
-K. Work grows with users x items / cores; memory with ``block_size`` x items.
+A scorer turns a block of users (``UserBlock``: ids, recent history and seen items, as rows of the
+item matrix) into a score matrix [block, items]; seen and ineligible items are masked and a partial
+sort keeps the top K. Work grows with users x items / cores; memory with ``block_size`` x items.
+Every model sparkrec compares (the two-tower model, popularity, ALS, EASE) scores through here, so
+they all see the same users, the same masking and the same tie-breaking.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
@@ -27,6 +30,15 @@ TOP_K_SCHEMA = T.StructType(
         T.StructField("reason", T.StringType()),
     ]
 )
+
+
+@dataclass(frozen=True)
+class UserBlock:
+    """A block of users as rows of the item matrix."""
+
+    user_ids: list[str]
+    history: list[np.ndarray]  # recent positive items, most recent first
+    seen: list[np.ndarray]  # every item the user interacted with
 
 
 @dataclass
@@ -49,8 +61,8 @@ class TwoTowerScorer:
         self.__dict__.update(state)
         self._tower = None
 
-    def scores(self, history: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        """Scores [B, n_items] and, per user, the history position that contributed most."""
+    def scores(self, block: UserBlock) -> np.ndarray:
+        """Scores [B, n_items]."""
         import torch
 
         from sparkrec.models.two_tower import UserTower
@@ -60,9 +72,9 @@ class TwoTowerScorer:
             tower.load_state_dict({k: torch.from_numpy(v) for k, v in self.user_tower_state.items()})
             self._tower = tower.eval()
         length = self.history_length
-        rows = np.zeros((len(history), length), dtype=np.int64)
-        mask = np.zeros((len(history), length), dtype=bool)
-        for i, h in enumerate(history):
+        rows = np.zeros((len(block.history), length), dtype=np.int64)
+        mask = np.zeros((len(block.history), length), dtype=bool)
+        for i, h in enumerate(block.history):
             h = np.asarray(h, dtype=np.int64)[:length]
             rows[i, : len(h)] = h
             mask[i, : len(h)] = True
@@ -71,7 +83,7 @@ class TwoTowerScorer:
             hist_vectors = vectors[torch.from_numpy(rows)]
             users = self._tower(hist_vectors, torch.from_numpy(mask))
             scores = users @ vectors.T
-        return scores.numpy().astype(np.float64), rows
+        return scores.numpy().astype(np.float64)
 
 
 @dataclass
@@ -81,11 +93,19 @@ class PopularityScorer:
     popularity: np.ndarray  # [n_items]
     name: str = "popularity"
 
-    def scores(self, history: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        return np.broadcast_to(self.popularity, (len(history), len(self.popularity))).astype(np.float64), None
+    def scores(self, block: UserBlock) -> np.ndarray:
+        return np.broadcast_to(self.popularity, (len(block.user_ids), len(self.popularity))).astype(np.float64)
 
 
-def top_k(users_df: DataFrame, scorer: TwoTowerScorer | PopularityScorer, item_ids: list[str],
+class Scorer(Protocol):
+    """What ``top_k`` needs of a model: a name (the ``reason`` column) and block scores."""
+
+    name: str
+
+    def scores(self, block: UserBlock) -> np.ndarray: ...
+
+
+def top_k(users_df: DataFrame, scorer: Scorer, item_ids: list[str],
           eligible: np.ndarray, k: int, block_size: int = 512) -> DataFrame:
     """Top ``k`` eligible, unseen items per user.
 
@@ -116,11 +136,11 @@ def top_k(users_df: DataFrame, scorer: TwoTowerScorer | PopularityScorer, item_i
     return users_df.select("user_id", "history", "seen").mapInPandas(score_partition, TOP_K_SCHEMA)
 
 
-def _top_k_block(block: pd.DataFrame, scorer: TwoTowerScorer | PopularityScorer, items: np.ndarray,
-                 eligible: np.ndarray, k: int) -> pd.DataFrame:
-    histories = [np.asarray(h if h is not None else [], dtype=np.int64) for h in block["history"]]
-    scores, hist_rows = scorer.scores(histories)
-    scores = np.array(scores, copy=True)
+def _top_k_block(block: pd.DataFrame, scorer: Scorer, items: np.ndarray, eligible: np.ndarray,
+                 k: int) -> pd.DataFrame:
+    as_rows = lambda col: [np.asarray(h if h is not None else [], dtype=np.int64) for h in block[col]]  # noqa: E731
+    users = UserBlock(list(block["user_id"]), as_rows("history"), as_rows("seen"))
+    scores = np.array(scorer.scores(users), dtype=np.float64, copy=True)
     scores[:, ~eligible] = -np.inf
     for i, seen in enumerate(block["seen"]):
         if seen is not None and len(seen):
@@ -163,8 +183,10 @@ def to_matrix_rows(histories_df: DataFrame, item_index_df: DataFrame) -> DataFra
 
     ``item_index_df``: ``item_id``, ``row`` (int). Items not in the matrix are dropped from both.
     """
-    index_map = item_index_df.agg(F.map_from_entries(F.collect_list(F.struct("item_id", "row"))).alias("m"))
-    to_rows = lambda col: F.filter(F.transform(col, lambda x: F.try_element_at("m", x)), lambda x: x.isNotNull())  # noqa: E731
-    return histories_df.crossJoin(index_map).select(
-        "user_id", to_rows("history").alias("history"), to_rows("seen").alias("seen")
-    )
+    from sparkrec.features import positions_to_ids
+
+    require_columns(histories_df, ["user_id", "history", "seen"], "to_matrix_rows")
+    index = item_index_df.select("item_id", F.col("row").alias("id"))
+    history = positions_to_ids(histories_df, "user_id", "history", index)
+    seen = positions_to_ids(histories_df, "user_id", "seen", index)
+    return history.join(seen, "user_id").select("user_id", "history", "seen")

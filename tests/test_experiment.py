@@ -1,0 +1,92 @@
+"""``sparkrec experiment`` end to end on a tiny MovieLens-layout set: all four models, real parts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+
+from sparkrec.adapters.movielens import import_movielens
+from sparkrec.experiment import ExperimentSpec, format_table, run_experiment
+from sparkrec.tracking import configure_mlflow
+from tests.conftest import make_config
+from tests.movielens_fixtures import write_two_communities
+
+K = 5
+
+
+@pytest.fixture(scope="module")
+def experiment(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path):
+    root = tmp_path_factory.mktemp("experiment")
+    config = make_config(
+        root, mlflow_db,
+        f"experiment.root={root / 'experiments'}",
+        f"experiment.mlflow_experiment=experiments-{root.name}",
+        f"experiment.registered_model=experiment_model_{root.name}",
+        "experiment.als_grid={rank: [4, 8], alpha: [5.0], reg_param: [0.1], max_iter: [5]}",
+        "experiment.ease_lambdas=[1.0, 10.0]",
+        "evaluate.curve_k=10",
+    )
+    landing = root / "landing"
+    import_movielens(write_two_communities(root / "ml"), landing)
+    spec = ExperimentSpec(landing=str(landing), split="chrono", holdout_days=3, k=K, repeat=2)
+    output = root / "metrics.json"
+    return config, run_experiment(spark, config, spec, str(output)), output
+
+
+def test_every_model_is_scored_on_the_same_users_and_written_as_json(experiment) -> None:
+    config, result, output = experiment
+    assert json.loads(output.read_text()) == json.loads(json.dumps(result, default=str))
+    protocol = result["protocol"]
+    assert (protocol["split"], protocol["holdout_days"], protocol["k"], protocol["dataset"]) == (
+        "chrono", 3, K, "movielens-latest")
+    assert list(result["models"]) == ["sparkrec", "popularity", "als", "ease"]
+    for name, metrics in result["models"].items():
+        for metric in (f"ndcg@{K}", f"precision@{K}", f"recall@{K}", "map", f"map@{K}", f"mrr@{K}", f"coverage@{K}",
+                       "train_s"):
+            assert 0.0 <= metrics[metric] <= (1.0 if metric != "train_s" else 1e4), (name, metric)
+        assert metrics["users"] == protocol["users_evaluated"] == 40
+    table = format_table(result)
+    assert all(f"| {name} | " in table for name in result["models"])
+
+
+def test_seeded_models_repeat_and_deterministic_ones_run_once(experiment) -> None:
+    _, result, _ = experiment
+    models = result["models"]
+    assert models["sparkrec"]["runs"] == models["als"]["runs"] == 2
+    assert f"ndcg@{K}_std" in models["sparkrec"] and f"ndcg@{K}_std" in models["als"]
+    assert models["popularity"]["runs"] == models["ease"]["runs"] == 1
+    assert f"ndcg@{K}_std" not in models["ease"]
+
+
+def test_baselines_are_tuned_on_validation_and_beat_popularity_on_community_data(experiment) -> None:
+    _, result, _ = experiment
+    for name in ("als", "ease"):
+        tuning = result["models"][name]["tuning"]
+        key = f"validation_ndcg@{K}"
+        best = max(tuning, key=lambda point: point[key])
+        assert result["models"][name]["params"] == {k: v for k, v in best.items() if k != key}
+    assert [p["lambda"] for p in result["models"]["ease"]["tuning"]] == [1.0, 10.0]
+    # Half the users belong to the side popularity ignores; the item-item models see the communities.
+    popularity = result["models"]["popularity"][f"ndcg@{K}"]
+    assert result["models"]["ease"][f"ndcg@{K}"] > popularity + 0.2
+    assert result["models"]["als"][f"ndcg@{K}"] > popularity
+
+
+def test_experiments_register_under_their_own_name_and_never_touch_production(experiment) -> None:
+    config, _, _ = experiment
+    configure_mlflow(config)
+    client = MlflowClient()
+    versions = client.search_model_versions(f"name='{config.experiment.registered_model}'")
+    assert len(versions) == 2  # one per seed
+    assert "champion" not in client.get_registered_model(config.experiment.registered_model).aliases
+    assert client.search_model_versions(f"name='{config.mlflow.registered_model}'") == []
+    runs = mlflow.search_runs(experiment_names=[config.experiment.mlflow_experiment], output_format="list")
+    names = {r.info.run_name for r in runs}
+    assert {"sparkrec", "popularity", "als", "ease", "clean 2017-07-23", "embed 2017-07-23"} <= names
+    parent = next(r for r in runs if r.info.run_name.startswith("experiment "))
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
+    assert {"plots/metrics_at_k.png", "plots/recommended_popularity.png", "plots/metrics.png"} <= artifacts
