@@ -139,7 +139,7 @@ def clean_events(lines_df: DataFrame, config: CleanConfig) -> CleanResult:
     classified = classify_events(lines_df, config)
     valid = with_event_id(classified.where(F.col("reason").isNull()))
     first = Window.partitionBy("ds", "event_id").orderBy("source_file", "raw")
-    ranked = valid.withColumn("copy", F.row_number().over(first))
+    ranked = with_bot_flag(valid.withColumn("copy", F.row_number().over(first)), config.bot_max_events_per_hour)
     interactions = ranked.where(F.col("copy") == 1).select(
         "event_id",
         "user_id",
@@ -150,7 +150,7 @@ def clean_events(lines_df: DataFrame, config: CleanConfig) -> CleanResult:
         "event_ts",
         F.to_date("event_ts").alias("event_date"),
         "session_id",
-        F.lit(False).alias("is_bot"),
+        "is_bot",
         "source_file",
         "ds",
     )
@@ -169,13 +169,28 @@ def clean_events(lines_df: DataFrame, config: CleanConfig) -> CleanResult:
     per_row = ranked.unionByName(
         classified.where(F.col("reason").isNotNull()).withColumn("event_id", F.lit(None)).withColumn(
             "copy", F.lit(None).cast("int")
-        )
-    ).select("ds", "source_file", "reason", outcome.alias("outcome"))
+        ).withColumn("is_bot", F.lit(False))
+    ).select("ds", "source_file", "reason", outcome.alias("outcome"), "is_bot")
     counts = _counts(per_row)
     return CleanResult(
         interactions=interactions.select([f.name for f in INTERACTIONS_SCHEMA.fields]),
         quarantine=quarantine.select([f.name for f in QUARANTINE_SCHEMA.fields]),
         counts=counts,
+    )
+
+
+def with_bot_flag(ranked_df: DataFrame, max_per_hour: int) -> DataFrame:
+    """``is_bot``: the user has more than ``max_per_hour`` clean events (first copies) in some clock
+    hour of the landing day; every event of that user and day is flagged. Off when 0."""
+    if max_per_hour <= 0:
+        return ranked_df.withColumn("is_bot", F.lit(False))
+    first_copy = F.when(F.col("copy") == 1, 1)
+    hour = F.date_trunc("hour", "event_ts")
+    per_hour = F.count(first_copy).over(Window.partitionBy("ds", "user_id", hour))
+    return (
+        ranked_df.withColumn("_per_hour", per_hour)
+        .withColumn("is_bot", F.max(F.col("_per_hour") > max_per_hour).over(Window.partitionBy("ds", "user_id")))
+        .drop("_per_hour")
     )
 
 
@@ -194,12 +209,15 @@ def _counts(per_row: DataFrame) -> DataFrame:
     outcomes = per_row.groupBy("ds", "source_file").agg(
         F.count(F.lit(1)).alias("raw_rows"),
         *[F.count(F.when(F.col("outcome") == m, 1)).alias(m) for m in COUNT_METRICS[1:]],
+        # Bots' clean rows: a share of clean_rows, outside the reconciliation sum.
+        F.count(F.when((F.col("outcome") == "clean_rows") & F.col("is_bot"), 1)).alias("bot_rows"),
     )
-    stack = ", ".join(f"'{m}', CAST({m} AS DOUBLE)" for m in COUNT_METRICS)
+    metrics = (*COUNT_METRICS, "bot_rows")
+    stack = ", ".join(f"'{m}', CAST({m} AS DOUBLE)" for m in metrics)
     per_file = outcomes.select(
         "ds",
         F.col("source_file").alias("source"),
-        F.expr(f"stack({len(COUNT_METRICS)}, {stack}) AS (metric, value)"),
+        F.expr(f"stack({len(metrics)}, {stack}) AS (metric, value)"),
     )
     totals = per_file.groupBy("ds", "metric").agg(F.sum("value").alias("value")).withColumn(
         "source", F.lit(None).cast("string")

@@ -105,6 +105,10 @@ class CleanConfig:
     future_tolerance_hours: int = 24
     # Regular expression of item ids that are not products (fees, postage); set per data set.
     non_product_items: str = ""
+    # A user with more clean events than this in one clock hour of a landing day is a bot for that
+    # day: kept with is_bot = true, counted as bot_rows, left out of training and evaluation.
+    # 0 switches the rule off (rating exports, where people rate dozens of films a minute).
+    bot_max_events_per_hour: int = 1000
 
 
 @dataclass(frozen=True)

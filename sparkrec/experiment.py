@@ -108,7 +108,7 @@ def run_experiment(spark: SparkSession, config: Config, spec: ExperimentSpec, ou
         stages.run_clean(spark, xconfig, days)
         if "sparkrec" in spec.models:
             stages.run_embed(spark, xconfig, days[-1])
-        interactions = tables.read_table(spark, xconfig, INTERACTIONS).cache()
+        interactions = features.without_bots(tables.read_table(spark, xconfig, INTERACTIONS)).cache()
         last_day = str(interactions.agg(F.max("event_date")).first()[0])
         holdout = spec.holdout_days or xconfig.evaluate.holdout_days
         train_df, test_df = _split(interactions, spec, last_day, holdout, spec.seed)

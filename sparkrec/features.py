@@ -20,6 +20,13 @@ def filter_until(interactions_df: DataFrame, last_day: str, window_days: int = 0
     return kept
 
 
+def without_bots(interactions_df: DataFrame) -> DataFrame:
+    """Interactions of people: rows the clean stage flagged ``is_bot`` are kept in the table but left
+    out of training and evaluation."""
+    require_columns(interactions_df, ["is_bot"], "without_bots")
+    return interactions_df.where(~F.col("is_bot"))
+
+
 def day_offset(day: str, days: int) -> str:
     """``day`` moved by ``days`` (negative: earlier), as YYYY-MM-DD."""
     return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()

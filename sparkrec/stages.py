@@ -179,7 +179,8 @@ def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
     versions = {INTERACTIONS: tables.table_version(spark, config, INTERACTIONS),
                 ITEM_EMBEDDINGS: tables.table_version(spark, config, ITEM_EMBEDDINGS)}
     with stage_run(config, "train", day, versions) as run_id:
-        history = features.filter_until(tables.read_table(spark, config, INTERACTIONS), cutoff, config.train.window_days)
+        interactions = features.without_bots(tables.read_table(spark, config, INTERACTIONS))
+        history = features.filter_until(interactions, cutoff, config.train.window_days)
         result = fit_two_tower(spark, config, history, run_id, f"interactions up to {cutoff}")
         final = {k: result[k] for k in ("final_loss", "examples", "vocabulary")}
         write_run_metrics(spark, config, "train", run_id, [day], [(day, k, v, None) for k, v in final.items()])
@@ -387,8 +388,8 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
         mlflow.log_params({"model_version": version, "champion_version_before": champion_version or "none",
                            "k": k, "cutoff": cutoff, "protocol": "chrono"})
         catalog = item_catalog(spark, config)
-        train_part, test_part = splits.chrono_split(tables.read_table(spark, config, INTERACTIONS), day,
-                                                    config.evaluate.holdout_days)
+        people = features.without_bots(tables.read_table(spark, config, INTERACTIONS))
+        train_part, test_part = splits.chrono_split(people, day, config.evaluate.holdout_days)
         truth = evaluation.to_truth(train_part, test_part)
         users = evaluation.to_evaluation_users(train_part, truth, catalog, config.train.model.history_length).cache()
         popularity = fit_popularity(train_part, catalog.index_df, catalog.size)

@@ -137,3 +137,26 @@ def test_reconcile_refuses_counts_that_do_not_add_up() -> None:
               for m, v in [("raw_rows", 10), ("clean_rows", 6), ("duplicate_rows", 1), ("quarantined_rows", 2)]]
     with pytest.raises(ReconciliationError, match="raw_rows=10"):
         reconcile(counts)
+
+
+def test_fast_users_are_kept_as_bots_counted_and_left_out_of_training(spark, tmp_path: Path, mlflow_db: Path) -> None:
+    config = make_config(tmp_path, mlflow_db, "clean.bot_max_events_per_hour=3")
+    burst = [json.dumps({"user_id": "bot", "item_id": f"i{n}", "event_type": "view", "ts": f"2024-03-10T10:{n:02d}:00Z"})
+             for n in range(4)]  # 4 events in one hour: above 3
+    slow = [json.dumps({"user_id": "bot", "item_id": "i9", "event_type": "view", "ts": "2024-03-10T20:00:00Z"})]
+    person = [json.dumps({"user_id": "person", "item_id": f"i{n}", "event_type": "view", "ts": f"2024-03-10T{10 + n}:00:00Z"})
+              for n in range(4)]  # 4 events, one per hour
+    write_landing(config, DAY, burst + slow + person + burst[:1])  # the repeated line is a duplicate, not a 5th event
+    result = stages.run_clean(spark, config, [DAY])
+    assert (result["raw_rows"], result["clean_rows"], result["duplicate_rows"], result["bot_rows"]) == (10, 9, 1, 5)
+    flags = {(r["user_id"], r["item_id"]): r["is_bot"] for r in read_table(spark, config, "interactions").collect()}
+    assert all(flags[("bot", i)] for i in ("i0", "i1", "i2", "i3", "i9"))  # every event of the bot's day
+    assert not any(flag for (user, _), flag in flags.items() if user == "person")
+    from sparkrec.features import without_bots
+
+    kept = without_bots(read_table(spark, config, "interactions"))
+    assert {r["user_id"] for r in kept.select("user_id").distinct().collect()} == {"person"}
+    # Off: nobody is a bot.
+    off = stages.run_clean(spark, make_config(tmp_path / "off", mlflow_db, "clean.bot_max_events_per_hour=0",
+                                              f"landing.root={config.landing.root}"), [DAY])
+    assert off["bot_rows"] == 0

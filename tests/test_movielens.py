@@ -41,7 +41,8 @@ def test_each_layout_lands_every_rating_and_the_catalog(tmp_path: Path, writer, 
     assert items["10"]["category"] == genres
     assert items["20"]["category"] == "Action, Crime, Thriller"
     profile = read_profile(tmp_path / "landing")
-    assert profile["name"] == f"movielens-{layout}" and profile["clean"]["late_days"] == 0
+    assert profile["name"] == f"movielens-{layout}"
+    assert (profile["clean"]["late_days"], profile["clean"]["bot_max_events_per_hour"]) == (0, 0)  # both rules off
 
 
 def test_latest_layout_keeps_quoted_titles_and_folds_distinct_tags(tmp_path: Path) -> None:

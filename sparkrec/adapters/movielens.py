@@ -9,7 +9,8 @@ MovieLens may not be redistributed: point this at your own copy. Layouts recogni
   ``tags.csv`` (folded into the item text)
 
 Every rating becomes a ``rating`` event (value = the stars) with event id ``<user>:<item>``. The
-export lands at once, on the day of its newest rating, so the profile turns the lateness limit off;
+export lands at once, on the day of its newest rating, so the profile turns the lateness limit off,
+and the bot rule too (people rate dozens of films a minute);
 ratings are never dropped here: the clean stage judges them. Item text = title + genres (+ tags).
 """
 
@@ -141,6 +142,6 @@ def import_movielens(folder: str | Path, landing_root: str | Path) -> ImportSumm
     root = Path(landing_root)
     write_jsonl(root / "events" / f"ds={day}" / "movielens.jsonl.gz", events)
     write_jsonl(root / "items" / f"ds={day}" / "movies.jsonl.gz", items)
-    write_profile(root, f"movielens-{layout}", {"late_days": 0, "non_product_items": ""},
+    write_profile(root, f"movielens-{layout}", {"late_days": 0, "non_product_items": "", "bot_max_events_per_hour": 0},
                   "MovieLens export: lands at once on the day of its newest rating; every rating is an interaction")
     return ImportSummary(layout, len(events), len(items), [day])
