@@ -12,7 +12,7 @@ SAMPLE_FROM := 2010-12-01
 SAMPLE_TO := 2010-12-23
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all clean-lakehouse
+.PHONY: setup demo test test-all bench clean-lakehouse
 
 setup:
 	@tools/setup_env.sh
@@ -28,6 +28,10 @@ test: setup
 # Everything, the slow tests too (GPU tests skip without a GPU).
 test-all: setup
 	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+
+# Benchmarks: results as JSON under bench/results/.
+bench: setup
+	$(PY) bench/clean.py
 
 clean-lakehouse:
 	rm -rf lakehouse landing mlflow.db mlartifacts

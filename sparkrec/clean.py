@@ -40,6 +40,8 @@ class CleanResult:
     quarantine: DataFrame
     # One row per (source, metric): source null for the run's total, else the file name.
     counts: DataFrame
+    # Every raw row with its outcome; the frames above derive from it (persist it to parse once).
+    rows: DataFrame
 
 
 def parse_json_lines(lines_df: DataFrame, schema: T.StructType) -> DataFrame:
@@ -140,7 +142,21 @@ def clean_events(lines_df: DataFrame, config: CleanConfig) -> CleanResult:
     valid = with_event_id(classified.where(F.col("reason").isNull()))
     first = Window.partitionBy("ds", "event_id").orderBy("source_file", "raw")
     ranked = with_bot_flag(valid.withColumn("copy", F.row_number().over(first)), config.bot_max_events_per_hour)
-    interactions = ranked.where(F.col("copy") == 1).select(
+    dirty = (
+        classified.where(F.col("reason").isNotNull())
+        .withColumn("event_id", F.lit(None).cast("string"))
+        .withColumn("copy", F.lit(None).cast("int"))
+        .withColumn("is_bot", F.lit(False))
+    )
+    # Every raw row once, with its outcome: the three outputs below are filters of this one frame,
+    # so a caller that persists ``rows`` parses the landing files once.
+    outcome = (
+        F.when(F.col("reason").isNotNull(), F.lit("quarantined_rows"))
+        .when(F.col("copy") > 1, F.lit("duplicate_rows"))
+        .otherwise(F.lit("clean_rows"))
+    )
+    rows = ranked.unionByName(dirty.select(ranked.columns)).withColumn("outcome", outcome)
+    interactions = rows.where(F.col("outcome") == "clean_rows").select(
         "event_id",
         "user_id",
         "item_id",
@@ -154,28 +170,19 @@ def clean_events(lines_df: DataFrame, config: CleanConfig) -> CleanResult:
         "source_file",
         "ds",
     )
-    quarantine = classified.where(F.col("reason").isNotNull()).select(
+    quarantine = rows.where(F.col("outcome") == "quarantined_rows").select(
         "ds",
         "source_file",
         "reason",
         "raw",
         _detail().alias("detail"),
     )
-    outcome = (
-        F.when(F.col("reason").isNotNull(), F.lit("quarantined_rows"))
-        .when(F.col("copy") > 1, F.lit("duplicate_rows"))
-        .otherwise(F.lit("clean_rows"))
-    )
-    per_row = ranked.unionByName(
-        classified.where(F.col("reason").isNotNull()).withColumn("event_id", F.lit(None)).withColumn(
-            "copy", F.lit(None).cast("int")
-        ).withColumn("is_bot", F.lit(False))
-    ).select("ds", "source_file", "reason", outcome.alias("outcome"), "is_bot")
-    counts = _counts(per_row)
+    counts = _counts(rows.select("ds", "source_file", "reason", "outcome", "is_bot"))
     return CleanResult(
         interactions=interactions.select([f.name for f in INTERACTIONS_SCHEMA.fields]),
         quarantine=quarantine.select([f.name for f in QUARANTINE_SCHEMA.fields]),
         counts=counts,
+        rows=rows,
     )
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -90,26 +91,31 @@ def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str,
     label = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
     with stage_run(config, "clean", label) as run_id:
         result = clean.clean_events(read_landing_lines(spark, config, "events", days), config.clean)
-        counts = [r.asDict() for r in result.counts.collect()]
-        clean.reconcile(counts)
-        item_days = [d for d in days if d in set(landing_days(config, "items"))]
-        quarantine = result.quarantine
-        if item_days:
-            items, item_quarantine = clean.clean_items(read_landing_lines(spark, config, "items", item_days), config.clean)
-            tables.merge_upsert(
-                spark, items, config, ITEMS, ["item_id"],
-                update_condition="t.updated_at IS NULL OR s.updated_at >= t.updated_at",
-            )
-            quarantine = quarantine.unionByName(item_quarantine)
-        in_days = f"ds IN ({', '.join(tables.date_literal(d) for d in days)})"
-        tables.replace_partitions(result.interactions, config, INTERACTIONS, in_days)
-        tables.replace_partitions(quarantine, config, QUARANTINE, in_days)
-        write_run_metrics(spark, config, "clean", run_id, days,
-                          [(str(r["ds"]), r["metric"], r["value"], r["source"]) for r in counts])
-        totals = _totals(counts)
-        log_metrics(totals)
-        log.info("clean %s: %s", label, ", ".join(f"{k}={v:.0f}" for k, v in totals.items()))
-        return {"days": days, "run_id": run_id, **totals}
+        # Parse and classify once: the counts, interactions and quarantine all read this.
+        result.rows.persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            counts = [r.asDict() for r in result.counts.collect()]
+            clean.reconcile(counts)
+            item_days = [d for d in days if d in set(landing_days(config, "items"))]
+            quarantine = result.quarantine
+            if item_days:
+                items, item_quarantine = clean.clean_items(read_landing_lines(spark, config, "items", item_days), config.clean)
+                tables.merge_upsert(
+                    spark, items, config, ITEMS, ["item_id"],
+                    update_condition="t.updated_at IS NULL OR s.updated_at >= t.updated_at",
+                )
+                quarantine = quarantine.unionByName(item_quarantine)
+            in_days = f"ds IN ({', '.join(tables.date_literal(d) for d in days)})"
+            tables.replace_partitions(result.interactions, config, INTERACTIONS, in_days)
+            tables.replace_partitions(quarantine, config, QUARANTINE, in_days)
+            write_run_metrics(spark, config, "clean", run_id, days,
+                              [(str(r["ds"]), r["metric"], r["value"], r["source"]) for r in counts])
+            totals = _totals(counts)
+            log_metrics(totals)
+            log.info("clean %s: %s", label, ", ".join(f"{k}={v:.0f}" for k, v in totals.items()))
+            return {"days": days, "run_id": run_id, **totals}
+        finally:
+            result.rows.unpersist()
 
 
 def _totals(counts: list[dict[str, Any]]) -> dict[str, float]:
