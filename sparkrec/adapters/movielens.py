@@ -29,6 +29,8 @@ GENRES_100K = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
     "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
 )
+# Ratings files of the two older layouts: (file, field separator).
+SEPARATED = {"100k": ("u.data", "\t"), "1m": ("ratings.dat", "::")}
 LAYOUTS = {"100k": ("u.data", "u.item"), "1m": ("ratings.dat", "movies.dat"), "latest": ("ratings.csv", "movies.csv")}
 
 
@@ -58,17 +60,12 @@ def detect_layout(folder: Path) -> str:
 
 def read_ratings(folder: Path, layout: str) -> Iterator[tuple[str, str, str, str]]:
     """(user, item, rating, unix seconds) as text, in file order."""
-    if layout == "100k":
-        with open(folder / "u.data", encoding="latin-1") as handle:
+    if layout in SEPARATED:
+        name, separator = SEPARATED[layout]
+        with open(folder / name, encoding="latin-1") as handle:
             for line in handle:
                 if line.strip():
-                    user, item, rating, ts = line.rstrip("\n").split("\t")[:4]
-                    yield user, item, rating, ts
-    elif layout == "1m":
-        with open(folder / "ratings.dat", encoding="latin-1") as handle:
-            for line in handle:
-                if line.strip():
-                    user, item, rating, ts = line.rstrip("\n").split("::")[:4]
+                    user, item, rating, ts = line.rstrip("\n").split(separator)[:4]
                     yield user, item, rating, ts
     else:
         with open(folder / "ratings.csv", encoding="utf-8", newline="") as handle:
