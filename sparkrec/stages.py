@@ -170,11 +170,19 @@ def _text_matrix(embeddings_df: DataFrame, item_ids: list[str], model: str) -> n
     if not rows:
         raise tables.TableMissingError(f"item_embeddings holds no vectors of model {model!r}; run the embed stage first")
     vectors = {r["item_id"]: r["embedding"] for r in rows}
-    dim = len(next(iter(vectors.values())))
+    return _vector_matrix(vectors, item_ids, len(next(iter(vectors.values()))))
+
+
+def _vector_matrix(vectors: dict[str, Any], item_ids: list[str], dim: int) -> np.ndarray:
+    """``vectors`` in ``item_ids`` order as float32 [n, dim]; zeros for items without one."""
     out = np.zeros((len(item_ids), dim), dtype=np.float32)
     for i, item in enumerate(item_ids):
-        if item in vectors and vectors[item] is not None:
-            out[i] = vectors[item]
+        vector = vectors.get(item)
+        if vector is not None:
+            if len(vector) != dim:
+                raise ValueError(f"item_embeddings has {len(vector)}-d vectors but the model expects {dim}-d: "
+                                 "embed with the model it was trained on, or train again")
+            out[i] = vector
     return out
 
 
@@ -311,33 +319,17 @@ def item_catalog(spark: SparkSession, config: Config) -> Catalog:
     return Catalog(item_ids, eligible, index_df)
 
 
-def _model_item_vectors(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog) -> np.ndarray:
-    """The model's fused vector [n, D] of every catalogue item, from its id and stored text vector."""
-    model_name = loaded.meta["text_model"]
-    stored = dict(
-        tables.read_table(spark, config, ITEM_EMBEDDINGS).where(F.col("model") == model_name)
-        .select("item_id", "embedding").collect()
-    )
-    text_dim = loaded.model.item_text.shape[1]
-    text = np.zeros((catalog.size, text_dim), dtype=np.float32)
-    for i, item in enumerate(catalog.item_ids):
-        vector = stored.get(item)
-        if vector is not None:
-            if len(vector) != text_dim:
-                raise ValueError(f"item_embeddings has {len(vector)}-d vectors but the model expects {text_dim}-d: "
-                                 "embed with the model it was trained on, or train again")
-            text[i] = vector
-    return loaded.item_vectors(catalog.item_ids, text)
-
-
 def two_tower_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog) -> Any:
-    """A ``TwoTowerScorer`` of a loaded model over the catalogue."""
-    return _two_tower_scorer(loaded, _model_item_vectors(spark, config, loaded, catalog))
-
-
-def _two_tower_scorer(loaded: Any, vectors: np.ndarray) -> Any:
+    """A ``TwoTowerScorer`` of a loaded model over the catalogue: every item's fused vector, from its
+    id and its stored text vector."""
     from sparkrec.models.scoring import TwoTowerScorer
 
+    stored = dict(
+        tables.read_table(spark, config, ITEM_EMBEDDINGS).where(F.col("model") == loaded.meta["text_model"])
+        .select("item_id", "embedding").collect()
+    )
+    text = _vector_matrix(stored, catalog.item_ids, loaded.model.item_text.shape[1])
+    vectors = loaded.item_vectors(catalog.item_ids, text)
     state = {k: v.detach().numpy() for k, v in loaded.model.users.state_dict().items()}
     return TwoTowerScorer(vectors, state, int(loaded.meta["dim"]), int(loaded.meta["history_length"]))
 
