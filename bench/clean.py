@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/clean.py [--rows 1000000,10000000] [--output bench/results/clean.json]
 
-For each size: generate one landing day with ``sparkrec.synthetic`` (default dirt rates), then time
-``stages.run_clean`` on it: read + parse + classify + dedupe + bot flag + Delta writes of
-interactions, quarantine and run_metrics, and the reconciliation. Peak memory is the largest
+For each size: generate one landing day with ``sparkrec.synthetic`` (default dirt rates) and its
+20,000-item catalog, then time ``stages.run_clean`` on it: read + parse + classify (the known-item
+join included) + dedupe + bot flag + the items MERGE + Delta writes of interactions, quarantine and
+run_metrics, and the reconciliation. Peak memory is the largest
 resident set of this process and its children (the Spark JVM) sampled every 0.2 s.
 """
 
@@ -28,9 +29,10 @@ sys.path.insert(0, str(ROOT))
 from sparkrec import stages  # noqa: E402
 from sparkrec.config import load_config  # noqa: E402
 from sparkrec.session import build_session  # noqa: E402
-from sparkrec.synthetic import DirtRates, synthetic_events, write_landing_day  # noqa: E402
+from sparkrec.synthetic import DirtRates, synthetic_events, synthetic_items, write_landing_day  # noqa: E402
 
 DAY = "2024-06-01"
+ITEMS = 20_000  # the generator's default catalogue
 
 
 class PeakMemory:
@@ -77,6 +79,7 @@ def main() -> int:
     for rows in [int(r) for r in args.rows.split(",")]:
         start = time.perf_counter()
         write_landing_day(synthetic_events(spark, rows, DAY, dirt=DirtRates()), config.landing.root, DAY)
+        write_landing_day(synthetic_items(spark, ITEMS, DAY), config.landing.root, DAY, kind="items")
         generate_s = time.perf_counter() - start
         with PeakMemory() as memory:
             start = time.perf_counter()

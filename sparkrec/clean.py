@@ -17,6 +17,7 @@ from sparkrec.schemas import (
     INTERACTIONS_SCHEMA,
     ITEMS_SCHEMA,
     QUARANTINE_SCHEMA,
+    RAW_EVENT_FIELDS,
     RAW_EVENT_SCHEMA,
     RAW_ITEM_SCHEMA,
     REASONS,
@@ -61,60 +62,99 @@ def parse_json_lines(lines_df: DataFrame, schema: T.StructType) -> DataFrame:
 
 
 def parse_timestamp(ts: Column) -> Column:
-    """ISO-8601 (``T`` or space, zone optional: none means UTC) or epoch seconds / milliseconds."""
+    """ISO-8601 (``T`` or space, zone optional: none means UTC) or epoch seconds, milliseconds,
+    microseconds or nanoseconds (told apart by magnitude)."""
     text = F.trim(ts)
     number = text.try_cast("double")
-    is_epoch = text.rlike(r"^[0-9]{9,13}(\.[0-9]+)?$")
-    from_epoch = F.when(number >= F.lit(1e11), F.timestamp_millis(number.cast("long"))).otherwise(
-        F.timestamp_seconds(number)
+    is_epoch = text.rlike(r"^[0-9]{9,19}(\.[0-9]+)?$")
+    from_epoch = (
+        F.when(number >= F.lit(1e17), F.timestamp_micros((number / 1000).cast("long")))
+        .when(number >= F.lit(1e14), F.timestamp_micros(number.cast("long")))
+        .when(number >= F.lit(1e11), F.timestamp_millis(number.cast("long")))
+        .otherwise(F.timestamp_seconds(number))
     )
     return F.when(is_epoch, from_epoch).otherwise(F.try_to_timestamp(text))
 
 
-def classify_events(lines_df: DataFrame, config: CleanConfig) -> DataFrame:
-    """Parse raw event lines and give each its first quarantine reason (null when clean)."""
+def classify_events(lines_df: DataFrame, config: CleanConfig, known_items_df: DataFrame | None = None) -> DataFrame:
+    """Parse raw event records and give each its first quarantine reason (null when clean).
+
+    Args:
+        lines_df: ``value`` (the raw record), ``source_file``, ``ds``.
+        config: the cleaning rules.
+        known_items_df: ``item_id`` of every item in the catalog; None skips the unknown_item rule.
+    """
     parsed = parse_json_lines(lines_df, RAW_EVENT_SCHEMA)
     j = {name: F.nullif(F.trim(F.col(f"j.{name}")), F.lit("")) for name in RAW_EVENT_SCHEMA.fieldNames()}
     event_type = F.lower(j["event_type"])
-    event_ts = parse_timestamp(F.col("j.ts"))
     value = j["value"].try_cast("double")
+    fields = parsed.select(
+        F.col("value").alias("raw"),
+        "source_file",
+        "ds",
+        "malformed",
+        # Fields outside the contract: dropped, but counted per file (schema drift shows in run_metrics).
+        F.array_except(F.json_object_keys("value"), F.array(*[F.lit(n) for n in RAW_EVENT_FIELDS])).alias("unknown_fields"),
+        j["event_id"].alias("given_event_id"),
+        j["user_id"].alias("user_id"),
+        j["item_id"].alias("item_id"),
+        event_type.alias("event_type"),
+        j["value"].alias("value_text"),
+        value.alias("value"),
+        parse_timestamp(F.col("j.ts")).alias("event_ts"),
+        j["session_id"].alias("session_id"),
+        j["linked_event_id"].alias("linked_event_id"),
+        F.get_json_object(j["context"], "$.price").alias("price_text"),
+    )
+    if known_items_df is not None and config.require_known_items:
+        known = known_items_df.select("item_id").distinct().withColumn("known_item", F.lit(True))
+        fields = fields.join(known, "item_id", "left")
+    else:
+        fields = fields.withColumn("known_item", F.lit(True))
     day_start = F.col("ds").cast("timestamp")
     future_limit = day_start + F.make_interval(hours=F.lit(24 + config.future_tolerance_hours))
     late_limit = day_start - F.make_interval(days=F.lit(config.late_days))
-    bad_value = (j["value"].isNotNull() & value.isNull()) | F.isnan(value) | (F.abs(value) == float("inf"))
-    bad_quantity = event_type.isin(*QUANTITY_EVENTS) & value.isNotNull() & (value <= 0)
-    non_product = (
-        j["item_id"].rlike(config.non_product_items) if config.non_product_items else F.lit(False)
-    )
+    value = F.col("value")
+    bad_value = (F.col("value_text").isNotNull() & value.isNull()) | F.isnan(value) | (F.abs(value) == float("inf"))
+    bad_quantity = F.col("event_type").isin(*QUANTITY_EVENTS) & value.isNotNull() & (value <= 0)
+    price = F.col("price_text").try_cast("double")
+    bad_price = F.col("price_text").isNotNull() & (price.isNull() | F.isnan(price) | (price <= 0))
+    non_product = F.col("item_id").rlike(config.non_product_items) if config.non_product_items else F.lit(False)
+    event_ts = F.col("event_ts")
     rules: list[tuple[str, Column]] = [
         ("malformed_record", F.col("malformed")),
-        ("missing_user", j["user_id"].isNull()),
-        ("missing_item", j["item_id"].isNull()),
-        ("unknown_event_type", event_type.isNull() | ~event_type.isin(*config.event_types)),
+        ("missing_user", F.col("user_id").isNull()),
+        ("missing_item", F.col("item_id").isNull()),
+        ("unknown_event_type", F.col("event_type").isNull() | ~F.col("event_type").isin(*config.event_types)),
         ("bad_timestamp", event_ts.isNull()),
         ("future_timestamp", event_ts >= future_limit),
         ("too_late", (event_ts < late_limit) if config.late_days > 0 else F.lit(False)),
         ("value_out_of_range", bad_value | bad_quantity),
         ("non_product", non_product),
+        ("bad_price", bad_price if config.require_positive_price else F.lit(False)),
+        ("unknown_item", F.col("known_item").isNull()),
     ]
     assert [name for name, _ in rules] == list(REASONS), "rules and schemas.REASONS must agree"
     reason = F.lit(None).cast("string")
     for name, condition in reversed(rules):
         reason = F.when(F.coalesce(condition, F.lit(False)), F.lit(name)).otherwise(reason)
     weights = F.create_map(*[x for k, v in config.event_weights.items() for x in (F.lit(k), F.lit(float(v)))])
-    return parsed.select(
-        F.col("value").alias("raw"),
+    return fields.select(
+        "raw",
         "source_file",
         "ds",
         reason.alias("reason"),
-        j["event_id"].alias("given_event_id"),
-        j["user_id"].alias("user_id"),
-        j["item_id"].alias("item_id"),
-        event_type.alias("event_type"),
-        value.alias("value"),
-        F.coalesce(weights[event_type], F.lit(1.0)).alias("weight"),
-        event_ts.alias("event_ts"),
-        j["session_id"].alias("session_id"),
+        "unknown_fields",
+        "given_event_id",
+        "user_id",
+        "item_id",
+        "event_type",
+        "value",
+        F.coalesce(weights[F.col("event_type")], F.lit(1.0)).alias("weight"),
+        "event_ts",
+        "session_id",
+        "linked_event_id",
+        "price_text",
     )
 
 
@@ -131,14 +171,15 @@ def with_event_id(df: DataFrame) -> DataFrame:
     return df.withColumn("event_id", F.coalesce("given_event_id", F.sha2(fingerprint, 256)))
 
 
-def clean_events(lines_df: DataFrame, config: CleanConfig) -> CleanResult:
-    """Raw event lines of one or more landing days into interactions, quarantine and counts.
+def clean_events(lines_df: DataFrame, config: CleanConfig, known_items_df: DataFrame | None = None) -> CleanResult:
+    """Raw event records of one or more landing days into interactions, quarantine and counts.
 
     Args:
-        lines_df: ``value`` (the raw line), ``source_file``, ``ds`` (landing day, date).
+        lines_df: ``value`` (the raw record), ``source_file``, ``ds`` (landing day, date).
         config: the cleaning rules.
+        known_items_df: ``item_id`` of the item catalog; None when there is none (no unknown_item rule).
     """
-    classified = classify_events(lines_df, config)
+    classified = classify_events(lines_df, config, known_items_df)
     valid = with_event_id(classified.where(F.col("reason").isNull()))
     first = Window.partitionBy("ds", "event_id").orderBy("source_file", "raw")
     ranked = with_bot_flag(valid.withColumn("copy", F.row_number().over(first)), config.bot_max_events_per_hour)
@@ -167,6 +208,7 @@ def clean_events(lines_df: DataFrame, config: CleanConfig) -> CleanResult:
         F.to_date("event_ts").alias("event_date"),
         "session_id",
         "is_bot",
+        "linked_event_id",
         "source_file",
         "ds",
     )
@@ -177,7 +219,7 @@ def clean_events(lines_df: DataFrame, config: CleanConfig) -> CleanResult:
         "raw",
         _detail().alias("detail"),
     )
-    counts = _counts(rows.select("ds", "source_file", "reason", "outcome", "is_bot"))
+    counts = _counts(rows.select("ds", "source_file", "reason", "outcome", "is_bot", "unknown_fields"))
     return CleanResult(
         interactions=interactions.select([f.name for f in INTERACTIONS_SCHEMA.fields]),
         quarantine=quarantine.select([f.name for f in QUARANTINE_SCHEMA.fields]),
@@ -206,13 +248,15 @@ def _detail() -> Column:
         F.when(F.col("reason") == "unknown_event_type", F.concat(F.lit("event_type="), F.coalesce("event_type", F.lit("null"))))
         .when(F.col("reason") == "value_out_of_range", F.concat(F.lit("value="), F.coalesce(F.col("value").cast("string"), F.lit("not a number"))))
         .when(F.col("reason").isin("future_timestamp", "too_late"), F.concat(F.lit("event_ts="), F.col("event_ts").cast("string")))
-        .when(F.col("reason") == "non_product", F.concat(F.lit("item_id="), F.col("item_id")))
+        .when(F.col("reason").isin("non_product", "unknown_item"), F.concat(F.lit("item_id="), F.col("item_id")))
+        .when(F.col("reason") == "bad_price", F.concat(F.lit("price="), F.col("price_text")))
         .otherwise(F.lit(None))
     )
 
 
 def _counts(per_row: DataFrame) -> DataFrame:
-    """Counts per day and source file, plus per-day totals (source null) and quarantine by reason."""
+    """Counts per day and source file, plus per-day totals (source null), quarantine by reason and
+    fields outside the contract (``unknown_field.<name>``: rows carrying it, per file and in total)."""
     outcomes = per_row.groupBy("ds", "source_file").agg(
         F.count(F.lit(1)).alias("raw_rows"),
         *[F.count(F.when(F.col("outcome") == m, 1)).alias(m) for m in COUNT_METRICS[1:]],
@@ -236,7 +280,16 @@ def _counts(per_row: DataFrame) -> DataFrame:
         .select("ds", F.concat(F.lit("quarantined_rows."), F.col("reason")).alias("metric"), "value")
         .withColumn("source", F.lit(None).cast("string"))
     )
-    return per_file.unionByName(totals).unionByName(reasons)
+    unknown_per_file = (
+        per_row.select("ds", "source_file", F.explode("unknown_fields").alias("field"))
+        .groupBy("ds", "source_file", "field")
+        .agg(F.count(F.lit(1)).cast("double").alias("value"))
+        .select("ds", F.col("source_file").alias("source"), F.concat(F.lit("unknown_field."), "field").alias("metric"), "value")
+    )
+    unknown_totals = unknown_per_file.groupBy("ds", "metric").agg(F.sum("value").alias("value")).withColumn(
+        "source", F.lit(None).cast("string")
+    )
+    return per_file.unionByName(totals).unionByName(reasons).unionByName(unknown_per_file).unionByName(unknown_totals)
 
 
 def reconcile(counts: list[dict[str, object]]) -> None:

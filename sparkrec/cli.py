@@ -83,12 +83,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from sparkrec.clean import ReconciliationError
     from sparkrec.embed import ModelNotFoundError
-    from sparkrec.schemas import SchemaError
+    from sparkrec.landing import LandingFormatError, LandingMissingError
     from sparkrec.registry import ModelMissingError
-    from sparkrec.stages import LandingMissingError
+    from sparkrec.schemas import SchemaError
     from sparkrec.tables import TableMissingError
 
-    return (ConfigError, LandingMissingError, ModelMissingError, TableMissingError, ReconciliationError,
+    return (ConfigError, LandingMissingError, LandingFormatError, ModelMissingError, TableMissingError, ReconciliationError,
             ModelNotFoundError, SchemaError, ValueError, FileNotFoundError)
 
 
@@ -111,6 +111,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             result = import_online_retail(args.input, output)
         print(f"imported {result.events} events and {result.items} items into {output} "
               f"({len(result.days)} landing days, {result.days[0]} .. {result.days[-1]})")
+        if getattr(result, "returns", 0):
+            print(f"{result.returns} returns, {result.linked_returns} linked to the purchase they reverse")
         return 0
 
     from sparkrec import stages

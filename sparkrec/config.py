@@ -109,6 +109,11 @@ class CleanConfig:
     # day: kept with is_bot = true, counted as bot_rows, left out of training and evaluation.
     # 0 switches the rule off (rating exports, where people rate dozens of films a minute).
     bot_max_events_per_hour: int = 1000
+    # An event whose context carries a price of zero or less (or not a number) is bad_price.
+    require_positive_price: bool = True
+    # An event whose item is in neither the items table nor the day's catalog is unknown_item;
+    # the rule is skipped while there is no catalog at all.
+    require_known_items: bool = True
 
 
 @dataclass(frozen=True)

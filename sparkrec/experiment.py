@@ -27,7 +27,7 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkrec import evaluation, features, splits, stages, tables
+from sparkrec import evaluation, features, landing, splits, stages, tables
 from sparkrec.adapters import read_profile
 from sparkrec.config import Config, with_values
 from sparkrec.evaluation import Catalog
@@ -98,9 +98,9 @@ def run_experiment(spark: SparkSession, config: Config, spec: ExperimentSpec, ou
 
     spec.check()
     xconfig, name = experiment_config(config, spec)
-    days = stages.landing_days(xconfig)
+    days = landing.landing_days(xconfig)
     if not days:
-        raise stages.LandingMissingError(f"no landing days under {spec.landing}/events/ds=YYYY-MM-DD/")
+        raise landing.LandingMissingError(f"no landing days under {spec.landing}/events/ds=YYYY-MM-DD/")
     configure_mlflow(xconfig)
     with mlflow.start_run(run_name=f"experiment {name} {spec.split}"):
         mlflow.set_tags({"sparkrec.stage": "experiment", "sparkrec.dataset": name,

@@ -15,12 +15,18 @@ RUN_METRICS = "run_metrics"
 TABLES = (INTERACTIONS, QUARANTINE, ITEMS, ITEM_EMBEDDINGS, RECOMMENDATIONS, RUN_METRICS)
 
 # Raw event fields of the landing contract; every one is read as text first.
-RAW_EVENT_FIELDS = ("event_id", "user_id", "item_id", "event_type", "ts", "value", "session_id", "context")
+# ``linked_event_id``: for a return, the event_id of the purchase it reverses (when known).
+RAW_EVENT_FIELDS = (
+    "event_id", "user_id", "item_id", "event_type", "ts", "value", "session_id", "context", "linked_event_id",
+)
+# A CSV header or Parquet schema without one of these fails the run (JSON Lines: judged per line).
+REQUIRED_EVENT_FIELDS = ("user_id", "item_id", "event_type", "ts")
 RAW_EVENT_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in RAW_EVENT_FIELDS])
 RAW_ITEM_FIELDS = (
     "item_id", "title", "description", "category", "tags", "price", "updated_at", "active", "in_stock",
 )
 RAW_ITEM_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in RAW_ITEM_FIELDS])
+REQUIRED_ITEM_FIELDS = ("item_id",)
 
 INTERACTIONS_SCHEMA = T.StructType(
     [
@@ -34,6 +40,7 @@ INTERACTIONS_SCHEMA = T.StructType(
         T.StructField("event_date", T.DateType(), False),
         T.StructField("session_id", T.StringType()),
         T.StructField("is_bot", T.BooleanType(), False),
+        T.StructField("linked_event_id", T.StringType()),
         T.StructField("source_file", T.StringType(), False),
         T.StructField("ds", T.DateType(), False),
     ]
@@ -113,15 +120,17 @@ PARTITIONS = {INTERACTIONS: ["ds"], QUARANTINE: ["ds"], RECOMMENDATIONS: ["ds"],
 
 # Quarantine reasons, in the order the clean stage tests them (the first that applies wins).
 REASONS = {
-    "malformed_record": "the line is not a JSON object (broken JSON, wrong types, blank line)",
+    "malformed_record": "not a JSON object (broken JSON, wrong types, blank line), or a CSV line that does not split into its header's columns",
     "missing_user": "no user_id",
     "missing_item": "no item_id",
     "unknown_event_type": "event_type outside clean.event_types",
     "bad_timestamp": "ts is neither ISO-8601 nor epoch seconds/milliseconds",
     "future_timestamp": "ts after the landing day plus clean.future_tolerance_hours",
     "too_late": "ts more than clean.late_days before the landing day",
-    "value_out_of_range": "value is not a finite number",
+    "value_out_of_range": "value is not a finite number, or a quantity (cart, purchase, return) is not positive",
     "non_product": "item_id matches clean.non_product_items (fees, postage)",
+    "bad_price": "context.price is zero, negative or not a number (clean.require_positive_price)",
+    "unknown_item": "item_id is in neither the items table nor the day's catalog (clean.require_known_items)",
 }
 
 

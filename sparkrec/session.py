@@ -70,6 +70,9 @@ def build_session(config: Config) -> SparkSession:
         .config("spark.sql.extensions", DELTA_EXTENSION)
         .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
         .config("spark.sql.session.timeZone", "UTC")
+        # pandas writes nanosecond timestamps to Parquet, which Spark refuses; read them as epoch
+        # nanoseconds instead (the clean stage parses those).
+        .config("spark.sql.legacy.parquet.nanosAsLong", "true")
         .config("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))
         .config("spark.default.parallelism", str(spark_cfg.shuffle_partitions))
         .config("spark.driver.memory", spark_cfg.driver_memory)

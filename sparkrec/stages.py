@@ -9,9 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
-import re
 import shutil
-from collections.abc import Iterable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -24,23 +22,21 @@ from pyspark.sql import functions as F
 from sparkrec import clean, embed, evaluation, features, splits, tables
 from sparkrec.config import Config
 from sparkrec.evaluation import Catalog
+from sparkrec.landing import DATE_RE, LandingMissingError, landing_days, read_landing
+from sparkrec.registry import alias_version, apply_promotion, decide_promotion, load_model
 from sparkrec.schemas import (
     INTERACTIONS,
     ITEM_EMBEDDINGS,
     ITEMS,
     QUARANTINE,
     RECOMMENDATIONS,
+    REQUIRED_EVENT_FIELDS,
+    REQUIRED_ITEM_FIELDS,
     RUN_METRICS,
 )
-from sparkrec.registry import alias_version, apply_promotion, decide_promotion, load_model
 from sparkrec.tracking import log_metrics, stage_run
 
 log = logging.getLogger("sparkrec")
-DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-class LandingMissingError(FileNotFoundError):
-    """No landing files for a requested day."""
 
 
 def check_date(day: str) -> str:
@@ -51,29 +47,6 @@ def check_date(day: str) -> str:
 
 
 # ----------------------------------------------------------------------------------------- clean
-def landing_days(config: Config, kind: str = "events") -> list[str]:
-    """Landing days present under ``<landing.root>/<kind>/ds=YYYY-MM-DD``, sorted."""
-    root = Path(config.landing.root) / kind
-    if not root.is_dir():
-        return []
-    days = [p.name[3:] for p in root.iterdir() if p.is_dir() and p.name.startswith("ds=") and any(p.iterdir())]
-    return sorted(d for d in days if DATE_RE.match(d))
-
-
-def read_landing_lines(spark: SparkSession, config: Config, kind: str, days: Iterable[str]) -> DataFrame:
-    """Raw text lines of the given landing days: ``value``, ``source_file``, ``ds`` (date)."""
-    base = Path(config.landing.root) / kind
-    paths = [str(base / f"ds={d}") for d in days]
-    lines = spark.read.option("lineSep", "\n").text(paths)
-    file_path = F.col("_metadata.file_path")
-    return lines.select(
-        "value",
-        # relative to the landing root, on any file system: events/ds=YYYY-MM-DD/<file>
-        F.regexp_extract(file_path, rf"({re.escape(kind)}/ds=[^/]+/.+)$", 1).alias("source_file"),
-        F.to_date(F.regexp_extract(file_path, r"ds=(\d{4}-\d{2}-\d{2})", 1)).alias("ds"),
-    )
-
-
 def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str, Any]:
     """Clean landing days into ``interactions``, ``items`` and ``quarantine``; replace those days.
 
@@ -90,16 +63,22 @@ def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str,
         )
     label = days[0] if len(days) == 1 else f"{days[0]}..{days[-1]}"
     with stage_run(config, "clean", label) as run_id:
-        result = clean.clean_events(read_landing_lines(spark, config, "events", days), config.clean)
+        item_days = [d for d in days if d in set(landing_days(config, "items"))]
+        items = item_quarantine = None
+        if item_days:
+            items, item_quarantine = clean.clean_items(
+                read_landing(spark, config, "items", item_days, REQUIRED_ITEM_FIELDS), config.clean)
+        known_items = _known_items(spark, config, items)
+        events = read_landing(spark, config, "events", days, REQUIRED_EVENT_FIELDS)
+        result = clean.clean_events(events, config.clean, known_items)
         # Parse and classify once: the counts, interactions and quarantine all read this.
         result.rows.persist(StorageLevel.MEMORY_AND_DISK)
         try:
             counts = [r.asDict() for r in result.counts.collect()]
             clean.reconcile(counts)
-            item_days = [d for d in days if d in set(landing_days(config, "items"))]
+            _warn_unknown_fields(counts)
             quarantine = result.quarantine
-            if item_days:
-                items, item_quarantine = clean.clean_items(read_landing_lines(spark, config, "items", item_days), config.clean)
+            if items is not None and item_quarantine is not None:
                 tables.merge_upsert(
                     spark, items, config, ITEMS, ["item_id"],
                     update_condition="t.updated_at IS NULL OR s.updated_at >= t.updated_at",
@@ -116,6 +95,25 @@ def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str,
             return {"days": days, "run_id": run_id, **totals}
         finally:
             result.rows.unpersist()
+
+
+def _known_items(spark: SparkSession, config: Config, day_items: DataFrame | None) -> DataFrame | None:
+    """Item ids of the catalog (the items table and the days' catalog files); None when there is none."""
+    frames = [day_items.select("item_id")] if day_items is not None else []
+    if tables.table_exists(spark, config, ITEMS):
+        frames.append(tables.read_table(spark, config, ITEMS).select("item_id"))
+    if not config.clean.require_known_items or not frames:
+        return None
+    return frames[0] if len(frames) == 1 else frames[0].unionByName(frames[1])
+
+
+def _warn_unknown_fields(counts: list[dict[str, Any]]) -> None:
+    """Schema drift: fields outside the landing contract are dropped; say so, per file."""
+    for row in counts:
+        if str(row["metric"]).startswith("unknown_field.") and row["source"] is not None:
+            log.warning("clean %s: %s carries field %r outside the landing contract in %d rows; dropped "
+                        "(run_metrics metric %s)", row["ds"], row["source"], row["metric"].split(".", 1)[1],
+                        row["value"], row["metric"])
 
 
 def _totals(counts: list[dict[str, Any]]) -> dict[str, float]:

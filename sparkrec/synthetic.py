@@ -3,6 +3,7 @@
 For benchmarks and tests of the clean stage: ``synthetic_events`` gives raw JSON lines for one
 landing day, the same for the same arguments (seeded; fixed partitioning). Every line carries at most
 one kind of dirt, drawn with the rates of ``DirtRates``; a share of lines is delivered twice.
+``synthetic_items`` is the matching catalog (items outside it are ``unknown_item`` dirt).
 Timestamps come in the three accepted spellings (ISO with ``T`` and zone, ISO with a space and no
 zone, epoch milliseconds), half of the events carry an ``event_id`` and half are deduplicated by hash.
 """
@@ -27,6 +28,7 @@ class DirtRates:
     too_late: float = 0.002
     unknown_event_type: float = 0.003
     bad_value: float = 0.002
+    unknown_item: float = 0.002
     duplicate: float = 0.01
 
     def check(self) -> None:
@@ -58,8 +60,9 @@ def synthetic_events(spark: SparkSession, rows: int, day: str, *, users: int = 1
         "id",
         F.when(F.col("id") % 2 == 0, F.concat(F.lit("e"), F.col("id").cast("string"))).alias("event_id"),
         F.when(~is_("missing_user"), F.concat(F.lit("u"), F.floor(F.col("r4") * users).cast("string"))).alias("user_id"),
-        # A skewed catalogue: a few items take most events.
-        F.concat(F.lit("i"), F.floor(F.pow(F.col("r5"), F.lit(3.0)) * items).cast("string")).alias("item_id"),
+        # A skewed catalogue: a few items take most events; unknown items are outside synthetic_items.
+        F.when(is_("unknown_item"), F.concat(F.lit("unknown-"), F.col("id").cast("string")))
+        .otherwise(F.concat(F.lit("i"), F.floor(F.pow(F.col("r5"), F.lit(3.0)) * items).cast("string"))).alias("item_id"),
         F.when(is_("unknown_event_type"), F.lit("teleport"))
         .when(is_("bad_value"), F.lit("purchase"))  # a purchase of -1 items
         .otherwise(event_type).alias("event_type"),
@@ -79,7 +82,8 @@ def synthetic_events(spark: SparkSession, rows: int, day: str, *, users: int = 1
 
 def _cumulative(dirt: DirtRates) -> dict[str, tuple[float, float]]:
     out, low = {}, 0.0
-    for name in ("malformed", "missing_user", "bad_timestamp", "future", "too_late", "unknown_event_type", "bad_value"):
+    for name in ("malformed", "missing_user", "bad_timestamp", "future", "too_late", "unknown_event_type", "bad_value",
+                 "unknown_item"):
         high = low + getattr(dirt, name)
         out[name] = (low, high)
         low = high
@@ -95,8 +99,20 @@ def _spelled(seconds: Column, style: Column) -> Column:
     )
 
 
-def write_landing_day(lines_df: DataFrame, landing_root: str, day: str) -> str:
-    """Write the lines as gzip JSON-lines part files of ``events/ds=<day>/``, replacing the day."""
-    path = str(Path(landing_root) / "events" / f"ds={day}")
+def synthetic_items(spark: SparkSession, items: int, day: str) -> DataFrame:
+    """The catalog of ``synthetic_events``' items ``i0 .. i<items-1>`` as raw JSON lines."""
+    return spark.range(items).select(
+        F.to_json(F.struct(
+            F.concat(F.lit("i"), F.col("id").cast("string")).alias("item_id"),
+            F.concat(F.lit("Item "), F.col("id").cast("string")).alias("title"),
+            F.concat(F.lit("category "), (F.col("id") % 50).cast("string")).alias("category"),
+            F.lit(f"{day} 00:00:00").alias("updated_at"),
+        )).alias("value")
+    )
+
+
+def write_landing_day(lines_df: DataFrame, landing_root: str, day: str, kind: str = "events") -> str:
+    """Write the lines as gzip JSON-lines part files of ``<kind>/ds=<day>/``, replacing the day."""
+    path = str(Path(landing_root) / kind / f"ds={day}")
     lines_df.write.mode("overwrite").option("compression", "gzip").text(path)
     return path

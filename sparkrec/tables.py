@@ -56,6 +56,8 @@ def replace_partitions(
         .write.format("delta")
         .mode("overwrite")
         .option("replaceWhere", where)
+        # A column added to the table's schema (a new release) is added to the existing table.
+        .option("mergeSchema", "true")
     )
     if comment:
         writer = writer.option("userMetadata", comment)

@@ -34,6 +34,9 @@ BAD = {
     "too_late": '{"user_id":"u5","item_id":"i1","event_type":"view","ts":"2024-02-01 10:00:00"}',
     "value_out_of_range": '{"user_id":"u5","item_id":"i1","event_type":"purchase","ts":"2024-03-10 10:00:00","value":-3}',
     "non_product": '{"user_id":"u5","item_id":"POST","event_type":"purchase","ts":"2024-03-10 10:00:00","value":1}',
+    "bad_price": '{"user_id":"u5","item_id":"i1","event_type":"purchase","ts":"2024-03-10 10:00:00","value":1,'
+                 '"context":{"price":0.0}}',
+    "unknown_item": '{"user_id":"u5","item_id":"nobody-knows","event_type":"view","ts":"2024-03-10 10:00:00"}',
     "malformed_record": '{"user_id": "u6", "item_id": ',
 }
 MALFORMED_MORE = ["[1, 2, 3]", ""]
@@ -56,7 +59,8 @@ def cleaned(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path) ->
     config = stages_config(make_config(tmp_path_factory.mktemp("clean"), mlflow_db))
     write_landing(config, DAY, GOOD + DUPLICATES + list(BAD.values()) + MALFORMED_MORE)
     write_items(config, DAY, [{"item_id": "i1", "title": "Red mug", "price": "3.5", "updated_at": "2024-03-10 08:00:00"},
-                              {"item_id": "POST", "title": "Postage"}, {"title": "no id"}])
+                              {"item_id": "POST", "title": "Postage"}, {"title": "no id"},
+                              *[{"item_id": i} for i in ("i2", "i3", "ï-ünïcödé 🎁")]])
     stages.run_clean(spark, config, [DAY])
     return config
 
@@ -103,8 +107,8 @@ def test_every_bad_row_is_quarantined_with_its_reason(spark, cleaned: Config) ->
 def test_counts_reconcile_and_are_written_per_file(spark, cleaned: Config) -> None:
     rows = read_table(spark, cleaned, "run_metrics").where("stage = 'clean'").collect()
     totals = {r["metric"]: r["value"] for r in rows if r["source"] is None}
-    assert totals["raw_rows"] == 19
-    assert (totals["clean_rows"], totals["duplicate_rows"], totals["quarantined_rows"]) == (6, 2, 11)
+    assert totals["raw_rows"] == 21
+    assert (totals["clean_rows"], totals["duplicate_rows"], totals["quarantined_rows"]) == (6, 2, 13)
     per_file = {r["metric"]: r["value"] for r in rows if r["source"] == f"events/ds={DAY}/part-0.jsonl"}
     assert per_file["raw_rows"] == per_file["clean_rows"] + per_file["duplicate_rows"] + per_file["quarantined_rows"]
     assert totals["quarantined_rows.malformed_record"] == 3
@@ -112,7 +116,7 @@ def test_counts_reconcile_and_are_written_per_file(spark, cleaned: Config) -> No
 
 def test_items_are_merged_and_non_products_inactive(spark, cleaned: Config) -> None:
     items = {r["item_id"]: r for r in read_table(spark, cleaned, "items").collect()}
-    assert set(items) == {"i1", "POST"}
+    assert set(items) == {"i1", "i2", "i3", "ï-ünïcödé 🎁", "POST"}
     assert items["i1"]["title"] == "Red mug" and items["i1"]["price"] == 3.5 and items["i1"]["active"]
     assert not items["POST"]["active"]
 
@@ -160,3 +164,10 @@ def test_fast_users_are_kept_as_bots_counted_and_left_out_of_training(spark, tmp
     off = stages.run_clean(spark, make_config(tmp_path / "off", mlflow_db, "clean.bot_max_events_per_hour=0",
                                               f"landing.root={config.landing.root}"), [DAY])
     assert off["bot_rows"] == 0
+
+
+def test_readme_documents_every_quarantine_reason() -> None:
+    from sparkrec.schemas import REASONS
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
+    assert [r for r in REASONS if f"`{r}`" not in readme] == []

@@ -14,7 +14,7 @@ from sparkrec.adapters import read_profile
 from sparkrec.adapters.movielens import detect_layout, import_movielens
 from sparkrec.config import with_values
 from sparkrec.tables import read_table
-from tests.movielens_fixtures import write_100k, write_1m, write_latest
+from tests.movielens_fixtures import write_1m, write_100k, write_latest
 
 DAY = "2001-09-09"
 

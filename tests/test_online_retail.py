@@ -29,9 +29,10 @@ def test_every_row_becomes_one_landing_line(tmp_path: Path) -> None:
     day2 = _read(tmp_path / "landing/events/ds=2010-12-02/online_retail.jsonl.gz")
     assert len(day1) + len(day2) == 5
     first, cancel, no_customer = (json.loads(x) for x in day1)
+    assert first.pop("event_id").startswith("or-")
     assert first == {"user_id": "17850", "item_id": "85123A", "event_type": "purchase", "ts": "2010-12-01 08:26:00",
                      "value": 6, "session_id": "536365",
-                     "context": {"country": "United Kingdom", "unit_price": "2.55"}}
+                     "context": {"country": "United Kingdom", "price": 2.55}}
     assert (cancel["event_type"], cancel["value"]) == ("return", 1)
     assert "user_id" not in no_customer  # left for the clean stage to quarantine
     bought, broken = json.loads(day2[0]), day2[1]
@@ -48,3 +49,43 @@ def test_reimport_is_byte_identical(tmp_path: Path) -> None:
     before = (tmp_path / "landing/events/ds=2010-12-01/online_retail.jsonl.gz").read_bytes()
     import_online_retail(source, tmp_path / "landing")
     assert (tmp_path / "landing/events/ds=2010-12-01/online_retail.jsonl.gz").read_bytes() == before
+
+
+RETURNS_CSV = (
+    "InvoiceNo,StockCode,Description,Quantity,InvoiceDate,UnitPrice,CustomerID,Country\n"
+    "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,2010-12-01 08:26:00,2.55,17850,United Kingdom\n"
+    "536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,2010-12-01 08:26:00,2.55,17850,United Kingdom\n"
+    "536366,85123A,WHITE HANGING HEART T-LIGHT HOLDER,2,2010-12-01 09:00:00,2.55,17850,United Kingdom\n"
+    "C536367,85123A,WHITE HANGING HEART T-LIGHT HOLDER,-2,2010-12-01 10:00:00,2.55,17850,United Kingdom\n"
+    "C536368,71053,WHITE METAL LANTERN,-1,2010-12-01 10:05:00,3.39,17850,United Kingdom\n"
+    "536369,22139,RETROSPOT TEA SET,56,2010-12-01 11:52:00,0.0,17850,United Kingdom\n"
+    "536370,POST,POSTAGE,3,2010-12-01 12:00:00,18.0,12583,France\n"
+    "536371,22086,PAPER CHAIN KIT,80,2010-12-01 13:00:00,2.55,,United Kingdom\n"
+)
+
+
+def test_online_retail_rules_through_the_clean_stage(spark, tmp_path: Path, mlflow_db: Path) -> None:
+    """Cancellations become returns linked to their purchase; zero prices, postage and rows without a
+    customer are quarantined with their reasons; a repeated export row is a counted duplicate."""
+    from sparkrec import stages
+    from sparkrec.adapters import read_profile
+    from sparkrec.config import with_values
+    from sparkrec.tables import read_table
+    from tests.conftest import make_config
+
+    source = tmp_path / "retail.csv"
+    source.write_text(RETURNS_CSV, encoding="utf-8")
+    summary = import_online_retail(source, tmp_path / "landing")
+    assert (summary.returns, summary.linked_returns) == (2, 1)  # the lantern was bought before the export
+    config = make_config(tmp_path, mlflow_db)
+    config = with_values(config, {"clean": read_profile(config.landing.root)["clean"]})
+    result = stages.run_clean(spark, config, ["2010-12-01"])
+    assert (result["raw_rows"], result["clean_rows"], result["duplicate_rows"], result["quarantined_rows"]) == (8, 4, 1, 3)
+    rows = read_table(spark, config, "interactions").collect()
+    by_session = {r["session_id"]: r for r in rows}
+    # The return of 2 reverses the latest purchase with quantity left: invoice 536366.
+    assert by_session["C536367"]["linked_event_id"] == by_session["536366"]["event_id"]
+    assert (by_session["C536367"]["event_type"], by_session["C536367"]["value"]) == ("return", 2.0)
+    assert by_session["C536368"]["linked_event_id"] is None
+    reasons = {r["reason"]: r["detail"] for r in read_table(spark, config, "quarantine").collect()}
+    assert reasons == {"bad_price": "price=0", "non_product": "item_id=POST", "missing_user": None}

@@ -48,6 +48,10 @@ if [ ! -f .venv/.project ] || [ pyproject.toml -nt .venv/.project ]; then
   "$deps/bin/python" -m pip --python .venv/bin/python install --quiet --no-deps --no-build-isolation -e .
   touch .venv/.project
 fi
+if [ ! -f .venv/.test-tools ] || [ requirements-test.lock -nt .venv/.test-tools ]; then
+  "$deps/bin/python" -m pip --python .venv/bin/python install --quiet --no-deps -r requirements-test.lock
+  touch .venv/.test-tools
+fi
 # pytest runs from .venv so that it imports the project.
 printf '#!/bin/sh\nexec "%s" -m pytest "$@"\n' "$PWD/.venv/bin/python" > .venv/bin/pytest
 chmod +x .venv/bin/pytest

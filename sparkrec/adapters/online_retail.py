@@ -1,16 +1,21 @@
 """UCI Online Retail (CC BY 4.0, doi:10.24432/C5BW33) into landing files.
 
 Every CSV row becomes one raw event line: invoices are purchases, cancellations (invoice numbers
-starting with ``C``) are returns, the invoice is the session. Nothing is filtered here: rows without
-a customer, non-product codes or negative quantities reach the clean stage as they are, which
-quarantines them with a reason. Rows the CSV reader cannot split are written as they were, so the
-clean stage quarantines them as malformed. Descriptions become the item catalog's titles.
+starting with ``C``) are returns, the invoice is the session, the unit price is ``context.price``.
+Each event gets an ``event_id`` hashed from its whole row, so a row the export repeats is a counted
+duplicate. A return is linked (``linked_event_id``) to the customer's latest earlier purchase of the
+same stock code that is not yet fully returned; returns of purchases before the export's first day
+stay unlinked. Nothing is filtered here: rows without a customer, non-product codes, zero prices or
+negative quantities reach the clean stage as they are, which quarantines them with a reason. Rows the
+CSV reader cannot split are written as they were, so the clean stage quarantines them as malformed.
+Descriptions become the item catalog's titles.
 """
 
 from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
 import io
 import json
 from collections import defaultdict
@@ -30,6 +35,9 @@ class ImportSummary:
     events: int
     items: int
     days: list[str]
+    # Cancellations, and those linked to the purchase they reverse.
+    returns: int = 0
+    linked_returns: int = 0
 
 
 def to_event(row: dict[str, str]) -> dict[str, object]:
@@ -37,13 +45,14 @@ def to_event(row: dict[str, str]) -> dict[str, object]:
     invoice = (row.get("InvoiceNo") or "").strip()
     is_return = invoice.upper().startswith("C")
     event: dict[str, object] = {
+        "event_id": "or-" + hashlib.sha256("\x1f".join(row.get(c) or "" for c in COLUMNS).encode()).hexdigest()[:24],
         "user_id": _clean_id(row.get("CustomerID")),
         "item_id": (row.get("StockCode") or "").strip() or None,
         "event_type": "return" if is_return else "purchase",
         "ts": (row.get("InvoiceDate") or "").strip() or None,
         "value": _quantity(row.get("Quantity"), is_return),
         "session_id": invoice or None,
-        "context": {"country": row.get("Country"), "unit_price": row.get("UnitPrice")},
+        "context": {"country": row.get("Country"), "price": _number(row.get("UnitPrice"))},
     }
     return {k: v for k, v in event.items() if v is not None}
 
@@ -56,14 +65,51 @@ def _clean_id(value: str | None) -> str | None:
 
 
 def _quantity(value: str | None, is_return: bool) -> object:
+    number = _number(value)
+    if not isinstance(number, int | float):
+        return number
+    # A cancellation carries a negative quantity; as a return event its value is the amount returned.
+    return -number if is_return else number
+
+
+def _number(value: str | None) -> object:
+    """The CSV text as an int or float; text that is not a number is left for the clean stage to judge."""
     text = (value or "").strip()
     try:
         number = float(text)
     except ValueError:
-        return text or None  # left for the clean stage to judge
-    # A cancellation carries a negative quantity; as a return event its value is the amount returned.
-    number = -number if is_return else number
+        return text or None
     return int(number) if number.is_integer() else number
+
+
+class ReturnLinker:
+    """Links each return to the customer's latest earlier purchase of the item with quantity left."""
+
+    def __init__(self) -> None:
+        # (user, item) -> [event_id, quantity not yet returned, ts], oldest first.
+        self.open: dict[tuple[object, object], list[list[object]]] = defaultdict(list)
+        self.seen: set[object] = set()
+        self.returns = 0
+        self.linked = 0
+
+    def add(self, event: dict[str, object]) -> None:
+        key = (event.get("user_id"), event.get("item_id"))
+        quantity = event.get("value")
+        if key[0] is None or not isinstance(quantity, int | float) or quantity <= 0:
+            return
+        if event["event_type"] == "purchase" and event["event_id"] not in self.seen:
+            self.seen.add(event["event_id"])
+            self.open[key].append([event["event_id"], quantity, event.get("ts")])
+        elif event["event_type"] == "return":
+            self.returns += 1
+            ts = str(event.get("ts", ""))
+            for purchase in reversed(self.open.get(key, [])):
+                left = float(purchase[1])  # type: ignore[arg-type]
+                if left > 0 and str(purchase[2]) <= ts:
+                    event["linked_event_id"] = purchase[0]
+                    purchase[1] = left - min(left, float(quantity))
+                    self.linked += 1
+                    break
 
 
 def day_of(ts: str) -> str | None:
@@ -95,6 +141,7 @@ def import_online_retail(csv_path: str | Path, landing_root: str | Path) -> Impo
     events: dict[str, list[str]] = defaultdict(list)
     items: dict[str, dict[str, dict[str, object]]] = defaultdict(dict)
     last_day = None
+    linker = ReturnLinker()
     opener = gzip.open if str(csv_path).endswith(".gz") else open
     with opener(csv_path, "rt", encoding="utf-8", errors="replace", newline="") as handle:
         for row, raw in read_rows(_logical_lines(handle)):
@@ -103,6 +150,7 @@ def import_online_retail(csv_path: str | Path, landing_root: str | Path) -> Impo
                 events[last_day or "unknown"].append(raw)
                 continue
             event = to_event(row)
+            linker.add(event)
             day = day_of(str(event.get("ts", ""))) or last_day or "unknown"
             last_day = day
             events[day].append(json.dumps(event, ensure_ascii=False))
@@ -119,6 +167,8 @@ def import_online_retail(csv_path: str | Path, landing_root: str | Path) -> Impo
         events=sum(len(v) for v in events.values()),
         items=len({i for c in items.values() for i in c}),
         days=sorted(events),
+        returns=linker.returns,
+        linked_returns=linker.linked,
     )
 
 

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-
-import mlflow.pyfunc
 
 META = "model.json"
 WEIGHTS = "weights.pt"
