@@ -32,6 +32,7 @@ test-all: setup
 # Benchmarks: results as JSON under bench/results/.
 bench: setup
 	$(PY) bench/clean.py
+	$(PY) bench/embed.py
 
 clean-lakehouse:
 	rm -rf lakehouse landing mlflow.db mlartifacts

@@ -124,10 +124,18 @@ class EmbedConfig:
     pooling: str = "mean"
     # Texts per forward pass.
     batch_size: int = 64
-    # Longest token sequence fed to the model; longer texts are truncated.
+    # Longest token sequence fed to the model at once.
     max_length: int = 128
-    # Item fields joined into the text that is embedded, in this order.
+    # Texts longer than max_length tokens: "truncate" (keep the start) or "chunk" (embed every
+    # max_length window and average them).
+    long_text: str = "truncate"
+    # Item fields joined (". " between the non-empty ones) into the text that is embedded, in order.
     text_fields: tuple[str, ...] = ("title", "description", "category", "tags")
+    # Instead of text_fields: a template such as "{title} ({category}): {description}"; absent
+    # fields are empty. Empty = use text_fields.
+    template: str = ""
+    # Autocast on CUDA: "fp16", "bf16" or "fp32" (none). The CPU always runs fp32.
+    cuda_precision: str = "fp16"
 
 
 @dataclass(frozen=True)

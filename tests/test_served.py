@@ -14,10 +14,10 @@ def test_served_metrics_score_yesterdays_lists_against_today(spark, config) -> N
              for r, i in enumerate(items, start=1)]
     tables.replace_partitions(spark.createDataFrame(shown, RECOMMENDATIONS_SCHEMA), config, "recommendations", "true")
     events = [  # u1 bought one of two shown items and one other; u2 came back for something else; u3 did not come
-        ("e1", "u1", "b", "purchase", 1.0, 1.0, now, today, None, False, "f", today),
-        ("e2", "u1", "x", "purchase", 1.0, 1.0, now, today, None, False, "f", today),
-        ("e3", "u2", "y", "view", None, 0.1, now, today, None, False, "f", today),
-        ("e4", "u3", "a", "purchase", 1.0, 1.0, now, yesterday, None, False, "f", yesterday),
+        ("e1", "u1", "b", "purchase", 1.0, 1.0, now, today, None, False, None, "f", today),
+        ("e2", "u1", "x", "purchase", 1.0, 1.0, now, today, None, False, None, "f", today),
+        ("e3", "u2", "y", "view", None, 0.1, now, today, None, False, None, "f", today),
+        ("e4", "u3", "a", "purchase", 1.0, 1.0, now, yesterday, None, False, None, "f", yesterday),
     ]
     tables.replace_partitions(spark.createDataFrame(events, INTERACTIONS_SCHEMA), config, "interactions", "true")
     got = stages.served_metrics(spark, config, "2024-03-11", k=2)
