@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-import psutil
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import PeakMemory, machine, write_report  # noqa: E402
 
 from sparkrec import stages  # noqa: E402
 from sparkrec.config import load_config  # noqa: E402
@@ -33,35 +31,6 @@ from sparkrec.synthetic import DirtRates, synthetic_events, synthetic_items, wri
 
 DAY = "2024-06-01"
 ITEMS = 20_000  # the generator's default catalogue
-
-
-class PeakMemory:
-    """Largest summed RSS of this process tree while the block runs."""
-
-    def __init__(self) -> None:
-        self.peak = 0
-        self._stop = threading.Event()
-
-    def _sample(self) -> None:
-        me = psutil.Process(os.getpid())
-        while not self._stop.is_set():
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    total += proc.memory_info().rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            time.sleep(0.2)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def main() -> int:
@@ -96,15 +65,11 @@ def main() -> int:
         results.append(result)
     report = {
         "benchmark": "clean stage on synthetic logs (sparkrec.synthetic default dirt rates)",
-        "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                    "python": platform.python_version(), "spark": spark.version,
-                    "master": spark.sparkContext.master, "driver_memory": config.spark.driver_memory,
-                    "shuffle_partitions": config.spark.shuffle_partitions},
+        "machine": machine(spark, driver_memory=config.spark.driver_memory,
+                           shuffle_partitions=config.spark.shuffle_partitions),
         "results": results,
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_report(args.output, report)
     spark.stop()
     return 0
 

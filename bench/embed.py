@@ -23,7 +23,6 @@ import argparse
 import gzip
 import json
 import os
-import platform
 import random
 import sys
 import time
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from clean import PeakMemory  # noqa: E402
+from common import PeakMemory, machine, write_report  # noqa: E402
 
 from sparkrec import embed  # noqa: E402
 from sparkrec.config import load_config  # noqa: E402
@@ -140,9 +139,7 @@ def main() -> int:
     setting = {
         "model": embed.model_name(config.embed), "batch_size": config.embed.batch_size,
         "max_length": config.embed.max_length,
-        "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                    "python": platform.python_version(), "spark": spark.version, "torch": torch.__version__,
-                    "device": DEVICE, "master": spark.sparkContext.master},
+        "machine": machine(spark, torch=torch.__version__, device=DEVICE),
     }
     # Keyed by catalogue size; each entry carries the setting it was measured in.
     report: dict[str, dict[str, object]] = {}
@@ -163,9 +160,7 @@ def main() -> int:
         }
         print(json.dumps({"items": n, **result}), flush=True)
         report[str(n)] = {**result, **setting}
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {args.output}")
+    write_report(args.output, report)
     spark.stop()
     return 0
 
