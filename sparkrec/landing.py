@@ -26,13 +26,13 @@ from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from sparkrec.clean import CORRUPT
 from sparkrec.config import Config
 
 DATE_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # Spark's text writer names its part files *.txt; they hold JSON lines too.
 FORMATS = {".jsonl": "json", ".ndjson": "json", ".json": "json", ".txt": "json", ".csv": "csv", ".parquet": "parquet"}
 COMPRESSIONS = (".gz", ".bz2")
-CORRUPT = "_corrupt_record"
 T_ = TypeVar("T_")
 
 
