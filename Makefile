@@ -33,6 +33,7 @@ test-all: setup
 bench: setup
 	$(PY) bench/clean.py
 	$(PY) bench/embed.py
+	$(PY) bench/topk.py
 
 clean-lakehouse:
 	rm -rf lakehouse landing mlflow.db mlartifacts

@@ -175,6 +175,16 @@ class ModelConfig:
 
 
 @dataclass(frozen=True)
+class PublishGateConfig:
+    # The day's row count may differ from the previous day in the table by at most this share.
+    max_row_change: float = 0.5
+    # At least this share of the day's active users must get a list.
+    min_user_coverage: float = 0.95
+    # false: the checks are recorded but never stop a publish.
+    enabled: bool = True
+
+
+@dataclass(frozen=True)
 class RecommendConfig:
     # Items per user in the recommendations table.
     k: int = 10
@@ -184,6 +194,35 @@ class RecommendConfig:
     model_alias: str = "champion"
     # Users scored per block inside a task; bounds memory to block x catalogue scores.
     block_size: int = 512
+    # Candidates per user kept from the model (partial sort) for the ranking step and the rules.
+    candidates: int = 100
+    # Ranking step that re-scores the candidates: "retrieval" keeps the model's score.
+    ranker: str = "retrieval"
+    # Items a user interacted with (any event type) are never recommended: over all history (0) or
+    # only the last N days.
+    seen_window_days: int = 0
+    # Item ids never recommended: a list, and/or a text file with one id per line.
+    exclude_items: tuple[str, ...] = ()
+    exclude_file: str = ""
+    # At most this many items of one category in a list (0: no cap); items without a category are not capped.
+    max_per_category: int = 0
+    # MMR diversity over the item text embeddings: 1.0 ranks by score alone, lower values trade score
+    # for dissimilarity to the items already chosen.
+    mmr_lambda: float = 1.0
+    # Users without history get what is popular among the active users of their segment: "category"
+    # (the category they interacted with most) or "global".
+    fallback_segment: str = "category"
+    # Checks before the day is published; a failing check keeps the previous day served.
+    gate: PublishGateConfig = field(default_factory=PublishGateConfig)
+
+
+@dataclass(frozen=True)
+class MaintenanceConfig:
+    # VACUUM removes files no longer referenced by table versions older than this (Delta's default: 7 days).
+    retain_hours: int = 168
+    # OPTIMIZE ... ZORDER BY these columns, per table; other tables are compacted without Z-order.
+    zorder: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"recommendations": ("user_id",),
+                                                                       "interactions": ("user_id",)})
 
 
 @dataclass(frozen=True)
@@ -229,6 +268,7 @@ class Config:
     embed: EmbedConfig = field(default_factory=EmbedConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     recommend: RecommendConfig = field(default_factory=RecommendConfig)
+    maintenance: MaintenanceConfig = field(default_factory=MaintenanceConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
 
@@ -390,5 +430,6 @@ def _resolve_paths(config: Config) -> Config:
             artifact_location=absolute_path(config.mlflow.artifact_location),
         ),
         embed=dataclasses.replace(config.embed, model_path=absolute_path(config.embed.model_path)),
+        recommend=dataclasses.replace(config.recommend, exclude_file=absolute_path(config.recommend.exclude_file)),
         experiment=dataclasses.replace(config.experiment, root=absolute_path(config.experiment.root)),
     )

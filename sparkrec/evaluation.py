@@ -30,6 +30,8 @@ class Catalog:
     item_ids: list[str]
     eligible: np.ndarray  # bool [n]: active and not out of stock
     index_df: DataFrame  # item_id, row
+    categories: list[str | None] | None = None  # per row, when read from the items table
+    has_in_stock: bool = True  # false: no item has an in_stock field (the rule is skipped)
 
     @property
     def size(self) -> int:

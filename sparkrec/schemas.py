@@ -118,6 +118,41 @@ SCHEMAS = {
 }
 PARTITIONS = {INTERACTIONS: ["ds"], QUARANTINE: ["ds"], RECOMMENDATIONS: ["ds"], RUN_METRICS: ["ds"]}
 
+# The contract downstream SQL reads: a table comment, column comments and table properties, set when
+# the table is created (and added to a table created by an older release).
+CONTRACT_VERSION = "1"
+TABLE_COMMENTS = {
+    RECOMMENDATIONS: "Top-k items per active user and day; ranks 1..k, min(k, eligible items) distinct items per "
+                     "user; one partition per ds, replaced atomically on re-run. Latest day: recommendations_latest.",
+}
+COLUMN_COMMENTS = {
+    RECOMMENDATIONS: {
+        "ds": "run date (YYYY-MM-DD): the day the lists are for; the partition column",
+        "user_id": "user the list is for",
+        "rank": "position in the list, 1 = first; 1..k without gaps",
+        "item_id": "recommended item; never one the user interacted with (recommend.seen_window_days)",
+        "score": "ranking-step score (higher is better; popularity share for fallback rows); rank order, not score "
+                 "order, is the list when diversity re-ranking is on",
+        "model_version": "registered model version that produced the list",
+        "run_id": "MLflow run of the recommend stage",
+        "reason": "source of the row: the model name, or fallback:popular_in_category / fallback:popular for "
+                  "users without history",
+        "generated_at": "UTC time the row was written",
+    },
+}
+TABLE_PROPERTIES = {
+    RECOMMENDATIONS: {
+        "sparkrec.contract": f"{RECOMMENDATIONS}/v{CONTRACT_VERSION}",
+        "sparkrec.grain": "one row per (ds, user_id, rank)",
+        "delta.logRetentionDuration": "interval 30 days",
+        "delta.deletedFileRetentionDuration": "interval 7 days",
+    },
+}
+# Views every session defines next to the tables (name -> SQL over the registered database, {db}).
+VIEWS = {
+    "recommendations_latest": "SELECT * FROM {db}.recommendations WHERE ds = (SELECT max(ds) FROM {db}.recommendations)",
+}
+
 # Quarantine reasons, in the order the clean stage tests them (the first that applies wins).
 REASONS = {
     "malformed_record": "not a JSON object (broken JSON, wrong types, blank line), or a CSV line that does not split into its header's columns",

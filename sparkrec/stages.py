@@ -309,61 +309,204 @@ def _log_loss_curve(losses: list[float]) -> None:
 
 # ------------------------------------------------------------------------------------- recommend
 def item_catalog(spark: SparkSession, config: Config) -> Catalog:
-    """Every item of the ``items`` table in id order, with its eligibility."""
-    rows = tables.read_table(spark, config, ITEMS).select("item_id", "active", "in_stock").orderBy("item_id").collect()
+    """Every item of the ``items`` table in id order, with its eligibility (active, not out of stock)
+    and category."""
+    rows = (tables.read_table(spark, config, ITEMS).select("item_id", "active", "in_stock", "category")
+            .orderBy("item_id").collect())
     item_ids = [r["item_id"] for r in rows]
     eligible = np.array([bool(r["active"]) and r["in_stock"] is not False for r in rows], dtype=bool)
     index_df = spark.createDataFrame([(item, i) for i, item in enumerate(item_ids)], "item_id string, row int")
-    return Catalog(item_ids, eligible, index_df)
+    return Catalog(item_ids, eligible, index_df, categories=[r["category"] for r in rows],
+                   has_in_stock=any(r["in_stock"] is not None for r in rows))
 
 
-def two_tower_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog) -> Any:
-    """A ``TwoTowerScorer`` of a loaded model over the catalogue: every item's fused vector, from its
-    id and its stored text vector."""
-    from sparkrec.models.scoring import TwoTowerScorer
-
+def _text_vectors(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog) -> np.ndarray:
+    """The stored text vector of every catalogue item for the model's text encoder (zeros: none)."""
     stored = dict(
         tables.read_table(spark, config, ITEM_EMBEDDINGS).where(F.col("model") == loaded.meta["text_model"])
         .select("item_id", "embedding").collect()
     )
-    text = _vector_matrix(stored, catalog.item_ids, loaded.model.item_text.shape[1])
+    return _vector_matrix(stored, catalog.item_ids, loaded.model.item_text.shape[1])
+
+
+def two_tower_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog,
+                     text: np.ndarray | None = None) -> Any:
+    """A ``TwoTowerScorer`` of a loaded model over the catalogue: every item's fused vector, from its
+    id and its stored text vector."""
+    from sparkrec.models.scoring import TwoTowerScorer
+
+    text = _text_vectors(spark, config, loaded, catalog) if text is None else text
     vectors = loaded.item_vectors(catalog.item_ids, text)
     state = {k: v.detach().numpy() for k, v in loaded.model.users.state_dict().items()}
     return TwoTowerScorer(vectors, state, int(loaded.meta["dim"]), int(loaded.meta["history_length"]))
 
 
 def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
-    """Top-K unseen items for every active user of ``day`` into ``recommendations`` (day replaced)."""
+    """Top-k lists for every active user of ``day`` into ``recommendations``: candidates from the
+    champion, the ranking step, the business rules (``sparkrec.ranking``), then the publish gate
+    (``sparkrec.publish``); the day's partition is replaced only when the gate passes.
+
+    Raises:
+        publish.PublishGateError: a check failed; the table still serves the previous day.
+    """
     import mlflow
 
-    from sparkrec.models.scoring import to_matrix_rows, top_k
+    from sparkrec import publish, ranking
+    from sparkrec.models.scoring import to_matrix_rows
+    from sparkrec.session import register_tables
 
     check_date(day)
+    rc = config.recommend
+    ranker = ranking.make_ranker(rc.ranker)
     versions = {t: tables.table_version(spark, config, t) for t in (INTERACTIONS, ITEMS, ITEM_EMBEDDINGS)}
     with stage_run(config, "recommend", day, versions) as run_id:
-        loaded, version = load_model(config, config.recommend.model_alias)
-        mlflow.log_params({"model_version": version, "model_alias": config.recommend.model_alias, "k": config.recommend.k})
+        loaded, version = load_model(config, rc.model_alias)
+        mlflow.log_params({"model_version": version, "model_alias": rc.model_alias, "k": rc.k,
+                           "candidates": rc.candidates, "ranker": rc.ranker, "seen_window_days": rc.seen_window_days,
+                           "max_per_category": rc.max_per_category, "mmr_lambda": rc.mmr_lambda,
+                           "fallback_segment": rc.fallback_segment})
         catalog = item_catalog(spark, config)
         interactions = features.filter_until(tables.read_table(spark, config, INTERACTIONS), day)
-        users = features.active_users(interactions, day, config.recommend.active_days)
-        histories = features.to_user_histories(interactions, config.train.model.history_length).join(users, "user_id")
-        recs = top_k(to_matrix_rows(histories, catalog.index_df), two_tower_scorer(spark, config, loaded, catalog),
-                     catalog.item_ids, catalog.eligible, config.recommend.k, config.recommend.block_size)
+        active = features.active_users(interactions, day, rc.active_days).cache()
+        text = _text_vectors(spark, config, loaded, catalog)
+        rules = _list_rules(config, catalog, interactions, active, text, day)
+        histories = _recommend_histories(interactions, active, config, day)
+        recs = ranking.recommend(to_matrix_rows(histories, catalog.index_df),
+                                 two_tower_scorer(spark, config, loaded, catalog, text), ranker, rules,
+                                 catalog.item_ids, rc.block_size)
         out = recs.select(
             F.to_date(F.lit(day)).alias("ds"), "user_id", "rank", "item_id", "score",
             F.lit(version).alias("model_version"), F.lit(run_id).alias("run_id"), "reason",
             F.current_timestamp().alias("generated_at"),
-        )
-        tables.replace_partitions(out, config, RECOMMENDATIONS, f"ds = {tables.date_literal(day)}")
-        written = tables.read_table(spark, config, RECOMMENDATIONS).where(F.col("ds") == F.to_date(F.lit(day)))
-        stats = written.agg(F.countDistinct("user_id").alias("users"), F.count(F.lit(1)).alias("rows"),
-                            F.countDistinct("item_id").alias("items")).first()
-        metrics = {"users": float(stats["users"]), "rows": float(stats["rows"]),
-                   "catalog_coverage": float(stats["items"]) / max(1, int(catalog.eligible.sum()))}
-        log_metrics(metrics)
-        write_run_metrics(spark, config, "recommend", run_id, [day], [(day, k, v, None) for k, v in metrics.items()])
-        log.info("recommend %s: %d users x %d items with model version %s", day, stats["users"], config.recommend.k, version)
+        ).persist(StorageLevel.MEMORY_AND_DISK)
+        try:
+            stats = publish.list_stats(out)
+            previous_day, previous_rows = _previous_day(spark, config, day)
+            gate = publish.check(stats, active.count(), previous_rows, rc.gate)
+            fallback = out.where(F.col("reason").startswith("fallback:")).select("user_id").distinct().count()
+            metrics = {"users": stats["users"], "rows": stats["rows"], "fallback_users": float(fallback),
+                       "active_users": gate.values["active_users"], "user_coverage": gate.values["user_coverage"],
+                       "catalog_coverage": float(out.select("item_id").distinct().count()) / max(1, int(rules.allowed.sum())),
+                       **{f"gate.{name}": 1.0 if ok else 0.0 for name, ok in gate.checks.items()}}
+            if "row_change" in gate.values:
+                metrics["row_change"] = gate.values["row_change"]
+            log_metrics(metrics)
+            write_run_metrics(spark, config, "recommend", run_id, [day], [(day, m, v, None) for m, v in metrics.items()])
+            _log_score_plot(out)
+            mlflow.set_tags({"publish_gate": "passed" if gate.passed else "failed"})
+            if not gate.passed:
+                served = f"the lists of {previous_day} stay served" if previous_day else "nothing is served yet"
+                message = f"publish gate failed for {day} ({served}): " + "; ".join(gate.failures)
+                if rc.gate.enabled:
+                    raise publish.PublishGateError(message)
+                log.warning("%s — published anyway (recommend.gate.enabled=false)", message)
+            tables.ensure_contract(spark, config, RECOMMENDATIONS)
+            tables.replace_partitions(out, config, RECOMMENDATIONS, f"ds = {tables.date_literal(day)}")
+        finally:
+            out.unpersist()
+            active.unpersist()
+        register_tables(spark, config)
+        log.info("recommend %s: %d users (%d on the popularity fallback), %d rows, model version %s", day,
+                 stats["users"], fallback, stats["rows"], version)
         return {"run_id": run_id, "model_version": version, **metrics}
+
+
+def _recommend_histories(interactions: DataFrame, active: DataFrame, config: Config, day: str) -> DataFrame:
+    """Active users' recent history (what the model reads) and seen items (what the seen rule removes:
+    all history, or the last ``recommend.seen_window_days`` days)."""
+    histories = features.to_user_histories(interactions, config.train.model.history_length).join(active, "user_id")
+    window = config.recommend.seen_window_days
+    if window <= 0:
+        return histories
+    recent = features.filter_until(interactions, day, window).groupBy("user_id").agg(
+        F.collect_set("item_id").alias("recent_seen"))
+    return histories.join(recent, "user_id", "left").select(
+        "user_id", "history", F.coalesce("recent_seen", F.array().cast("array<string>")).alias("seen"))
+
+
+def _list_rules(config: Config, catalog: Catalog, interactions: DataFrame, active: DataFrame, text: np.ndarray,
+                day: str) -> Any:
+    """The business rules as arrays over the catalogue; a rule whose catalogue field is absent is
+    skipped, and the log says so."""
+    from sparkrec.ranking import ListRules, category_codes
+
+    rc = config.recommend
+    allowed = catalog.eligible.copy()
+    if not catalog.has_in_stock:
+        log.info("rule out_of_stock skipped: no item of the catalogue has an in_stock field")
+    excluded = _excluded_items(config)
+    if excluded:
+        hits = np.array([item in excluded for item in catalog.item_ids], dtype=bool)
+        allowed &= ~hits
+        log.info("rule exclusion_list: %d listed items, %d in the catalogue", len(excluded), int(hits.sum()))
+    categories = category_codes(catalog.categories or [])
+    if categories is None and (rc.max_per_category > 0 or rc.fallback_segment == "category"):
+        log.info("rule max_per_category / category fallback segment skipped: no item of the catalogue has a category")
+    vectors = None
+    if rc.mmr_lambda < 1.0:
+        norms = np.linalg.norm(text, axis=1, keepdims=True)
+        if not norms.any():
+            log.info("rule mmr_diversity skipped: no item has a text embedding")
+        else:
+            vectors = (text / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    people = features.without_bots(features.filter_until(interactions, day, rc.active_days)).where(F.col("weight") > 0)
+    counts = (people.join(active, "user_id").groupBy("item_id").agg(F.countDistinct("user_id").alias("n"))
+              .join(catalog.index_df, "item_id").select("row", "n").collect())
+    popularity = np.zeros(catalog.size, dtype=np.float64)
+    n_active = max(1, active.count())
+    for r in counts:
+        popularity[r["row"]] = r["n"] / n_active
+    return ListRules(k=rc.k, candidates=rc.candidates, allowed=allowed, popularity=popularity, categories=categories,
+                     max_per_category=rc.max_per_category, item_vectors=vectors, mmr_lambda=rc.mmr_lambda,
+                     fallback_segment=rc.fallback_segment)
+
+
+def _excluded_items(config: Config) -> set[str]:
+    """``recommend.exclude_items`` and the ids in ``recommend.exclude_file`` (one per line, # comments)."""
+    items = {i for i in config.recommend.exclude_items if i}
+    path = config.recommend.exclude_file
+    if path:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"recommend.exclude_file {path} does not exist")
+        for line in Path(path).read_text().splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line:
+                items.add(line)
+    return items
+
+
+def _previous_day(spark: SparkSession, config: Config, day: str) -> tuple[str | None, float | None]:
+    """The latest day before ``day`` in ``recommendations`` and its row count."""
+    if not tables.table_exists(spark, config, RECOMMENDATIONS):
+        return None, None
+    earlier = tables.read_table(spark, config, RECOMMENDATIONS).where(F.col("ds") < F.to_date(F.lit(day)))
+    latest = earlier.agg(F.max("ds")).first()[0]
+    if latest is None:
+        return None, None
+    return str(latest), float(earlier.where(F.col("ds") == F.lit(latest)).count())
+
+
+def _log_score_plot(recs: DataFrame) -> None:
+    """Histogram of the day's scores, model rows and fallback rows apart, to MLflow."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    frame = recs.select("score", F.col("reason").startswith("fallback:").alias("fallback")).limit(500_000).toPandas()
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for fallback, label in ((False, "model"), (True, "popularity fallback")):
+        scores = frame.loc[frame["fallback"] == fallback, "score"]
+        if len(scores):
+            ax.hist(scores, bins=50, alpha=0.7, label=f"{label} ({len(scores)} rows)")
+    ax.set_xlabel("score")
+    ax.set_ylabel("rows")
+    ax.set_title("recommendation scores")
+    ax.legend()
+    fig.tight_layout()
+    mlflow.log_figure(fig, "plots/score_distribution.png")
+    plt.close(fig)
 
 
 # -------------------------------------------------------------------------------------- evaluate

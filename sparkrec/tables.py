@@ -8,7 +8,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkrec.config import Config
-from sparkrec.schemas import PARTITIONS, SCHEMAS
+from sparkrec.schemas import COLUMN_COMMENTS, PARTITIONS, SCHEMAS, TABLE_COMMENTS, TABLE_PROPERTIES
 
 
 class TableMissingError(RuntimeError):
@@ -96,6 +96,99 @@ def merge_upsert(
         .whenNotMatchedInsertAll()
         .execute()
     )
+
+
+def ensure_contract(spark: SparkSession, config: Config, table: str) -> None:
+    """Create ``table`` with its comments, partitioning and properties, or add them to a table an older
+    release created without (a schema change is never made here: writes merge new columns)."""
+    from delta.tables import DeltaTable
+
+    path = config.table_path(table)
+    comments = COLUMN_COMMENTS.get(table, {})
+    properties = TABLE_PROPERTIES.get(table, {})
+    if not DeltaTable.isDeltaTable(spark, path):
+        builder = DeltaTable.createIfNotExists(spark).location(path)
+        for f in SCHEMAS[table].fields:
+            builder = builder.addColumn(f.name, f.dataType, nullable=f.nullable, comment=comments.get(f.name))
+        if PARTITIONS.get(table):
+            builder = builder.partitionedBy(*PARTITIONS[table])
+        for key, value in properties.items():
+            builder = builder.property(key, value)
+        if table in TABLE_COMMENTS:
+            builder = builder.comment(TABLE_COMMENTS[table])
+        builder.execute()
+        return
+    current = DeltaTable.forPath(spark, path).detail().select("properties").first()[0] or {}
+    if all(current.get(k) == v for k, v in properties.items()):
+        return
+    target = f"delta.`{path}`"
+    settings = {**properties, **({"comment": TABLE_COMMENTS[table]} if table in TABLE_COMMENTS else {})}
+    spark.sql(f"ALTER TABLE {target} SET TBLPROPERTIES ({', '.join(f'{_quote(k)} = {_quote(v)}' for k, v in settings.items())})")
+    for column, comment in comments.items():
+        spark.sql(f"ALTER TABLE {target} ALTER COLUMN `{column}` COMMENT {_quote(comment)}")
+
+
+def versions(spark: SparkSession, config: Config, table: str) -> list[int]:
+    """Every version of a table still in its log, oldest first."""
+    from delta.tables import DeltaTable
+
+    if not table_exists(spark, config, table):
+        raise TableMissingError(f"table {table!r} does not exist at {config.table_path(table)}")
+    return sorted(int(r[0]) for r in DeltaTable.forPath(spark, config.table_path(table)).history().select("version").collect())
+
+
+def rollback(spark: SparkSession, config: Config, table: str, version: int) -> dict[str, float]:
+    """Restore ``table`` to ``version`` (Delta RESTORE: a new version whose content is the old one's).
+
+    Raises:
+        TableMissingError: no such table.
+        ValueError: ``version`` is not in the table's log (or its files were vacuumed).
+    """
+    from delta.tables import DeltaTable
+    from pyspark.errors import AnalysisException
+
+    known = versions(spark, config, table)
+    if version not in known:
+        raise ValueError(f"{table} has no version {version}; versions in its log: {known[0]}..{known[-1]}")
+    if version == known[-1]:
+        raise ValueError(f"{table} is already at version {version}")
+    try:
+        metrics = DeltaTable.forPath(spark, config.table_path(table)).restoreToVersion(version).first().asDict()
+    except AnalysisException as err:  # files removed by VACUUM
+        raise ValueError(f"cannot restore {table} to version {version}: {str(err).splitlines()[0]}") from err
+    return {k: float(v) for k, v in metrics.items() if v is not None}
+
+
+def maintain(spark: SparkSession, config: Config, table: str, retain_hours: int,
+             zorder: Sequence[str] = ()) -> dict[str, float]:
+    """Compact ``table`` (OPTIMIZE, Z-ordered by ``zorder`` when given), then VACUUM files older than
+    ``retain_hours`` that no kept version needs. Below Delta's 168-hour safety limit the check is
+    switched off for this call only (time travel past ``retain_hours`` is then lost)."""
+    from delta.tables import DeltaTable
+
+    if not table_exists(spark, config, table):
+        raise TableMissingError(f"table {table!r} does not exist at {config.table_path(table)}")
+    if retain_hours < 0:
+        raise ValueError(f"retain hours must be >= 0, got {retain_hours}")
+    delta = DeltaTable.forPath(spark, config.table_path(table))
+    optimizer = delta.optimize()
+    result = optimizer.executeZOrderBy(*zorder) if zorder else optimizer.executeCompaction()
+    stats = result.select("metrics.numFilesAdded", "metrics.numFilesRemoved").first()
+    check_key = "spark.databricks.delta.retentionDurationCheck.enabled"
+    before = spark.conf.get(check_key, "true")
+    if retain_hours < 168:
+        spark.conf.set(check_key, "false")
+    try:
+        delta.vacuum(float(retain_hours))
+    finally:
+        spark.conf.set(check_key, before)
+    files = spark.read.format("delta").load(config.table_path(table)).inputFiles()
+    return {"files_added": float(stats[0]), "files_removed": float(stats[1]), "files_after": float(len(files)),
+            "version": float(table_version(spark, config, table) or 0)}
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def date_literal(day: str) -> str:

@@ -38,16 +38,21 @@ def test_converter_gives_every_rank_the_same_batches(spark, tmp_path) -> None:
 
 
 def test_top_indices_breaks_ties_by_index_so_top_k_is_a_prefix() -> None:
-    from sparkrec.models.scoring import _top_indices
+    from sparkrec.models.scoring import top_indices
 
     rng = np.random.default_rng(0)
-    for _ in range(500):
+    for _ in range(200):
         n = int(rng.integers(1, 30))
-        row = rng.integers(0, 4, size=n).astype(float)  # many ties
-        row[rng.random(n) < 0.2] = -np.inf
-        full = np.lexsort((np.arange(n), -row))
-        for kk in range(1, n + 1):
-            assert list(_top_indices(row, kk)) == list(full[:kk])
+        block = rng.integers(0, 4, size=(5, n)).astype(float)  # many ties
+        block[rng.random((5, n)) < 0.2] = -np.inf
+        block[0] = rng.random(n)  # and a row without ties
+        for kk in range(1, n + 2):
+            top, usable = top_indices(block, kk)
+            assert top.shape == (5, min(kk, n))
+            for i, row in enumerate(block):
+                full = np.lexsort((np.arange(n), -row))
+                assert usable[i] == min(kk, np.isfinite(row).sum())  # masked (-inf) columns are never served
+                assert list(top[i][: usable[i]]) == list(full[: usable[i]])
 
 
 def test_matrix_rows_keep_history_order_and_drop_unknown_items(spark) -> None:
@@ -68,3 +73,23 @@ def test_training_examples_encode_to_padded_vocabulary_indices(spark) -> None:
     vocab = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "item_id string, idx int")
     rows = [(r["target"], r["history"]) for r in encode_examples(examples, vocab, 2).collect()]
     assert rows == [(3, [1, 0]), (2, [1, 3])]  # event_id order; truncated or zero-padded to 2
+
+
+def test_chunked_dot_product_top_k_equals_the_dense_one() -> None:
+    from sparkrec.models.scoring import dot_top_indices, masked_scores, top_indices
+
+    rng = np.random.default_rng(1)
+    for _ in range(100):
+        n, b = int(rng.integers(5, 300)), 7
+        items = rng.integers(-2, 3, size=(n, 3)).astype(np.float32)  # small integers: many ties
+        users = rng.integers(-2, 3, size=(b, 3)).astype(np.float32)
+        allowed = rng.random(n) > 0.2
+        seen = [rng.choice(n, size=int(rng.integers(0, n // 2)), replace=False) for _ in range(b)]
+        for k in (1, 5, 17):
+            top, values, usable = dot_top_indices(users, items, allowed, seen, k, chunk=int(rng.integers(2, 64)))
+            dense = masked_scores(users @ items.T, allowed, seen)
+            want, want_usable = top_indices(dense, k)
+            assert list(usable) == list(want_usable)
+            for r in range(b):
+                assert list(top[r][: usable[r]]) == list(want[r][: usable[r]])
+                assert np.array_equal(values[r][: usable[r]], dense[r, top[r][: usable[r]]])

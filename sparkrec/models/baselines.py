@@ -56,14 +56,16 @@ class AlsParams:
 class AlsScorer:
     """Dot product of the user's ALS factors with every item's; zeros for users ALS did not see."""
 
-    user_vectors: dict[str, np.ndarray]
+    user_factors: dict[str, np.ndarray]
     item_vectors: np.ndarray  # [n_items, rank]
     name: str = "als"
 
     def scores(self, block: UserBlock) -> np.ndarray:
+        return self.user_vectors(block) @ self.item_vectors.T
+
+    def user_vectors(self, block: UserBlock) -> np.ndarray:
         zero = np.zeros(self.item_vectors.shape[1], dtype=np.float32)
-        users = np.stack([self.user_vectors.get(u, zero) for u in block.user_ids])
-        return (users @ self.item_vectors.T).astype(np.float64)
+        return np.stack([self.user_factors.get(u, zero) for u in block.user_ids])
 
 
 def fit_als(train_df: DataFrame, item_index_df: DataFrame, n_items: int, params: AlsParams, seed: int) -> AlsScorer:
@@ -105,7 +107,7 @@ class EaseScorer:
         x = np.zeros((len(block.seen), self.weights.shape[0]), dtype=np.float32)
         for i, rows in enumerate(block.seen):
             x[i, rows] = 1.0
-        return (x @ self.weights).astype(np.float64)
+        return x @ self.weights
 
 
 def check_ease_size(n_items: int, max_items: int) -> None:

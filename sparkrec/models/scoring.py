@@ -39,6 +39,7 @@ class UserBlock:
     user_ids: list[str]
     history: list[np.ndarray]  # recent positive items, most recent first
     seen: list[np.ndarray]  # every item the user interacted with
+    vectors: np.ndarray | None = None  # [B, D] precomputed user vectors, when the frame has ``vector``
 
 
 @dataclass
@@ -63,6 +64,10 @@ class TwoTowerScorer:
 
     def scores(self, block: UserBlock) -> np.ndarray:
         """Scores [B, n_items]."""
+        return self.user_vectors(block) @ self.item_vectors.T
+
+    def user_vectors(self, block: UserBlock) -> np.ndarray:
+        """The user tower over each user's history: [B, D]."""
         import torch
 
         from sparkrec.models.two_tower import UserTower
@@ -80,10 +85,8 @@ class TwoTowerScorer:
             mask[i, : len(h)] = True
         vectors = torch.from_numpy(self.item_vectors)
         with torch.inference_mode():
-            hist_vectors = vectors[torch.from_numpy(rows)]
-            users = self._tower(hist_vectors, torch.from_numpy(mask))
-            scores = users @ vectors.T
-        return scores.numpy().astype(np.float64)
+            users = self._tower(vectors[torch.from_numpy(rows)], torch.from_numpy(mask))
+        return users.numpy()
 
 
 @dataclass
@@ -97,12 +100,42 @@ class PopularityScorer:
         return np.broadcast_to(self.popularity, (len(block.user_ids), len(self.popularity))).astype(np.float64)
 
 
+@dataclass
+class VectorScorer:
+    """Dot product of precomputed user vectors (the ``vector`` column) with the item matrix."""
+
+    item_vectors: np.ndarray  # [n_items, D]
+    name: str = "vectors"
+
+    def scores(self, block: UserBlock) -> np.ndarray:
+        return self.user_vectors(block) @ np.asarray(self.item_vectors, dtype=np.float32).T
+
+    def user_vectors(self, block: UserBlock) -> np.ndarray:
+        if block.vectors is None:
+            raise ValueError("VectorScorer needs a 'vector' column (array<float>) in the users frame")
+        return block.vectors
+
+
 class Scorer(Protocol):
-    """What ``top_k`` needs of a model: a name (the ``reason`` column) and block scores."""
+    """What ``top_k`` needs of a model: a name (the ``reason`` column) and block scores: a new
+    [B, n_items] float array each call, which ``top_k`` may change in place.
+
+    A dot-product model also has ``item_vectors`` [n_items, D] and ``user_vectors(block)`` [B, D];
+    ``top_k`` then scores chunk by chunk (``dot_top_indices``) instead of calling ``scores``.
+    """
 
     name: str
 
     def scores(self, block: UserBlock) -> np.ndarray: ...
+
+
+def block_top(scorer: Scorer, block: UserBlock, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(top item rows [B, k], their scores, usable count) of one block: seen and not-allowed items masked."""
+    if hasattr(scorer, "user_vectors") and hasattr(scorer, "item_vectors"):
+        return dot_top_indices(scorer.user_vectors(block), scorer.item_vectors, allowed, block.seen, k)
+    scores = masked_scores(scorer.scores(block), allowed, block.seen)
+    top, usable = top_indices(scores, k)
+    return top, np.take_along_axis(scores, top, axis=1), usable
 
 
 def top_k(users_df: DataFrame, scorer: Scorer, item_ids: list[str],
@@ -111,7 +144,8 @@ def top_k(users_df: DataFrame, scorer: Scorer, item_ids: list[str],
 
     Args:
         users_df: ``user_id``, ``history`` (array<int>: rows of the item matrix, most recent first),
-            ``seen`` (array<int>: rows never to recommend to this user).
+            ``seen`` (array<int>: rows never to recommend to this user), optionally ``vector``
+            (array<float>: a precomputed user vector, for ``VectorScorer``).
         scorer: turns a block of histories into scores over all items.
         item_ids: id of each item matrix row.
         eligible: bool [n_items]; false rows (inactive, out of stock) are never recommended.
@@ -133,41 +167,148 @@ def top_k(users_df: DataFrame, scorer: Scorer, item_ids: list[str],
                 block = frame.iloc[start : start + block_size]
                 yield _top_k_block(block, scorer_, items_, eligible_, k)
 
-    return users_df.select("user_id", "history", "seen").mapInPandas(score_partition, TOP_K_SCHEMA)
+    columns = ["user_id", "history", "seen"] + (["vector"] if "vector" in users_df.columns else [])
+    return users_df.select(*columns).mapInPandas(score_partition, TOP_K_SCHEMA)
 
 
 def _top_k_block(block: pd.DataFrame, scorer: Scorer, items: np.ndarray, eligible: np.ndarray,
                  k: int) -> pd.DataFrame:
-    as_rows = lambda col: [np.asarray(h if h is not None else [], dtype=np.int64) for h in block[col]]  # noqa: E731
-    users = UserBlock(list(block["user_id"]), as_rows("history"), as_rows("seen"))
-    scores = np.array(scorer.scores(users), dtype=np.float64, copy=True)
-    scores[:, ~eligible] = -np.inf
-    for i, seen in enumerate(block["seen"]):
-        if seen is not None and len(seen):
-            scores[i, np.asarray(seen, dtype=np.int64)] = -np.inf
-    n_valid = np.isfinite(scores).sum(axis=1)
-    kk = min(k, scores.shape[1])
-    out_users, out_rank, out_items, out_scores, out_reason = [], [], [], [], []
-    for i, user in enumerate(block["user_id"]):
-        cand = _top_indices(scores[i], kk)[: min(kk, n_valid[i])]
-        for rank, j in enumerate(cand, start=1):
-            out_users.append(user)
-            out_rank.append(rank)
-            out_items.append(items[j])
-            out_scores.append(float(scores[i, j]))
-            out_reason.append(scorer.name)
-    return pd.DataFrame(
-        {"user_id": out_users, "rank": np.asarray(out_rank, dtype=np.int32), "item_id": out_items,
-         "score": out_scores, "reason": out_reason}
-    )
+    users = user_block(block)
+    top, scores, usable = block_top(scorer, users, eligible, k)
+    return ranked_frame(users.user_ids, top, scores, usable, items, scorer.name)
 
 
-def _top_indices(row: np.ndarray, kk: int) -> np.ndarray:
-    """Indices of the ``kk`` highest scores, best first; ties go to the lower index.
+def user_block(frame: pd.DataFrame) -> UserBlock:
+    """The rows of a ``mapInPandas`` batch (``user_id``, ``history``, ``seen``, optional ``vector``)."""
+    as_rows = lambda col: [np.asarray(h if h is not None else [], dtype=np.int64) for h in frame[col]]  # noqa: E731
+    vectors = None
+    if "vector" in frame.columns:
+        vectors = np.stack([np.asarray(v, dtype=np.float32) for v in frame["vector"]]) if len(frame) else None
+    return UserBlock(list(frame["user_id"]), as_rows("history"), as_rows("seen"), vectors)
 
-    A partial sort finds the kk-th score; ties at that score are then taken by index, so the top k
-    is always a prefix of the top k + 1 (the metric@k curves rely on it).
+
+def masked_scores(scores: np.ndarray, allowed: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:
+    """``scores`` [B, n] with -inf where an item is not allowed or already seen.
+
+    A scorer returns a new array (the ``Scorer`` contract), so it is masked in place; a read-only or
+    non-float one (a broadcast view) is copied first.
     """
+    out = scores
+    if not (isinstance(out, np.ndarray) and out.flags.writeable and out.dtype in (np.float32, np.float64)):
+        out = np.array(scores, dtype=np.float64 if np.asarray(scores).dtype != np.float32 else np.float32)
+    if not allowed.all():
+        out[:, ~allowed] = -np.inf
+    lengths = np.fromiter((len(s) for s in seen), dtype=np.int64, count=len(seen))
+    if lengths.sum():
+        out[np.repeat(np.arange(len(seen)), lengths), np.concatenate(seen)] = -np.inf
+    return out
+
+
+def top_indices(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices [B, min(k, n)] of each row's highest scores, best first, and how many of them are
+    usable (finite: a masked item is never served). Ties go to the lower index, so the top k is always
+    a prefix of the top k + 1 (the metric@k curves rely on it).
+
+    One ``torch.topk`` over the whole block does the selection (a partial sort, several times faster
+    than ``numpy.argpartition``); only rows where the k-th score is tied across the cut are redone
+    exactly (rare with real-valued scores).
+    """
+    import torch
+
+    n = scores.shape[1]
+    kk = min(k, n)
+    if kk == 0 or len(scores) == 0:
+        return np.zeros((len(scores), kk), dtype=np.int64), np.zeros(len(scores), dtype=np.int64)
+    values_t, part_t = torch.topk(torch.from_numpy(scores), kk, dim=1, sorted=True)
+    values, part = values_t.numpy(), part_t.numpy()
+    order = np.lexsort((part, -values), axis=1)
+    top = np.take_along_axis(part, order, axis=1)
+    values = np.take_along_axis(values, order, axis=1)
+    if kk < n:
+        kth = values[:, -1:]
+        tied = np.flatnonzero(np.isfinite(kth[:, 0]) & ((scores >= kth).sum(axis=1) > kk))
+        for i in tied:
+            top[i] = _top_indices_exact(scores[i], kk)
+            values[i] = scores[i, top[i]]
+    return top, np.isfinite(values).sum(axis=1)
+
+
+def dot_top_indices(users: np.ndarray, items: np.ndarray, allowed: np.ndarray, seen: list[np.ndarray], k: int,
+                    chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``top_indices`` of ``users @ items.T`` (plus the top scores) without the [B, n] score matrix.
+
+    The items are scored ``chunk`` at a time into one reused buffer (a few MB, cache-resident: most
+    of the cost of a dense block is writing and re-reading it), masked, and cut to each chunk's top
+    k + 1; the chunks' tops are merged. A row whose k-th and (k + 1)-th scores tie inside a chunk is
+    redone exactly, so ties still go to the lower index.
+
+    Returns:
+        (top [B, min(k, n)], their scores, usable count per row).
+    """
+    import torch
+
+    n = items.shape[0]
+    kk = min(k, n)
+    b = len(users)
+    if kk == 0 or b == 0:
+        return np.zeros((b, kk), dtype=np.int64), np.zeros((b, kk), dtype=np.float32), np.zeros(b, dtype=np.int64)
+    users_t = torch.from_numpy(np.ascontiguousarray(users, dtype=np.float32))
+    items_t = torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32))
+    lengths = np.fromiter((len(x) for x in seen), dtype=np.int64, count=b)
+    seen_rows = np.repeat(np.arange(b), lengths)
+    seen_cols = np.concatenate(seen).astype(np.int64) if lengths.sum() else np.zeros(0, dtype=np.int64)
+    buffer = torch.empty((b, min(chunk, n)), dtype=torch.float32)
+    values, indices, tied = [], [], np.zeros(b, dtype=bool)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        out = buffer[:, : stop - start]
+        torch.mm(users_t, items_t[start:stop].T, out=out)
+        scores = out.numpy()
+        blocked = ~allowed[start:stop]
+        if blocked.any():
+            scores[:, blocked] = -np.inf
+        inside = (seen_cols >= start) & (seen_cols < stop)
+        if inside.any():
+            scores[seen_rows[inside], seen_cols[inside] - start] = -np.inf
+        take = min(kk + 1, stop - start)
+        v, i = torch.topk(out, take, dim=1, sorted=True)
+        v, i = v.numpy(), i.numpy()
+        if take == kk + 1:
+            tied |= np.isfinite(v[:, kk - 1]) & (v[:, kk - 1] == v[:, kk])
+            v, i = v[:, :kk], i[:, :kk]
+        values.append(v)
+        indices.append(i + start)
+    value = np.concatenate(values, axis=1)
+    index = np.concatenate(indices, axis=1)
+    order = np.lexsort((index, -value), axis=1)[:, :kk]
+    top = np.take_along_axis(index, order, axis=1)
+    top_values = np.take_along_axis(value, order, axis=1)
+    for r in np.flatnonzero(tied):
+        row = (users_t[r : r + 1] @ items_t.T).numpy()[0]
+        row[~allowed] = -np.inf
+        row[seen_cols[seen_rows == r]] = -np.inf
+        top[r] = _top_indices_exact(row, kk)
+        top_values[r] = row[top[r]]
+    return top, top_values, np.isfinite(top_values).sum(axis=1)
+
+
+def ranked_frame(user_ids: list[str], top: np.ndarray, scores: np.ndarray, usable: np.ndarray, items: np.ndarray,
+                 reason: str | np.ndarray) -> pd.DataFrame:
+    """``user_id, rank, item_id, score, reason`` rows of the first ``usable`` columns of each row."""
+    keep = np.arange(top.shape[1])[None, :] < np.minimum(usable, top.shape[1])[:, None]
+    rows, cols = np.nonzero(keep)
+    reasons = np.asarray(reason, dtype=object)
+    return pd.DataFrame({
+        "user_id": np.asarray(user_ids, dtype=object)[rows],
+        "rank": (cols + 1).astype(np.int32),
+        "item_id": items[top[rows, cols]],
+        "score": scores[rows, cols].astype(np.float64),
+        "reason": reasons[rows] if reasons.ndim else np.full(len(rows), reason, dtype=object),
+    })
+
+
+def _top_indices_exact(row: np.ndarray, kk: int) -> np.ndarray:
+    """Indices of the ``kk`` highest scores of one row, best first; ties go to the lower index."""
     if kk >= len(row):
         cand = np.arange(len(row))
     else:

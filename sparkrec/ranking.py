@@ -1,0 +1,226 @@
+"""From a model's scores to the list a user is shown: candidates, the ranking step, business rules.
+
+Per block of users inside ``mapInPandas`` (the same blocks as ``scoring.top_k``, never a users x
+items cross join):
+
+1. the scorer scores the block against every item; items not allowed (inactive, out of stock, on
+   the exclusion list) and items the user already interacted with are masked;
+2. the best ``candidates`` per user are kept with a partial sort (``scoring.top_indices``);
+3. the ranking step re-scores them (``Ranker``; ``retrieval`` keeps the model's score) — the
+   replaceable step a learned ranker plugs into;
+4. the list is picked from the candidates: maximal marginal relevance over the item embeddings
+   (``mmr_lambda``; 1.0 is score order) under a per-category cap (``max_per_category``). When the
+   cap leaves fewer than k candidates, capped ones fill the list in score order, so every list has
+   exactly min(k, allowed unseen items) distinct items.
+
+Users without history (no positive event on a catalogue item) get the items most popular among
+the day's active users in their segment — the category they interacted with most, else everybody —
+with ``reason`` ``fallback:popular_in_category`` or ``fallback:popular``; the cap and the masks
+apply to them too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from pyspark.sql import DataFrame
+
+from sparkrec.models.scoring import (
+    TOP_K_SCHEMA,
+    Scorer,
+    UserBlock,
+    block_top,
+    masked_scores,
+    ranked_frame,
+    top_indices,
+    user_block,
+)
+from sparkrec.schemas import require_columns
+
+FALLBACK_CATEGORY = "fallback:popular_in_category"
+FALLBACK_GLOBAL = "fallback:popular"
+SEGMENTS = ("category", "global")
+
+
+@dataclass(frozen=True)
+class ListRules:
+    """What the rules need, as arrays over the rows of the item matrix."""
+
+    k: int
+    candidates: int
+    allowed: np.ndarray  # bool [n]: active, in stock (when known), not excluded
+    popularity: np.ndarray  # float [n]: share of active users with a positive event on the item
+    categories: np.ndarray | None = None  # int [n], -1 = none; None: the catalogue has no categories
+    max_per_category: int = 0  # 0: no cap
+    item_vectors: np.ndarray | None = None  # [n, d], L2-normalised; None: no MMR
+    mmr_lambda: float = 1.0
+    fallback_segment: str = "category"
+
+    @property
+    def capped(self) -> bool:
+        return self.max_per_category > 0 and self.categories is not None
+
+    @property
+    def diversified(self) -> bool:
+        return self.mmr_lambda < 1.0 and self.item_vectors is not None
+
+
+class Ranker(Protocol):
+    """The ranking step: new scores [B, N] for each user's N candidates (item-matrix rows)."""
+
+    name: str
+
+    def rescore(self, block: UserBlock, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class RetrievalRanker:
+    """Keeps the retrieval model's score: the ranking step until a learned ranker is configured."""
+
+    name: str = "retrieval"
+
+    def rescore(self, block: UserBlock, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        return scores
+
+
+RANKERS = {"retrieval": RetrievalRanker}
+
+
+def make_ranker(name: str) -> Ranker:
+    if name not in RANKERS:
+        raise ValueError(f"recommend.ranker must be one of {', '.join(RANKERS)}, got {name!r}")
+    return RANKERS[name]()
+
+
+def recommend(users_df: DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRules, item_ids: list[str],
+              block_size: int = 512) -> DataFrame:
+    """Every user's list: ``user_id, rank (1..k), item_id, score, reason``.
+
+    Args:
+        users_df: ``user_id``, ``history`` and ``seen`` (array<int>: item-matrix rows, see
+            ``scoring.to_matrix_rows``); ``seen`` is what the seen-items rule removes.
+    """
+    require_columns(users_df, ["user_id", "history", "seen"], "recommend")
+    if rules.fallback_segment not in SEGMENTS:
+        raise ValueError(f"recommend.fallback_segment must be one of {', '.join(SEGMENTS)}, got {rules.fallback_segment!r}")
+    shared = users_df.sparkSession.sparkContext.broadcast((scorer, ranker, rules, np.asarray(item_ids, dtype=object)))
+
+    def lists(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        scorer_, ranker_, rules_, items_ = shared.value
+        for frame in frames:
+            for start in range(0, len(frame), block_size):
+                yield recommend_block(frame.iloc[start : start + block_size], scorer_, ranker_, rules_, items_)
+
+    return users_df.select("user_id", "history", "seen").mapInPandas(lists, TOP_K_SCHEMA)
+
+
+def recommend_block(frame: pd.DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRules,
+                    items: np.ndarray) -> pd.DataFrame:
+    users = user_block(frame)
+    has_history = np.array([len(h) > 0 for h in users.history], dtype=bool)
+    parts = []
+    if has_history.any():
+        block = _subset(users, has_history)
+        candidates, scores, usable = block_top(scorer, block, rules.allowed, max(rules.candidates, rules.k))
+        rescored = np.asarray(ranker.rescore(block, candidates, scores), dtype=np.float64)
+        picked, picked_scores, n = pick_lists(candidates, rescored, usable, rules)
+        reason = scorer.name if isinstance(ranker, RetrievalRanker) else f"{scorer.name}+{ranker.name}"
+        parts.append(ranked_frame(block.user_ids, picked, picked_scores, n, items, reason))
+    if not has_history.all():
+        parts.append(_fallback(_subset(users, ~has_history), rules, items))
+    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+
+
+def pick_lists(candidates: np.ndarray, scores: np.ndarray, usable: np.ndarray,
+               rules: ListRules) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The k items of each user from its candidates: (item rows [B, k], their scores, list lengths)."""
+    scores = np.where(np.arange(scores.shape[1])[None, :] < usable[:, None], scores, -np.inf)
+    order = np.argsort(-scores, axis=1, kind="stable")  # ties keep the candidates' order
+    candidates = np.take_along_axis(candidates, order, axis=1)
+    scores = np.take_along_axis(scores, order, axis=1)
+    k = min(rules.k, candidates.shape[1])
+    lengths = np.minimum(usable, k)
+    if not (rules.capped or rules.diversified):
+        return candidates[:, :k], scores[:, :k], lengths
+    picked = np.zeros((len(candidates), k), dtype=np.int64)
+    picked_scores = np.zeros((len(candidates), k), dtype=np.float64)
+    for i in range(len(candidates)):
+        u = int(usable[i])
+        chosen = _pick_one(candidates[i, :u], scores[i, :u], rules, k)
+        picked[i, : len(chosen)] = candidates[i, chosen]
+        picked_scores[i, : len(chosen)] = scores[i, chosen]
+    return picked, picked_scores, lengths
+
+
+def _pick_one(rows: np.ndarray, scores: np.ndarray, rules: ListRules, k: int) -> list[int]:
+    """Positions of the chosen candidates (sorted by score), MMR under the category cap."""
+    n = len(rows)
+    kk = min(k, n)
+    taken = np.zeros(n, dtype=bool)
+    blocked = np.zeros(n, dtype=bool)
+    cats = rules.categories[rows] if rules.capped else None
+    counts: dict[int, int] = {}
+    vectors = rules.item_vectors[rows] if rules.diversified else None
+    spread = scores.max() - scores.min() if n else 0.0
+    relevance = (scores - scores.min()) / spread if spread > 0 else np.ones(n)
+    max_sim = np.zeros(n)
+    chosen: list[int] = []
+    while len(chosen) < kk:
+        open_ = ~taken & ~blocked
+        if not open_.any():
+            break
+        value = relevance
+        if vectors is not None and chosen:
+            value = rules.mmr_lambda * relevance - (1.0 - rules.mmr_lambda) * max_sim
+        j = int(np.argmax(np.where(open_, value, -np.inf)))  # ties: the better-scored candidate
+        chosen.append(j)
+        taken[j] = True
+        if cats is not None and cats[j] >= 0:
+            counts[cats[j]] = counts.get(cats[j], 0) + 1
+            if counts[cats[j]] >= rules.max_per_category:
+                blocked |= cats == cats[j]
+        if vectors is not None:
+            max_sim = np.maximum(max_sim, vectors @ vectors[j])
+    # The cap left too few: the capped candidates fill the list in score order.
+    chosen += [int(j) for j in np.flatnonzero(~taken)[: kk - len(chosen)]]
+    return chosen
+
+
+def _fallback(users: UserBlock, rules: ListRules, items: np.ndarray) -> pd.DataFrame:
+    """Popular in the user's segment first, then popular overall."""
+    segments = np.full(len(users.user_ids), -1, dtype=np.int64)
+    if rules.fallback_segment == "category" and rules.categories is not None:
+        for i, seen in enumerate(users.seen):
+            cats = rules.categories[seen] if len(seen) else np.zeros(0, dtype=np.int64)
+            cats = cats[cats >= 0]
+            if len(cats):
+                values, counts = np.unique(cats, return_counts=True)
+                segments[i] = values[np.argmax(counts)]
+    popularity = np.asarray(rules.popularity, dtype=np.float64)
+    boost = np.zeros((len(segments), len(popularity)))
+    if (segments >= 0).any():
+        boost = ((rules.categories[None, :] == segments[:, None]) & (segments[:, None] >= 0)) * (popularity.max() + 1.0)
+    scores = masked_scores(popularity[None, :] + boost, rules.allowed, users.seen)
+    candidates, usable = top_indices(scores, max(rules.candidates, rules.k))
+    picked, _, n = pick_lists(candidates, np.take_along_axis(scores, candidates, axis=1), usable, rules)
+    reasons = np.where(segments >= 0, FALLBACK_CATEGORY, FALLBACK_GLOBAL).astype(object)
+    return ranked_frame(users.user_ids, picked, popularity[picked], n, items, reasons)
+
+
+def _subset(users: UserBlock, mask: np.ndarray) -> UserBlock:
+    idx = np.flatnonzero(mask)
+    return UserBlock([users.user_ids[i] for i in idx], [users.history[i] for i in idx], [users.seen[i] for i in idx],
+                     None if users.vectors is None else users.vectors[idx])
+
+
+def category_codes(categories: list[str | None]) -> np.ndarray | None:
+    """Integer codes of item categories (-1: none); None when no item has one."""
+    names = sorted({c for c in categories if c})
+    if not names:
+        return None
+    code = {c: i for i, c in enumerate(names)}
+    return np.array([code.get(c, -1) if c else -1 for c in categories], dtype=np.int64)
