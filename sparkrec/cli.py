@@ -6,6 +6,8 @@
     sparkrec import movielens --input DIR --output LANDING
     sparkrec experiment --landing DIR --split chrono --k 10 --models sparkrec,popularity,als,ease --output F
     sparkrec sql "SELECT ..."
+    sparkrec maintain [--table T ...] [--retain-hours H]
+    sparkrec rollback --table T --to-version N
     sparkrec summary --date D
     sparkrec doctor
 """
@@ -57,6 +59,13 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sql", parents=[common], help="run a SQL query against the registered tables")
     p.add_argument("query")
     p.add_argument("--limit", type=int, default=50, help="rows to show")
+    p = sub.add_parser("maintain", parents=[common], help="OPTIMIZE (Z-order per maintenance.zorder) and VACUUM the tables")
+    p.add_argument("--table", action="append", dest="tables", metavar="TABLE",
+                   help="a table to maintain (repeatable; default: every table that exists)")
+    p.add_argument("--retain-hours", type=int, help="VACUUM retention (default maintenance.retain_hours)")
+    p = sub.add_parser("rollback", parents=[common], help="restore a table to an earlier Delta version")
+    p.add_argument("--table", required=True, help="table name, e.g. recommendations")
+    p.add_argument("--to-version", type=int, required=True, help="version (DESCRIBE HISTORY sparkrec.<table>)")
     p = sub.add_parser("summary", parents=[common], help="rows per table, metrics, where to look next")
     p.add_argument("--date", required=True)
     p = sub.add_parser("doctor", parents=[common], help="start a session (fetching Delta's jars) and print versions")
@@ -84,12 +93,13 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from sparkrec.clean import ReconciliationError
     from sparkrec.embed import ModelNotFoundError
     from sparkrec.landing import LandingFormatError, LandingMissingError
+    from sparkrec.publish import PublishGateError
     from sparkrec.registry import ModelMissingError
     from sparkrec.schemas import SchemaError
     from sparkrec.tables import TableMissingError
 
     return (ConfigError, LandingMissingError, LandingFormatError, ModelMissingError, TableMissingError, ReconciliationError,
-            ModelNotFoundError, SchemaError, ValueError, FileNotFoundError)
+            ModelNotFoundError, SchemaError, PublishGateError, ValueError, FileNotFoundError)
 
 
 _USER_ERRORS = _user_errors()
@@ -156,6 +166,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.output:
             print(f"\nwrote {args.output}")
         return 0
+    if args.command in ("maintain", "rollback"):
+        return _table_command(spark, config, args)
     if args.command == "summary":
         print(stages.summary(spark, config, stages.check_date(args.date)))
         return 0
@@ -165,6 +177,30 @@ def _dispatch(args: argparse.Namespace) -> int:
         runner = getattr(stages, f"run_{args.command}")
         result = runner(spark, config, [args.date] if args.command == "clean" else args.date)
     print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def _table_command(spark: object, config: object, args: argparse.Namespace) -> int:
+    from sparkrec import tables
+    from sparkrec.schemas import TABLES
+    from sparkrec.session import register_tables
+
+    def known(table: str) -> str:
+        if table not in TABLES:
+            raise ValueError(f"unknown table {table!r}; sparkrec's tables: {', '.join(TABLES)}")
+        return table
+
+    if args.command == "rollback":
+        table = known(args.table)
+        metrics = tables.rollback(spark, config, table, args.to_version)
+        register_tables(spark, config)
+        print(json.dumps({"table": table, "restored_version": args.to_version,
+                          "new_version": tables.table_version(spark, config, table), **metrics}, indent=2))
+        return 0
+    names = [known(t) for t in args.tables] if args.tables else [t for t in TABLES if tables.table_exists(spark, config, t)]
+    retain = config.maintenance.retain_hours if args.retain_hours is None else args.retain_hours
+    report = {t: tables.maintain(spark, config, t, retain, config.maintenance.zorder.get(t, ())) for t in names}
+    print(json.dumps(report, indent=2))
     return 0
 
 

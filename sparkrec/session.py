@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 
 from pyspark.sql import SparkSession
@@ -148,7 +149,7 @@ def register_tables(spark: SparkSession, config: Config) -> list[str]:
     """
     from delta.tables import DeltaTable
 
-    from sparkrec.schemas import TABLES
+    from sparkrec.schemas import TABLES, VIEWS
 
     database = config.catalog.database
     spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
@@ -163,6 +164,10 @@ def register_tables(spark: SparkSession, config: Config) -> list[str]:
             spark.sql(f"DROP TABLE IF EXISTS {name}")  # drops the name only: the table is external
         spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{path}'")
         registered.append(f"{database}.{table}")
+    for view, query in VIEWS.items():
+        if all(f"{database}.{t}" in registered for t in re.findall(r"\{db\}\.(\w+)", query)):
+            spark.sql(f"CREATE OR REPLACE VIEW `{database}`.`{view}` AS {query.format(db=f'`{database}`')}")
+            registered.append(f"{database}.{view}")
     return registered
 
 

@@ -145,7 +145,7 @@ def rollback(spark: SparkSession, config: Config, table: str, version: int) -> d
         ValueError: ``version`` is not in the table's log (or its files were vacuumed).
     """
     from delta.tables import DeltaTable
-    from pyspark.errors import AnalysisException
+    from pyspark.errors import AnalysisException, IllegalArgumentException
 
     known = versions(spark, config, table)
     if version not in known:
@@ -154,7 +154,7 @@ def rollback(spark: SparkSession, config: Config, table: str, version: int) -> d
         raise ValueError(f"{table} is already at version {version}")
     try:
         metrics = DeltaTable.forPath(spark, config.table_path(table)).restoreToVersion(version).first().asDict()
-    except AnalysisException as err:  # files removed by VACUUM
+    except (AnalysisException, IllegalArgumentException) as err:  # files removed by VACUUM
         raise ValueError(f"cannot restore {table} to version {version}: {str(err).splitlines()[0]}") from err
     return {k: float(v) for k, v in metrics.items() if v is not None}
 

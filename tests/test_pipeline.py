@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import subprocess
 import sys
@@ -135,3 +136,108 @@ def test_a_worse_model_is_not_promoted_and_the_champion_stays_served(spark, nigh
     tags = client.get_model_version(config.mlflow.registered_model, trained["model_version"]).tags
     assert tags["promotion"].startswith("rejected")
     assert stages.run_recommend(spark, worse, DAY)["model_version"] == champion
+
+
+def test_recommendations_table_contract(spark, nightly) -> None:
+    config, result, _ = nightly
+    from sparkrec.ranking import FALLBACK_CATEGORY, FALLBACK_GLOBAL
+    from sparkrec.schemas import COLUMN_COMMENTS, TABLE_PROPERTIES
+
+    detail = spark.sql("DESCRIBE DETAIL sparkrec.recommendations").first()
+    assert detail["partitionColumns"] == ["ds"]
+    assert TABLE_PROPERTIES["recommendations"].items() <= detail["properties"].items()
+    assert "Top-k items per active user" in detail["description"]
+    comments = {f.name: f.metadata.get("comment") for f in spark.table("sparkrec.recommendations").schema.fields}
+    assert comments == COLUMN_COMMENTS["recommendations"]
+    latest = spark.sql("SELECT DISTINCT ds FROM sparkrec.recommendations_latest").collect()
+    assert [str(r["ds"]) for r in latest] == [DAY]
+    recs = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
+    reasons = {r["reason"] for r in recs.select("reason").distinct().collect()}
+    assert "two_tower" in reasons and reasons <= {"two_tower", FALLBACK_CATEGORY, FALLBACK_GLOBAL}
+    # the fallback flag marks exactly the users without a positive event on a catalogue item
+    interactions = read_table(spark, config, "interactions").where(F.col("event_date") <= F.lit(DAY))
+    with_history = interactions.where(F.col("weight") > 0).select("user_id").distinct()
+    fallback = recs.where(F.col("reason").startswith("fallback:")).select("user_id").distinct()
+    assert fallback.join(with_history, "user_id").count() == 0
+    assert recs.select("user_id").distinct().join(with_history, "user_id", "left_anti").count() == fallback.count()
+    assert result["recommend"]["fallback_users"] == fallback.count()
+    assert result["recommend"]["gate.user_coverage"] == 1.0
+
+
+def test_delta_rs_reads_the_table_without_spark(spark, nightly) -> None:
+    from deltalake import DeltaTable
+
+    config, _, _ = nightly
+    table = DeltaTable(config.table_path("recommendations"))
+    assert table.metadata().partition_columns == ["ds"]
+    frame = table.to_pandas(filters=[("ds", "=", dt.date.fromisoformat(DAY))])
+    want = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
+    assert len(frame) == want.count() > 0
+    assert set(zip(frame["user_id"], frame["rank"], frame["item_id"], strict=True)) == {
+        (r["user_id"], r["rank"], r["item_id"]) for r in want.select("user_id", "rank", "item_id").collect()}
+    assert table.version() == spark.sql("DESCRIBE HISTORY sparkrec.recommendations").agg(F.max("version")).first()[0]
+
+
+def test_a_failing_publish_gate_keeps_the_previous_day_served(spark, nightly) -> None:
+    import dataclasses
+
+    from sparkrec.publish import PublishGateError
+    from sparkrec.tables import table_version
+
+    config, _, _ = nightly
+    next_day = "2010-12-08"
+    strict = dataclasses.replace(config, recommend=dataclasses.replace(
+        config.recommend, gate=dataclasses.replace(config.recommend.gate, max_row_change=-1.0)))
+    before = table_version(spark, config, "recommendations")
+    with pytest.raises(PublishGateError, match=f"publish gate failed for {next_day} \\(the lists of {DAY} stay served\\)"):
+        stages.run_recommend(spark, strict, next_day)
+    assert table_version(spark, config, "recommendations") == before
+    assert [str(r[0]) for r in spark.sql("SELECT DISTINCT ds FROM sparkrec.recommendations_latest").collect()] == [DAY]
+    gate = {r["metric"]: r["value"] for r in read_table(spark, config, "run_metrics").where(
+        (F.col("stage") == "recommend") & (F.col("ds") == F.lit(next_day))).collect()}
+    assert gate["gate.row_change"] == 0.0 and gate["gate.user_coverage"] == 1.0
+
+
+def test_exclusions_and_seen_window_then_rollback(spark, nightly, tmp_path) -> None:
+    import dataclasses
+
+    from sparkrec.cli import main
+    from sparkrec.tables import table_version
+
+    config, _, cli_args = nightly
+    recs = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
+    before = sorted(recs.select("user_id", "rank", "item_id").collect())
+    top = [r["item_id"] for r in recs.groupBy("item_id").count().orderBy(F.desc("count"), "item_id").limit(3).collect()]
+    exclude_file = tmp_path / "exclude.txt"
+    exclude_file.write_text(f"# promotions that ended\n{top[1]}\n{top[2]}  # comment\n")
+    ruled = dataclasses.replace(config, recommend=dataclasses.replace(
+        config.recommend, exclude_items=(top[0],), exclude_file=str(exclude_file), seen_window_days=1))
+    version_before = table_version(spark, config, "recommendations")
+    stages.run_recommend(spark, ruled, DAY)
+    after = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
+    assert after.where(F.col("item_id").isin(top)).count() == 0
+    # with only the last day's items removed, items a user saw earlier may come back
+    interactions = read_table(spark, config, "interactions").where(F.col("event_date") < F.lit(DAY))
+    assert after.join(interactions.select("user_id", "item_id").distinct(), ["user_id", "item_id"]).count() > 0
+    assert main(["rollback", "--table", "recommendations", "--to-version", str(version_before), *cli_args]) == 0
+    restored = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
+    assert sorted(restored.select("user_id", "rank", "item_id").collect()) == before
+    assert table_version(spark, config, "recommendations") == version_before + 2  # RESTORE is a new version
+    assert main(["rollback", "--table", "recommendations", "--to-version", "999", *cli_args]) == 2
+    assert main(["rollback", "--table", "nope", "--to-version", "0", *cli_args]) == 2
+
+
+def test_maintenance_compacts_and_vacuums(spark, nightly, capsys) -> None:
+    import json
+
+    from sparkrec.cli import main
+
+    config, _, cli_args = nightly
+    rows = read_table(spark, config, "recommendations").count()
+    assert main(["maintain", "--table", "recommendations", "--retain-hours", "0", *cli_args]) == 0
+    report = json.loads(capsys.readouterr().out)["recommendations"]
+    assert report["files_after"] <= 2  # one Z-ordered file per partition
+    assert read_table(spark, config, "recommendations").count() == rows
+    ops = [r["operation"] for r in spark.sql("DESCRIBE HISTORY sparkrec.recommendations").collect()]
+    assert "OPTIMIZE" in ops and "VACUUM END" in ops
+    assert main(["rollback", "--table", "recommendations", "--to-version", "1", *cli_args]) == 2  # files vacuumed
