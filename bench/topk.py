@@ -65,7 +65,7 @@ def timed(spark: Any, label: str, action: Any, timeout_s: float) -> dict[str, An
             start = time.perf_counter()
             try:
                 action()
-            except Exception as err:  # noqa: BLE001 - a cancelled job surfaces as a Py4J/Spark error
+            except Exception:  # noqa: BLE001 - a cancelled job surfaces as a Py4J/Spark error
                 if time.perf_counter() - start >= timeout_s * 0.99:
                     return {"status": "timeout", "seconds": round(timeout_s, 1)}
                 raise
@@ -130,7 +130,8 @@ def agreement(spark: Any, model: Any, k: int, block_size: int, sample: int = 500
     from sparkrec.models.scoring import VectorScorer, top_k
 
     some = model.userFactors.orderBy("id").limit(sample)
-    als = {r["user"]: {x["item"] for x in r["recommendations"]} for r in model.recommendForUserSubset(some.select(F.col("id").alias("user")), k).collect()}
+    subset = model.recommendForUserSubset(some.select(F.col("id").alias("user")), k).collect()
+    als = {r["user"]: {x["item"] for x in r["recommendations"]} for r in subset}
     factors = model.itemFactors.orderBy("id").collect()
     matrix = np.asarray([r["features"] for r in factors], dtype=np.float32)
     users_df = some.select(F.col("id").cast("string").alias("user_id"), F.array().cast("array<int>").alias("history"),
@@ -155,7 +156,8 @@ def main() -> int:
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "topk.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sparkrec-bench-topk-"))
-    config = load_config(None, [f"lakehouse.root={work / 'lakehouse'}", f"mlflow.tracking_uri=sqlite:///{work / 'm.db'}",
+    config = load_config(None, [f"lakehouse.root={work / 'lakehouse'}",
+                                f"mlflow.tracking_uri=sqlite:///{work / 'm.db'}",
                                 "spark.show_progress=false"])
     block_size = args.block_size or config.recommend.block_size
     spark = build_session(config)

@@ -49,8 +49,8 @@ def list_stats(recs_df: DataFrame) -> dict[str, float]:
     row = per_user.agg(
         F.coalesce(F.sum("n"), F.lit(0)).alias("rows"), F.count(F.lit(1)).alias("users"),
         F.coalesce(F.sum("bad_scores"), F.lit(0)).alias("bad_scores"),
-        F.sum(((F.col("min_rank") != 1) | (F.col("max_rank") != F.col("n")) | (F.col("items") != F.col("n"))).cast("int"))
-        .alias("broken_lists"),
+        F.sum(((F.col("min_rank") != 1) | (F.col("max_rank") != F.col("n"))
+               | (F.col("items") != F.col("n"))).cast("int")).alias("broken_lists"),
     ).first()
     return {"rows": float(row["rows"]), "users": float(row["users"]), "bad_scores": float(row["bad_scores"]),
             "broken_lists": float(row["broken_lists"] or 0)}
@@ -72,8 +72,8 @@ def check(stats: dict[str, float], active_users: int, previous_rows: float | Non
                             f"day's {previous_rows:.0f} (recommend.gate.max_row_change={gate.max_row_change})")
     checks["user_coverage"] = values["user_coverage"] >= gate.min_user_coverage
     if not checks["user_coverage"]:
-        failures.append(f"{stats['users']:.0f} of {active_users} active users have a list ({values['user_coverage']:.1%}; "
-                        f"recommend.gate.min_user_coverage={gate.min_user_coverage})")
+        failures.append(f"{stats['users']:.0f} of {active_users} active users have a list "
+                        f"({values['user_coverage']:.1%}; recommend.gate.min_user_coverage={gate.min_user_coverage})")
     checks["scores"] = stats["bad_scores"] == 0
     if not checks["scores"]:
         failures.append(f"{stats['bad_scores']:.0f} scores are NaN or infinite")

@@ -106,7 +106,8 @@ def recommend(users_df: DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRu
     """
     require_columns(users_df, ["user_id", "history", "seen"], "recommend")
     if rules.fallback_segment not in SEGMENTS:
-        raise ValueError(f"recommend.fallback_segment must be one of {', '.join(SEGMENTS)}, got {rules.fallback_segment!r}")
+        raise ValueError(f"recommend.fallback_segment must be one of {', '.join(SEGMENTS)}, "
+                         f"got {rules.fallback_segment!r}")
     shared = users_df.sparkSession.sparkContext.broadcast((scorer, ranker, rules, np.asarray(item_ids, dtype=object)))
 
     def lists(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

@@ -384,14 +384,16 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
             previous_day, previous_rows = _previous_day(spark, config, day)
             gate = publish.check(stats, active.count(), previous_rows, rc.gate)
             fallback = out.where(F.col("reason").startswith("fallback:")).select("user_id").distinct().count()
+            items = out.select("item_id").distinct().count()
             metrics = {"users": stats["users"], "rows": stats["rows"], "fallback_users": float(fallback),
                        "active_users": gate.values["active_users"], "user_coverage": gate.values["user_coverage"],
-                       "catalog_coverage": float(out.select("item_id").distinct().count()) / max(1, int(rules.allowed.sum())),
+                       "catalog_coverage": float(items) / max(1, int(rules.allowed.sum())),
                        **{f"gate.{name}": 1.0 if ok else 0.0 for name, ok in gate.checks.items()}}
             if "row_change" in gate.values:
                 metrics["row_change"] = gate.values["row_change"]
             log_metrics(metrics)
-            write_run_metrics(spark, config, "recommend", run_id, [day], [(day, m, v, None) for m, v in metrics.items()])
+            write_run_metrics(spark, config, "recommend", run_id, [day],
+                              [(day, m, v, None) for m, v in metrics.items()])
             _log_score_plot(out)
             mlflow.set_tags({"publish_gate": "passed" if gate.passed else "failed"})
             if not gate.passed:

@@ -123,7 +123,8 @@ def ensure_contract(spark: SparkSession, config: Config, table: str) -> None:
         return
     target = f"delta.`{path}`"
     settings = {**properties, **({"comment": TABLE_COMMENTS[table]} if table in TABLE_COMMENTS else {})}
-    spark.sql(f"ALTER TABLE {target} SET TBLPROPERTIES ({', '.join(f'{_quote(k)} = {_quote(v)}' for k, v in settings.items())})")
+    assignments = ", ".join(f"{_quote(k)} = {_quote(v)}" for k, v in settings.items())
+    spark.sql(f"ALTER TABLE {target} SET TBLPROPERTIES ({assignments})")
     for column, comment in comments.items():
         spark.sql(f"ALTER TABLE {target} ALTER COLUMN `{column}` COMMENT {_quote(comment)}")
 
@@ -134,7 +135,8 @@ def versions(spark: SparkSession, config: Config, table: str) -> list[int]:
 
     if not table_exists(spark, config, table):
         raise TableMissingError(f"table {table!r} does not exist at {config.table_path(table)}")
-    return sorted(int(r[0]) for r in DeltaTable.forPath(spark, config.table_path(table)).history().select("version").collect())
+    history = DeltaTable.forPath(spark, config.table_path(table)).history().select("version")
+    return sorted(int(r[0]) for r in history.collect())
 
 
 def rollback(spark: SparkSession, config: Config, table: str, version: int) -> dict[str, float]:

@@ -198,8 +198,9 @@ def test_a_failing_publish_gate_keeps_the_previous_day_served(spark, nightly) ->
     assert gate["gate.row_change"] == 0.0 and gate["gate.user_coverage"] == 1.0
 
 
-def test_exclusions_and_seen_window_then_rollback(spark, nightly, tmp_path) -> None:
+def test_exclusions_and_seen_window_then_rollback(spark, nightly, tmp_path, caplog) -> None:
     import dataclasses
+    import logging
 
     from sparkrec.cli import main
     from sparkrec.tables import table_version
@@ -211,11 +212,18 @@ def test_exclusions_and_seen_window_then_rollback(spark, nightly, tmp_path) -> N
     exclude_file = tmp_path / "exclude.txt"
     exclude_file.write_text(f"# promotions that ended\n{top[1]}\n{top[2]}  # comment\n")
     ruled = dataclasses.replace(config, recommend=dataclasses.replace(
-        config.recommend, exclude_items=(top[0],), exclude_file=str(exclude_file), seen_window_days=1))
+        config.recommend, exclude_items=(top[0],), exclude_file=str(exclude_file), seen_window_days=1,
+        mmr_lambda=0.7, max_per_category=2))
     version_before = table_version(spark, config, "recommendations")
+    caplog.set_level(logging.INFO, logger="sparkrec")
     stages.run_recommend(spark, ruled, DAY)
+    # the sample's catalogue has neither in_stock nor categories: those rules are skipped, and said so
+    assert "rule out_of_stock skipped" in caplog.text and "rule max_per_category" in caplog.text
+    assert "rule exclusion_list: 3 listed items, 3 in the catalogue" in caplog.text
     after = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
     assert after.where(F.col("item_id").isin(top)).count() == 0
+    per_user = after.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"), F.countDistinct("item_id").alias("items"))
+    assert per_user.where((F.col("n") != config.recommend.k) | (F.col("items") != F.col("n"))).count() == 0
     # with only the last day's items removed, items a user saw earlier may come back
     interactions = read_table(spark, config, "interactions").where(F.col("event_date") < F.lit(DAY))
     assert after.join(interactions.select("user_id", "item_id").distinct(), ["user_id", "item_id"]).count() > 0
