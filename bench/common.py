@@ -14,22 +14,28 @@ import psutil
 
 
 class PeakMemory:
-    """Largest summed RSS of this process tree while the block runs."""
+    """Largest summed RSS of this process tree while the block runs (``peak``), and of its Python
+    child processes alone (``python_peak``: Spark's Python workers, where UDFs run)."""
 
     def __init__(self) -> None:
         self.peak = 0
+        self.python_peak = 0
         self._stop = threading.Event()
 
     def _sample(self) -> None:
         me = psutil.Process(os.getpid())
         while not self._stop.is_set():
-            total = 0
+            total = python = 0
             for proc in [me, *me.children(recursive=True)]:
                 try:
-                    total += proc.memory_info().rss
+                    rss = proc.memory_info().rss
+                    total += rss
+                    if proc.pid != me.pid and proc.name().startswith("python"):
+                        python += rss
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
+            self.python_peak = max(self.python_peak, python)
             time.sleep(0.2)
 
     def __enter__(self) -> PeakMemory:

@@ -13,8 +13,8 @@ reported but not compared). Then, in the same session and on the same factors:
 
 Both lists are compared on a sample of users (``agreement@k``: share of ALS's items sparkrec also
 returns; ties can differ). users/s = users / seconds of the step; peak memory = largest summed RSS of
-this process and its children (the Spark JVM, Python workers). A step over ``--cell-timeout`` seconds
-is cancelled and recorded as a timeout. ``ratio_vs_als`` is taken at the largest cell both finished.
+this process and its children (the Spark JVM, Python workers), and of the Python workers alone. A
+step over ``--cell-timeout`` seconds is cancelled and recorded as a timeout. ``ratio_vs_als`` is taken at the largest cell both finished.
 A small cell runs first, unrecorded, so that neither side pays worker start-up or JIT warm-up.
 """
 
@@ -73,7 +73,8 @@ def timed(spark: Any, label: str, action: Any, timeout_s: float) -> dict[str, An
     finally:
         timer.cancel()
         sc.setLocalProperty("spark.jobGroup.id", None)
-    return {"status": "ok", "seconds": round(seconds, 2), "peak_rss_gib": round(memory.peak / 2**30, 2)}
+    return {"status": "ok", "seconds": round(seconds, 2), "peak_rss_gib": round(memory.peak / 2**30, 2),
+            "python_workers_peak_rss_gib": round(memory.python_peak / 2**30, 2)}
 
 
 def run_cell(spark: Any, users: int, items: int, rank: int, k: int, block_size: int, timeout_s: float,
