@@ -93,13 +93,14 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from sparkrec.clean import ReconciliationError
     from sparkrec.embed import ModelNotFoundError
     from sparkrec.landing import LandingFormatError, LandingMissingError
+    from sparkrec.models.training import TrainingFailedError
     from sparkrec.publish import PublishGateError
     from sparkrec.registry import ModelMissingError
     from sparkrec.schemas import SchemaError
     from sparkrec.tables import TableMissingError
 
     return (ConfigError, LandingMissingError, LandingFormatError, ModelMissingError, TableMissingError, ReconciliationError,
-            ModelNotFoundError, SchemaError, PublishGateError, ValueError, FileNotFoundError)
+            ModelNotFoundError, SchemaError, PublishGateError, TrainingFailedError, ValueError, FileNotFoundError)
 
 
 _USER_ERRORS = _user_errors()

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import logging
 import shutil
 from contextlib import nullcontext
@@ -207,7 +209,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
 
     from sparkrec.loader import make_converter
     from sparkrec.models.packaging import TwoTowerPyfunc, signature, write_model_dir
-    from sparkrec.models.training import train_two_tower
+    from sparkrec.models.training import TrainingFailedError, checkpoint_epoch, rank_errors, train_two_tower
 
     examples = features.to_training_examples(history_df, config.train.model.history_length).cache()
     vocab = sorted(
@@ -227,6 +229,12 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     converter = make_converter(encoded, str(staging / "examples"))
     examples.unpersist()
     params = _train_params(config)
+    # Same data and settings (epochs aside) -> same checkpoint folder: a failed run resumes there.
+    fingerprint = hashlib.sha256(json.dumps(
+        [label, model_name, converter.num_rows, vocab, {k: v for k, v in params.items() if k != "epochs"}],
+        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    checkpoints = Path(config.lakehouse.root) / "_checkpoints" / "train" / fingerprint
+    params["checkpoint_dir"] = str(checkpoints)
     mlflow.log_params({**params, "examples": converter.num_rows, "vocabulary": len(vocab), "trained_on": label,
                        "text_model": model_name})
     log.info("train on %s: %d examples, %d items, %d process(es)", label, converter.num_rows, len(vocab),
@@ -238,7 +246,18 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     )
     data = {"converter": converter.to_json(), "item_text": str(staging / "item_text.npy"),
             "log_q": str(staging / "log_q.npy")}
-    result = distributor.run(train_two_tower, data, str(staging / "out"), params)
+    try:
+        result = distributor.run(train_two_tower, data, str(staging / "out"), params)
+    except Exception as err:  # a rank died or raised: TorchDistributor reports its whole output
+        done = checkpoint_epoch(str(checkpoints))
+        reasons = rank_errors(str(staging / "out")) or [line for line in str(err).splitlines() if line.strip()][-1:]
+        raise TrainingFailedError(
+            f"training failed after {done} finished epoch(s) ({reasons[0][:300] if reasons else type(err).__name__}); "
+            + (f"re-run the train stage to resume from the checkpoint in {checkpoints}" if done else
+               "no epoch finished, so a re-run starts over")) from err
+    if result.get("resumed_from"):
+        mlflow.log_param("resumed_from_epoch", result["resumed_from"])
+        log.info("train: resumed after epoch %d from %s", result["resumed_from"], checkpoints)
     for epoch, (loss, speed) in enumerate(zip(result["loss"], result["examples_per_s"], strict=True), start=1):
         log_metrics({"loss": loss, "examples_per_s": speed}, step=epoch)
     _log_loss_curve(result["loss"])
@@ -259,6 +278,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     client.set_registered_model_alias(config.mlflow.registered_model, config.mlflow.candidate_alias, version)
     final = {"final_loss": result["loss"][-1], "examples": float(converter.num_rows), "vocabulary": float(len(vocab))}
     shutil.rmtree(staging, ignore_errors=True)
+    shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("train: registered %s version %s as @%s", config.mlflow.registered_model, version,
              config.mlflow.candidate_alias)
     return {"model_version": version, "loss": result["loss"], **final}

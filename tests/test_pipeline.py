@@ -249,3 +249,15 @@ def test_maintenance_compacts_and_vacuums(spark, nightly, capsys) -> None:
     ops = [r["operation"] for r in spark.sql("DESCRIBE HISTORY sparkrec.recommendations").collect()]
     assert "OPTIMIZE" in ops and "VACUUM END" in ops
     assert main(["rollback", "--table", "recommendations", "--to-version", "1", *cli_args]) == 2  # files vacuumed
+
+
+def test_a_failing_training_process_is_one_clear_error(spark, nightly) -> None:
+    import dataclasses
+
+    from sparkrec.models.training import TrainingFailedError
+
+    config, _, _ = nightly
+    impossible = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=10**7, epochs=1))
+    with pytest.raises(TrainingFailedError, match=r"training failed after 0 finished epoch\(s\) .*lower "
+                                                  r"train.batch_size.*no epoch finished, so a re-run starts over"):
+        stages.run_train(spark, impossible, DAY)

@@ -14,17 +14,51 @@ from pathlib import Path
 from typing import Any
 
 
+class TrainingFailedError(RuntimeError):
+    """A training process failed; the checkpoint of its last finished epoch (if any) is kept."""
+
+
+def checkpoint_epoch(checkpoint_dir: str) -> int:
+    """The last epoch saved under ``checkpoint_dir`` (0: none)."""
+    import torch
+
+    path = Path(checkpoint_dir) / "last.pt"
+    if not path.exists():
+        return 0
+    return int(torch.load(path, map_location="cpu", weights_only=False)["epoch"])
+
+
 def train_two_tower(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dict[str, Any]:
+    """``_train`` in one rank; an error is also written to ``<output_dir>/error-rank<N>.txt`` (TorchDistributor
+    reports only that a process failed), so the driver can say what went wrong."""
+    try:
+        return _train(data, output_dir, params)
+    except BaseException as err:
+        out = Path(output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / f"error-rank{os.environ.get('RANK', '0')}.txt").write_text(f"{type(err).__name__}: {err}")
+        raise
+
+
+def rank_errors(output_dir: str) -> list[str]:
+    """What the failed ranks wrote, rank order."""
+    return [p.read_text() for p in sorted(Path(output_dir).glob("error-rank*.txt"))]
+
+
+def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dict[str, Any]:
     """Train the two-tower model with DDP over gloo (CPU) or nccl (GPU).
 
     Args:
         data: ``converter`` (ParquetConverter JSON of the examples), ``item_text`` and ``log_q``
             (.npy paths: text vectors [V + 1, T] and log target frequency [V + 1] per item index).
         output_dir: where rank 0 writes ``weights.pt`` and ``history.json``.
-        params: model and optimiser settings (TrainConfig and ModelConfig fields).
+        params: model and optimiser settings (TrainConfig and ModelConfig fields); with
+            ``checkpoint_dir``, rank 0 writes ``last.pt`` (weights, optimiser, epoch, history) there after
+            every epoch, and a run that finds one resumes after its epoch (every rank loads it).
 
     Returns:
-        Per-epoch mean loss and examples/s (rank 0's view; losses are averaged over ranks).
+        Per-epoch mean loss and examples/s (rank 0's view; losses are averaged over ranks), and
+        ``resumed_from`` (the epoch a checkpoint gave, 0 for a fresh start).
     """
     import datetime
 
@@ -63,7 +97,17 @@ def train_two_tower(data: dict[str, Any], output_dir: str, params: dict[str, Any
         )
     epochs = int(params["epochs"])
     history: dict[str, list[float]] = {"loss": [], "examples_per_s": []}
-    for epoch in range(epochs):
+    checkpoint = Path(params["checkpoint_dir"]) / "last.pt" if params.get("checkpoint_dir") else None
+    start = 0
+    if checkpoint is not None and checkpoint.exists():
+        saved = torch.load(checkpoint, map_location=device, weights_only=False)
+        model.load_state_dict(saved["model"])
+        optimiser.load_state_dict(saved["optimiser"])
+        start, history = int(saved["epoch"]), saved["history"]
+        torch.set_rng_state(saved["rng"])  # dropout continues as if never interrupted
+        if rank == 0:
+            print(f"[train] resuming after epoch {start} from {checkpoint}", flush=True)
+    for epoch in range(start, epochs):
         loader.set_epoch(epoch)
         trained.train()
         started, total, steps = time.perf_counter(), 0.0, 0
@@ -90,6 +134,10 @@ def train_two_tower(data: dict[str, Any], output_dir: str, params: dict[str, Any
                 flush=True,
             )
             sys.stdout.flush()
+            if checkpoint is not None:
+                _save_checkpoint(checkpoint, {"epoch": epoch + 1, "model": model.state_dict(),
+                                              "optimiser": optimiser.state_dict(), "history": history,
+                                              "rng": torch.get_rng_state()})
     if rank == 0:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -98,4 +146,14 @@ def train_two_tower(data: dict[str, Any], output_dir: str, params: dict[str, Any
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return history
+    return {**history, "resumed_from": start}
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """Write atomically: a rank killed mid-write leaves the previous checkpoint intact."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(".partial")
+    torch.save(state, partial)
+    os.replace(partial, path)
