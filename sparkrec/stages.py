@@ -224,7 +224,12 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     staging = Path(config.lakehouse.root) / "_staging" / "train" / run_id
     staging.mkdir(parents=True, exist_ok=True)
     np.save(staging / "item_text.npy", text)
-    encoded = features.encode_examples(examples, vocab_df, config.train.model.history_length)
+    length = config.train.model.history_length
+    validation = None
+    if config.train.patience > 0:
+        examples, held_out = _validation_split(examples, config.train.validation_fraction)
+        validation = make_converter(features.encode_examples(held_out, vocab_df, length), str(staging / "validation"))
+    encoded = features.encode_examples(examples, vocab_df, length)
     np.save(staging / "log_q.npy", _log_target_frequency(encoded, len(vocab)))
     converter = make_converter(encoded, str(staging / "examples"))
     examples.unpersist()
@@ -236,7 +241,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     checkpoints = Path(config.lakehouse.root) / "_checkpoints" / "train" / fingerprint
     params["checkpoint_dir"] = str(checkpoints)
     mlflow.log_params({**params, "examples": converter.num_rows, "vocabulary": len(vocab), "trained_on": label,
-                       "text_model": model_name})
+                       "text_model": model_name, "validation_examples": validation.num_rows if validation else 0})
     log.info("train on %s: %d examples, %d items, %d process(es)", label, converter.num_rows, len(vocab),
              config.train.num_processes)
     distributor = TorchDistributor(
@@ -245,7 +250,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
         use_gpu=config.train.use_gpu,
     )
     data = {"converter": converter.to_json(), "item_text": str(staging / "item_text.npy"),
-            "log_q": str(staging / "log_q.npy")}
+            "log_q": str(staging / "log_q.npy"), "validation": validation.to_json() if validation else None}
     try:
         result = distributor.run(train_two_tower, data, str(staging / "out"), params)
     except Exception as err:  # a rank died or raised: TorchDistributor reports its whole output
@@ -259,8 +264,13 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
         mlflow.log_param("resumed_from_epoch", result["resumed_from"])
         log.info("train: resumed after epoch %d from %s", result["resumed_from"], checkpoints)
     for epoch, (loss, speed) in enumerate(zip(result["loss"], result["examples_per_s"], strict=True), start=1):
-        log_metrics({"loss": loss, "examples_per_s": speed}, step=epoch)
-    _log_loss_curve(result["loss"])
+        log_metrics({"loss": loss, "examples_per_s": speed,
+                     "examples_per_s_per_process": speed / config.train.num_processes}, step=epoch)
+    for epoch, val in enumerate(result.get("val_loss", []), start=1):
+        log_metrics({"val_loss": val}, step=epoch)
+    if result.get("best_epoch"):
+        mlflow.log_param("best_epoch", int(result["best_epoch"][0]))
+    _log_loss_curve(result["loss"], result.get("val_loss"))
     meta = {**dataclasses.asdict(config.train.model), "text_model": model_name, "trained_on": label}
     model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta)
     info = mlflow.pyfunc.log_model(
@@ -282,6 +292,15 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     log.info("train: registered %s version %s as @%s", config.mlflow.registered_model, version,
              config.mlflow.candidate_alias)
     return {"model_version": version, "loss": result["loss"], **final}
+
+
+def _validation_split(examples: DataFrame, fraction: float) -> tuple[DataFrame, DataFrame]:
+    """(train, validation): the latest ``fraction`` of the examples by event time are held out."""
+    if not 0 < fraction < 1:
+        raise ValueError(f"train.validation_fraction must be between 0 and 1, got {fraction}")
+    seconds = F.col("event_ts").cast("double")
+    cutoff = examples.select(seconds.alias("t")).approxQuantile("t", [1.0 - fraction], 0.001)[0]
+    return examples.where(seconds < cutoff), examples.where(seconds >= cutoff)
 
 
 def _log_target_frequency(encoded_df: DataFrame, vocabulary: int) -> np.ndarray:
@@ -310,7 +329,7 @@ def _model_requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("torch", "numpy", "pandas", "mlflow")]
 
 
-def _log_loss_curve(losses: list[float]) -> None:
+def _log_loss_curve(losses: list[float], val_losses: list[float] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -318,7 +337,10 @@ def _log_loss_curve(losses: list[float]) -> None:
     import mlflow
 
     fig, ax = plt.subplots(figsize=(5, 3))
-    ax.plot(range(1, len(losses) + 1), losses, marker="o")
+    ax.plot(range(1, len(losses) + 1), losses, marker="o", label="training")
+    if val_losses:
+        ax.plot(range(1, len(val_losses) + 1), val_losses, marker="s", label="validation")
+        ax.legend()
     ax.set_xlabel("epoch")
     ax.set_ylabel("in-batch softmax loss")
     ax.set_title("training loss")

@@ -261,3 +261,19 @@ def test_a_failing_training_process_is_one_clear_error(spark, nightly) -> None:
     with pytest.raises(TrainingFailedError, match=r"training failed after 0 finished epoch\(s\) .*lower "
                                                   r"train.batch_size.*no epoch finished, so a re-run starts over"):
         stages.run_train(spark, impossible, DAY)
+
+
+def test_train_stage_early_stopping_logs_validation_loss(spark, nightly) -> None:
+    import dataclasses
+
+    config, _, _ = nightly
+    stopping = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, epochs=3, patience=1, validation_fraction=0.2, num_processes=1))
+    result = stages.run_train(spark, stopping, DAY)
+    client = MlflowClient(config.mlflow.tracking_uri)
+    run = client.get_run(result["run_id"])
+    val = client.get_metric_history(result["run_id"], "val_loss")
+    assert 1 <= len(val) <= 3 and len(val) == len(client.get_metric_history(result["run_id"], "loss"))
+    assert int(run.data.params["best_epoch"]) == 1 + min(range(len(val)), key=lambda i: val[i].value)
+    assert int(run.data.params["validation_examples"]) > 0
+    assert not list((Path(config.lakehouse.root) / "_checkpoints" / "train").glob("*/last.pt"))  # cleaned up

@@ -58,3 +58,33 @@ def test_a_rerun_resumes_after_the_last_checkpointed_epoch(data, tmp_path: Path,
     assert resumed["loss"][2] == pytest.approx(straight["loss"][2], rel=1e-5)  # as if never interrupted
     a, b = torch.load(tmp_path / "straight" / "weights.pt"), torch.load(tmp_path / "resumed" / "weights.pt")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+@pytest.fixture(scope="module")
+def validation(spark, tmp_path_factory: pytest.TempPathFactory) -> str:
+    examples = spark.range(64).selectExpr(
+        f"CAST(id % {VOCAB - 1} + 2 AS long) AS target",
+        f"array(CAST(id % {VOCAB - 1} + 1 AS long), 0L, 0L, 0L) AS history")
+    return make_converter(examples, str(tmp_path_factory.mktemp("validation"))).to_json()
+
+
+def test_early_stopping_keeps_the_best_epoch(data, validation, tmp_path: Path, capsys) -> None:
+    import torch
+
+    # a learning rate this high overshoots: validation loss stops improving within a few epochs
+    params = {**PARAMS, "epochs": 30, "patience": 2, "learning_rate": 0.5}
+    got = train_two_tower({**data, "validation": validation}, str(tmp_path / "out"), params)
+    out = capsys.readouterr().out
+    best = int(got["best_epoch"][0])
+    assert "early stop" in out and len(got["loss"]) == best + 2 < 30
+    assert got["val_loss"][best - 1] == min(got["val_loss"])
+    # the saved weights are the best epoch's: a rerun capped at that epoch writes the same ones
+    again = train_two_tower({**data, "validation": validation}, str(tmp_path / "again"), {**params, "epochs": best})
+    assert again["loss"] == got["loss"][:best]
+    a, b = torch.load(tmp_path / "out" / "weights.pt"), torch.load(tmp_path / "again" / "weights.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_early_stopping_needs_validation_examples(data, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="early stopping needs validation examples"):
+        train_two_tower(data, str(tmp_path / "out"), {**PARAMS, "patience": 1})

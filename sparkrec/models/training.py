@@ -96,18 +96,25 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
             f"over {world} processes; lower train.batch_size"
         )
     epochs = int(params["epochs"])
+    patience = int(params.get("patience") or 0)
+    validation = _validation_loader(data, int(params["batch_size"]), rank, world) if patience > 0 else None
     history: dict[str, list[float]] = {"loss": [], "examples_per_s": []}
+    if validation is not None:
+        history["val_loss"] = []
+    best: dict[str, Any] = {"loss": float("inf"), "epoch": 0, "state": None}
     checkpoint = Path(params["checkpoint_dir"]) / "last.pt" if params.get("checkpoint_dir") else None
     start = 0
     if checkpoint is not None and checkpoint.exists():
         saved = torch.load(checkpoint, map_location=device, weights_only=False)
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
-        start, history = int(saved["epoch"]), saved["history"]
+        start, history, best = int(saved["epoch"]), saved["history"], saved["best"]
         torch.set_rng_state(saved["rng"])  # dropout continues as if never interrupted
         if rank == 0:
             print(f"[train] resuming after epoch {start} from {checkpoint}", flush=True)
     for epoch in range(start, epochs):
+        if validation is not None and best["state"] is not None and epoch - best["epoch"] >= patience:
+            break  # a resumed run that had already stopped
         loader.set_epoch(epoch)
         trained.train()
         started, total, steps = time.perf_counter(), 0.0, 0
@@ -127,17 +134,36 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
             stats[0] /= world  # mean loss; examples/s summed over ranks
         history["loss"].append(float(stats[0]))
         history["examples_per_s"].append(float(stats[1]))
+        note = ""
+        stop = False
+        if validation is not None:
+            # every rank gets the same mean, so every rank takes the same decision
+            val = _validation_loss(model, validation, params, log_q, device, world)
+            history["val_loss"].append(val)
+            if val < best["loss"]:
+                best = {"loss": val, "epoch": epoch + 1,
+                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            stop = epoch + 1 - best["epoch"] >= patience
+            note = f" val_loss {val:.4f} (best {best['loss']:.4f} at epoch {best['epoch']})"
         if rank == 0:
             print(
                 f"[train] epoch {epoch + 1}/{epochs} loss {stats[0]:.4f} "
-                f"{stats[1]:.0f} examples/s over {world} process(es)",
+                f"{stats[1]:.0f} examples/s over {world} process(es){note}",
                 flush=True,
             )
             sys.stdout.flush()
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, {"epoch": epoch + 1, "model": model.state_dict(),
                                               "optimiser": optimiser.state_dict(), "history": history,
-                                              "rng": torch.get_rng_state()})
+                                              "rng": torch.get_rng_state(), "best": best})
+        if stop:
+            if rank == 0:
+                print(f"[train] early stop: validation loss has not improved for {patience} epoch(s); "
+                      f"keeping epoch {best['epoch']}", flush=True)
+            break
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+        history["best_epoch"] = [float(best["epoch"])]
     if rank == 0:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -147,6 +173,41 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
         dist.barrier()
         dist.destroy_process_group()
     return {**history, "resumed_from": start}
+
+
+def _validation_loader(data: dict[str, Any], batch_size: int, rank: int, world: int) -> Any:
+    """This rank's shard of the validation examples, batches no larger than the shard allows."""
+    from sparkrec.loader import ParquetConverter
+
+    if not data.get("validation"):
+        raise ValueError("early stopping needs validation examples (data['validation'])")
+    converter = ParquetConverter.from_json(data["validation"])
+    per_rank = converter.num_rows // world
+    if per_rank < 2:
+        raise ValueError(f"{converter.num_rows} validation examples are too few for {world} process(es); "
+                         "raise train.validation_fraction or set train.patience: 0")
+    return converter.make_torch_dataloader(min(batch_size, per_rank), cur_shard=rank, shard_count=world, shuffle_seed=0)
+
+
+def _validation_loss(model: Any, loader: Any, params: dict[str, Any], log_q: Any, device: Any, world: int) -> float:
+    """Mean retrieval loss over the validation examples of every rank."""
+    import torch
+    import torch.distributed as dist
+
+    from sparkrec.models.two_tower import in_batch_softmax_loss
+
+    model.eval()
+    total, steps = 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            target = batch["target"].to(device)
+            users, items = model(batch["history"].to(device), target)
+            total += float(in_batch_softmax_loss(users, items, target, float(params["temperature"]), log_q[target]))
+            steps += 1
+    stats = torch.tensor([total, float(steps)], dtype=torch.float64)
+    if world > 1:
+        dist.all_reduce(stats)
+    return float(stats[0] / max(stats[1], 1.0))
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
