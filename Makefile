@@ -34,6 +34,7 @@ bench: setup
 	$(PY) bench/clean.py
 	$(PY) bench/embed.py
 	$(PY) bench/topk.py
+	$(PY) bench/train.py
 
 clean-lakehouse:
 	rm -rf lakehouse landing mlflow.db mlartifacts

@@ -291,7 +291,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("train: registered %s version %s as @%s", config.mlflow.registered_model, version,
              config.mlflow.candidate_alias)
-    return {"model_version": version, "loss": result["loss"], **final}
+    return {"model_version": version, "loss": result["loss"], "examples_per_s": result["examples_per_s"], **final}
 
 
 def _validation_split(examples: DataFrame, fraction: float) -> tuple[DataFrame, DataFrame]:
