@@ -1,0 +1,58 @@
+"""The model contract: shapes, the cold-item path, and serving items and users the model never saw."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sparkrec.models.packaging import load_model_dir, write_model_dir
+from sparkrec.models.scoring import TwoTowerScorer, UserBlock
+from sparkrec.models.two_tower import TwoTower
+
+V, T, D, L = 6, 5, 4, 3
+
+
+def model(seed: int = 0) -> TwoTower:
+    torch.manual_seed(seed)
+    text = torch.cat([torch.zeros(1, T), torch.randn(V, T)])
+    return TwoTower(text, D, L).eval()
+
+
+def test_shapes() -> None:
+    m = model()
+    users, items = m(torch.tensor([[1, 2, 0], [3, 0, 0]]), torch.tensor([4, 5]))
+    assert users.shape == (2, D) and items.shape == (2, D)
+    assert m.item_vectors(torch.tensor([[1, 2], [3, 4]])).shape == (2, 2, D)
+
+
+def test_same_seed_same_model() -> None:
+    a, b = model(3), model(3)
+    assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def test_a_cold_item_is_its_text_alone() -> None:
+    m = model()
+    text = torch.randn(2, T)
+    cold = m.items(torch.tensor([0, 0]), text)  # id 0: not in the vocabulary
+    assert torch.allclose(cold, m.items.text_projection(text), atol=1e-6)
+    assert not torch.allclose(cold[0], cold[1])  # different texts, different vectors
+
+
+def test_a_model_trained_days_ago_scores_new_items_and_new_users(tmp_path) -> None:
+    m = model()
+    weights = tmp_path / "weights.pt"
+    torch.save(m.state_dict(), weights)
+    vocab = [f"i{j}" for j in range(1, V + 1)]
+    meta = {"dim": D, "history_length": L, "temperature": 0.1, "dropout": 0.0, "text_model": "t"}
+    loaded = load_model_dir(write_model_dir(tmp_path / "model", weights, vocab, m.item_text.numpy(), meta))
+    catalogue = [*vocab, "new_a", "new_b"]  # two items launched after training
+    text = np.vstack([m.item_text.numpy()[1:], np.random.default_rng(0).standard_normal((2, T))]).astype(np.float32)
+    vectors = loaded.item_vectors(catalogue, text)
+    assert vectors.shape == (V + 2, D) and np.isfinite(vectors).all() and np.abs(vectors[V:]).sum() > 0
+    state = {k: v.numpy() for k, v in loaded.model.users.state_dict().items()}
+    scorer = TwoTowerScorer(vectors, state, D, L)
+    # a user whose whole history is new items, and a user with no usable history
+    block = UserBlock(["u_new", "u_old"], [np.array([V, V + 1]), np.array([0, 2])], [np.array([V]), np.array([0])])
+    scores = scorer.scores(block)
+    assert scores.shape == (2, V + 2) and np.isfinite(scores).all()
+    assert not np.allclose(scores[0], scores[1])
