@@ -13,6 +13,9 @@ items cross join):
    cap leaves fewer than k candidates, capped ones fill the list in score order, so every list has
    exactly min(k, allowed unseen items) distinct items.
 
+Every model row says why (``reason``): ``<model>:history=<item_id>``, the item of the user's history
+closest to the recommended one in the model's item space ("because you interacted with …").
+
 Users without history (no positive event on a catalogue item) get the items most popular among
 the day's active users in their segment — the category they interacted with most, else everybody —
 with ``reason`` ``fallback:popular_in_category`` or ``fallback:popular``; the cap and the masks
@@ -130,6 +133,11 @@ def recommend_block(frame: pd.DataFrame, scorer: Scorer, ranker: Ranker, rules: 
         rescored = np.asarray(ranker.rescore(block, candidates, scores), dtype=np.float64)
         picked, picked_scores, n = pick_lists(candidates, rescored, usable, rules)
         reason = scorer.name if isinstance(ranker, RetrievalRanker) else f"{scorer.name}+{ranker.name}"
+        vectors = getattr(scorer, "item_vectors", None)
+        if vectors is not None:
+            nearest = explain(np.asarray(vectors), picked, block.history)
+            reason = np.where(nearest >= 0, reason + ":history=" + items[np.maximum(nearest, 0)].astype(str),
+                              reason).astype(object)
         parts.append(ranked_frame(block.user_ids, picked, picked_scores, n, items, reason))
     if not has_history.all():
         parts.append(_fallback(_subset(users, ~has_history), rules, items))
@@ -155,6 +163,26 @@ def pick_lists(candidates: np.ndarray, scores: np.ndarray, usable: np.ndarray,
         picked[i, : len(chosen)] = candidates[i, chosen]
         picked_scores[i, : len(chosen)] = scores[i, chosen]
     return picked, picked_scores, lengths
+
+
+def explain(item_vectors: np.ndarray, picked: np.ndarray, history: list[np.ndarray]) -> np.ndarray:
+    """For each recommended item [B, k], the item of the user's history (item-matrix row) closest to it
+    in the model's item space (cosine): "because you interacted with …". -1 where there is no history."""
+    b, k = picked.shape
+    longest = max((len(h) for h in history), default=0)
+    if longest == 0 or k == 0:
+        return np.full((b, k), -1, dtype=np.int64)
+    norms = np.linalg.norm(item_vectors, axis=1, keepdims=True)
+    unit = item_vectors / np.where(norms > 0, norms, 1.0)
+    rows = np.zeros((b, longest), dtype=np.int64)
+    present = np.zeros((b, longest), dtype=bool)
+    for i, h in enumerate(history):
+        rows[i, : len(h)] = h
+        present[i, : len(h)] = True
+    similarity = np.einsum("bkd,bld->bkl", unit[picked], unit[rows])
+    similarity = np.where(present[:, None, :], similarity, -np.inf)
+    best = np.take_along_axis(rows[:, None, :].repeat(k, axis=1), similarity.argmax(axis=2)[..., None], axis=2)[..., 0]
+    return np.where(present.any(axis=1)[:, None], best, -1)
 
 
 def _pick_one(rows: np.ndarray, scores: np.ndarray, rules: ListRules, k: int) -> list[int]:

@@ -135,8 +135,9 @@ COLUMN_COMMENTS = {
                  "order, is the list when diversity re-ranking is on",
         "model_version": "registered model version that produced the list",
         "run_id": "MLflow run of the recommend stage",
-        "reason": "source of the row: the model name, or fallback:popular_in_category / fallback:popular for "
-                  "users without history",
+        "reason": "why: <model>:history=<item_id> (the user's history item closest to this one in the model's "
+                  "item space), or fallback:popular_in_category / fallback:popular for users without history; "
+                  "the part before ':' is the source",
         "generated_at": "UTC time the row was written",
     },
 }

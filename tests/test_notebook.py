@@ -65,7 +65,7 @@ def test_explore_recommendations_notebook_runs(workspace) -> None:
     env, root, _ = workspace
     outputs = execute("02_explore_recommendations.ipynb", env, root)
     assert "day 2010-12-03, user " in text(outputs[4])
-    assert "event_type" in text(outputs[6]) and "rank" in text(outputs[7]) and "reason" in text(outputs[7])
+    assert "event_type" in text(outputs[6]) and "because_of" in text(outputs[7]) and "history=" in text(outputs[7])
     assert "two_tower" in text(outputs[9])
     assert images(outputs) >= 1
     assert "rows at version" in text(outputs[14])

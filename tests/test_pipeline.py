@@ -152,8 +152,17 @@ def test_recommendations_table_contract(spark, nightly) -> None:
     latest = spark.sql("SELECT DISTINCT ds FROM sparkrec.recommendations_latest").collect()
     assert [str(r["ds"]) for r in latest] == [DAY]
     recs = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
-    reasons = {r["reason"] for r in recs.select("reason").distinct().collect()}
-    assert "two_tower" in reasons and reasons <= {"two_tower", FALLBACK_CATEGORY, FALLBACK_GLOBAL}
+    sources = {r[0] for r in recs.select(F.split("reason", ":")[0]).distinct().collect()}
+    assert sources == {"two_tower", "fallback"}
+    assert {r[0] for r in recs.where(F.col("reason").startswith("fallback:")).select("reason").distinct().collect()} <= {
+        FALLBACK_CATEGORY, FALLBACK_GLOBAL}
+    # a model row names the history item that explains it: one the user interacted with positively
+    explained = recs.where(F.col("reason").startswith("two_tower:history=")).select(
+        "user_id", F.substring_index("reason", "=", -1).alias("item_id"))
+    assert explained.count() == recs.where(F.col("reason").startswith("two_tower")).count()
+    positives = read_table(spark, config, "interactions").where(
+        (F.col("event_date") <= F.lit(DAY)) & (F.col("weight") > 0)).select("user_id", "item_id").distinct()
+    assert explained.join(positives, ["user_id", "item_id"], "left_anti").count() == 0
     # the fallback flag marks exactly the users without a positive event on a catalogue item
     interactions = read_table(spark, config, "interactions").where(F.col("event_date") <= F.lit(DAY))
     with_history = interactions.where(F.col("weight") > 0).select("user_id").distinct()

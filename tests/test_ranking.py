@@ -70,6 +70,16 @@ def test_candidates_from_the_chunked_dot_product_path_are_ranked_by_score() -> N
     out = recommend_block(frame(("u1", [5], [5])), DotScorer(vectors), RetrievalRanker(), rules(k=2), ITEMS)
     assert lists(out) == {"u1": ["i7", "i6"]}
     assert out["score"].is_monotonic_decreasing
+    assert set(out["reason"]) == {"dot:history=i5"}  # the only history item explains both
+
+
+def test_each_recommendation_is_explained_by_the_closest_history_item() -> None:
+    from sparkrec.ranking import explain
+
+    vectors = np.array([[1, 0], [0, 1], [1, 0.1], [0.1, 1], [1, 1]], dtype=np.float32)
+    picked = np.array([[2, 3], [4, 2]])
+    got = explain(vectors, picked, [np.array([0, 1]), np.array([], dtype=np.int64)])
+    assert got.tolist() == [[0, 1], [-1, -1]]  # item 2 is like item 0, item 3 like item 1; no history: none
 
 
 def test_the_ranking_step_reorders_the_candidates() -> None:

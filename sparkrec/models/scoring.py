@@ -294,7 +294,8 @@ def dot_top_indices(users: np.ndarray, items: np.ndarray, allowed: np.ndarray, s
 
 def ranked_frame(user_ids: list[str], top: np.ndarray, scores: np.ndarray, usable: np.ndarray, items: np.ndarray,
                  reason: str | np.ndarray) -> pd.DataFrame:
-    """``user_id, rank, item_id, score, reason`` rows of the first ``usable`` columns of each row."""
+    """``user_id, rank, item_id, score, reason`` rows of the first ``usable`` columns of each row;
+    ``reason`` is one string, one per user [B] or one per row and rank [B, k]."""
     keep = np.arange(top.shape[1])[None, :] < np.minimum(usable, top.shape[1])[:, None]
     rows, cols = np.nonzero(keep)
     reasons = np.asarray(reason, dtype=object)
@@ -303,7 +304,8 @@ def ranked_frame(user_ids: list[str], top: np.ndarray, scores: np.ndarray, usabl
         "rank": (cols + 1).astype(np.int32),
         "item_id": items[top[rows, cols]],
         "score": scores[rows, cols].astype(np.float64),
-        "reason": reasons[rows] if reasons.ndim else np.full(len(rows), reason, dtype=object),
+        "reason": (reasons[rows, cols] if reasons.ndim == 2 else reasons[rows] if reasons.ndim
+                   else np.full(len(rows), reason, dtype=object)),
     })
 
 
