@@ -122,7 +122,8 @@ def test_planted_clusters_are_learned_far_above_popularity(spark, tmp_path: Path
     test_history, test_target = draw(500)
     with torch.no_grad():
         items = model.item_vectors(torch.arange(1, vocab + 1))
-        users = model.users(model.item_vectors(torch.from_numpy(test_history)), torch.ones(500, length, dtype=torch.bool))
+        mask = torch.ones(500, length, dtype=torch.bool)
+        users = model.users(model.item_vectors(torch.from_numpy(test_history)), mask)
         scores = (users @ items.T).numpy()
     popular = np.tile(counts, (500, 1))
     hits = {}
