@@ -93,6 +93,23 @@ class RetrievalRanker:
 RANKERS = {"retrieval": RetrievalRanker}
 
 
+def check_settings(k: int, candidates: int, max_per_category: int, mmr_lambda: float, fallback_segment: str) -> None:
+    """Fail before any work on settings the rules cannot use (the ``recommend.*`` keys)."""
+    problems = []
+    if k < 1:
+        problems.append(f"recommend.k must be at least 1, got {k}")
+    if candidates < 1:
+        problems.append(f"recommend.candidates must be at least 1, got {candidates}")
+    if max_per_category < 0:
+        problems.append(f"recommend.max_per_category must be 0 (no cap) or more, got {max_per_category}")
+    if not 0.0 <= mmr_lambda <= 1.0:
+        problems.append(f"recommend.mmr_lambda must be between 0 and 1, got {mmr_lambda}")
+    if fallback_segment not in SEGMENTS:
+        problems.append(f"recommend.fallback_segment must be one of {', '.join(SEGMENTS)}, got {fallback_segment!r}")
+    if problems:
+        raise ValueError("; ".join(problems))
+
+
 def make_ranker(name: str) -> Ranker:
     if name not in RANKERS:
         raise ValueError(f"recommend.ranker must be one of {', '.join(RANKERS)}, got {name!r}")

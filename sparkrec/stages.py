@@ -399,6 +399,7 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
 
     check_date(day)
     rc = config.recommend
+    ranking.check_settings(rc.k, rc.candidates, rc.max_per_category, rc.mmr_lambda, rc.fallback_segment)
     ranker = ranking.make_ranker(rc.ranker)
     versions = {t: tables.table_version(spark, config, t) for t in (INTERACTIONS, ITEMS, ITEM_EMBEDDINGS)}
     with stage_run(config, "recommend", day, versions) as run_id:
