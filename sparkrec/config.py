@@ -177,6 +177,8 @@ class ModelConfig:
     temperature: float = 0.1
     # Dropout on the fused item vectors during training.
     dropout: float = 0.1
+    # Fuse the items' category tokens and price bucket into the item tower (when the catalogue has them).
+    attributes: bool = True
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ class Catalog:
     eligible: np.ndarray  # bool [n]: active and not out of stock
     index_df: DataFrame  # item_id, row
     categories: list[str | None] | None = None  # per row, when read from the items table
+    prices: list[float | None] | None = None  # per row, when read from the items table
     has_in_stock: bool = True  # false: no item has an in_stock field (the rule is skipped)
 
     @property

@@ -224,6 +224,9 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     staging = Path(config.lakehouse.root) / "_staging" / "train" / run_id
     staging.mkdir(parents=True, exist_ok=True)
     np.save(staging / "item_text.npy", text)
+    spec, item_attrs = _item_attributes(spark, config, vocab)
+    if item_attrs is not None:
+        np.save(staging / "item_attrs.npy", item_attrs)
     length = config.train.model.history_length
     validation = None
     if config.train.patience > 0:
@@ -250,7 +253,9 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
         use_gpu=config.train.use_gpu,
     )
     data = {"converter": converter.to_json(), "item_text": str(staging / "item_text.npy"),
-            "log_q": str(staging / "log_q.npy"), "validation": validation.to_json() if validation else None}
+            "log_q": str(staging / "log_q.npy"), "validation": validation.to_json() if validation else None,
+            "item_attrs": str(staging / "item_attrs.npy") if item_attrs is not None else None,
+            "attr_codes": spec.size if item_attrs is not None else 0}
     try:
         result = distributor.run(train_two_tower, data, str(staging / "out"), params)
     except Exception as err:  # a rank died or raised: TorchDistributor reports its whole output
@@ -271,8 +276,9 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     if result.get("best_epoch"):
         mlflow.log_param("best_epoch", int(result["best_epoch"][0]))
     _log_loss_curve(result["loss"], result.get("val_loss"))
-    meta = {**dataclasses.asdict(config.train.model), "text_model": model_name, "trained_on": label}
-    model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta)
+    meta = {**dataclasses.asdict(config.train.model), "text_model": model_name, "trained_on": label,
+            "attributes": spec.to_dict() if item_attrs is not None else None}
+    model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta, item_attrs)
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=TwoTowerPyfunc(),
@@ -292,6 +298,22 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     log.info("train: registered %s version %s as @%s", config.mlflow.registered_model, version,
              config.mlflow.candidate_alias)
     return {"model_version": version, "loss": result["loss"], "examples_per_s": result["examples_per_s"], **final}
+
+
+def _item_attributes(spark: SparkSession, config: Config, vocab: list[str]) -> tuple[Any, np.ndarray | None]:
+    """The attribute vocabulary of the training items and their codes [V + 1, A] (row 0 zeros); no
+    codes when the catalogue has no categories or prices, or ``train.model.attributes`` is off."""
+    from sparkrec.models.attributes import encode, fit_spec
+
+    rows = dict((r["item_id"], (r["category"], r["price"])) for r in
+                tables.read_table(spark, config, ITEMS).select("item_id", "category", "price").collect())
+    categories = [rows.get(i, (None, None))[0] for i in vocab]
+    prices = [rows.get(i, (None, None))[1] for i in vocab]
+    spec = fit_spec(categories, prices)
+    if spec.empty or not config.train.model.attributes:
+        return spec, None
+    codes = encode(spec, categories, prices)
+    return spec, np.vstack([np.zeros((1, codes.shape[1]), dtype=np.int64), codes])
 
 
 def _validation_split(examples: DataFrame, fraction: float) -> tuple[DataFrame, DataFrame]:
@@ -353,13 +375,13 @@ def _log_loss_curve(losses: list[float], val_losses: list[float] | None = None) 
 def item_catalog(spark: SparkSession, config: Config) -> Catalog:
     """Every item of the ``items`` table in id order, with its eligibility (active, not out of stock)
     and category."""
-    rows = (tables.read_table(spark, config, ITEMS).select("item_id", "active", "in_stock", "category")
+    rows = (tables.read_table(spark, config, ITEMS).select("item_id", "active", "in_stock", "category", "price")
             .orderBy("item_id").collect())
     item_ids = [r["item_id"] for r in rows]
     eligible = np.array([bool(r["active"]) and r["in_stock"] is not False for r in rows], dtype=bool)
     index_df = spark.createDataFrame([(item, i) for i, item in enumerate(item_ids)], "item_id string, row int")
     return Catalog(item_ids, eligible, index_df, categories=[r["category"] for r in rows],
-                   has_in_stock=any(r["in_stock"] is not None for r in rows))
+                   prices=[r["price"] for r in rows], has_in_stock=any(r["in_stock"] is not None for r in rows))
 
 
 def _text_vectors(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog) -> np.ndarray:
@@ -378,7 +400,10 @@ def two_tower_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: 
     from sparkrec.models.scoring import TwoTowerScorer
 
     text = _text_vectors(spark, config, loaded, catalog) if text is None else text
-    vectors = loaded.item_vectors(catalog.item_ids, text)
+    attrs = None
+    if catalog.categories is not None and catalog.prices is not None:
+        attrs = loaded.attribute_codes(catalog.categories, catalog.prices)
+    vectors = loaded.item_vectors(catalog.item_ids, text, attrs)
     state = {k: v.detach().numpy() for k, v in loaded.model.users.state_dict().items()}
     return TwoTowerScorer(vectors, state, int(loaded.meta["dim"]), int(loaded.meta["history_length"]))
 

@@ -56,3 +56,25 @@ def test_a_model_trained_days_ago_scores_new_items_and_new_users(tmp_path) -> No
     scores = scorer.scores(block)
     assert scores.shape == (2, V + 2) and np.isfinite(scores).all()
     assert not np.allclose(scores[0], scores[1])
+
+
+def test_attributes_are_coded_with_the_training_vocabulary_and_fused() -> None:
+    from sparkrec.models.attributes import MAX_CATEGORIES, AttributeSpec, encode, fit_spec
+
+    spec = fit_spec(["Action, Comedy", "Comedy", None, "Drama"] * 3, [1.0, 2.0, None, 40.0] * 3)
+    assert spec.categories == ("Action", "Comedy", "Drama") and spec.price_edges
+    assert AttributeSpec.from_dict(spec.to_dict()) == spec
+    codes = encode(spec, ["Comedy, Action", "Western", None], [40.0, None, 1.0])
+    assert codes.shape == (3, MAX_CATEGORIES + 1)
+    assert codes[0, :2].tolist() == [2, 1] and codes[1].tolist() == [0] * (MAX_CATEGORIES + 1)  # unknown: none
+    assert codes[0, -1] > codes[2, -1] > 0  # a dearer item gets a higher price bucket
+
+    torch.manual_seed(0)
+    attrs = torch.from_numpy(np.vstack([np.zeros((1, codes.shape[1]), dtype=np.int64), encode(
+        spec, ["Action", "Comedy", None, "Drama", "Action", "Comedy"], [1.0, 2.0, None, 40.0, 1.0, 2.0])]))
+    m = TwoTower(torch.cat([torch.zeros(1, T), torch.randn(V, T)]), D, L, item_attrs=attrs, attr_codes=spec.size).eval()
+    text = torch.randn(2, T)
+    with_attrs = m.items(torch.tensor([0, 0]), text, torch.from_numpy(codes[[0, 1]]))
+    assert not torch.allclose(with_attrs[0], m.items.text_projection(text[0]), atol=1e-4)  # attributes count
+    assert torch.allclose(with_attrs[1], m.items.text_projection(text[1]), atol=1e-6)  # none known: text alone
+    assert m.item_vectors(torch.tensor([[1, 2], [3, 0]])).shape == (2, 2, D)

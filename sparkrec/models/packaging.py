@@ -17,6 +17,7 @@ import pandas as pd
 META = "model.json"
 WEIGHTS = "weights.pt"
 ITEM_TEXT = "item_text.npy"
+ITEM_ATTRS = "item_attrs.npy"
 
 
 @dataclass
@@ -31,22 +32,34 @@ class LoadedTwoTower:
     def index(self) -> dict[str, int]:
         return {item: i + 1 for i, item in enumerate(self.item_ids)}
 
-    def item_vectors(self, item_ids: list[str], text: np.ndarray) -> np.ndarray:
-        """Vectors [n, D] for any items: vocabulary items use their ID, all use their text."""
+    def item_vectors(self, item_ids: list[str], text: np.ndarray, attrs: np.ndarray | None = None) -> np.ndarray:
+        """Vectors [n, D] for any items: vocabulary items use their ID, all use their text and (for a
+        model trained with them) their attribute codes (``attribute_codes``)."""
         import torch
 
         index = self.index
         ids = torch.tensor([index.get(i, 0) for i in item_ids], dtype=torch.long)
+        codes = None if attrs is None or self.model.item_attrs is None else torch.from_numpy(np.asarray(attrs))
         with torch.inference_mode():
-            return self.model.items(ids, torch.from_numpy(np.asarray(text, dtype=np.float32))).numpy()
+            return self.model.items(ids, torch.from_numpy(np.asarray(text, dtype=np.float32)), codes).numpy()
+
+    def attribute_codes(self, categories: list[str | None], prices: list[float | None]) -> np.ndarray | None:
+        """Attribute codes of any items with the vocabulary the model was trained with (None: no attributes)."""
+        from sparkrec.models.attributes import AttributeSpec, encode
+
+        if self.model.item_attrs is None:
+            return None
+        return encode(AttributeSpec.from_dict(self.meta.get("attributes")), categories, prices)
 
 
 def write_model_dir(path: str | Path, weights: str | Path, item_ids: list[str], item_text: np.ndarray,
-                    meta: dict[str, Any]) -> Path:
+                    meta: dict[str, Any], item_attrs: np.ndarray | None = None) -> Path:
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     (out / WEIGHTS).write_bytes(Path(weights).read_bytes())
     np.save(out / ITEM_TEXT, item_text.astype(np.float32))
+    if item_attrs is not None:
+        np.save(out / ITEM_ATTRS, item_attrs.astype(np.int64))
     (out / META).write_text(json.dumps({**meta, "item_ids": item_ids}))
     return out
 
@@ -58,8 +71,12 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
 
     folder = Path(path)
     meta = json.loads((folder / META).read_text())
+    from sparkrec.models.attributes import AttributeSpec
+
     item_text = torch.from_numpy(np.load(folder / ITEM_TEXT))
-    model = TwoTower(item_text, int(meta["dim"]), int(meta["history_length"]))
+    attrs = torch.from_numpy(np.load(folder / ITEM_ATTRS)) if (folder / ITEM_ATTRS).exists() else None
+    codes = AttributeSpec.from_dict(meta.get("attributes")).size if attrs is not None else 0
+    model = TwoTower(item_text, int(meta["dim"]), int(meta["history_length"]), item_attrs=attrs, attr_codes=codes)
     model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
     model.eval()
     item_ids = meta.pop("item_ids")

@@ -11,28 +11,42 @@ from torch import nn
 
 
 class ItemTower(nn.Module):
-    """ID embedding and projected BERT text vector fused by a learned attention gate.
+    """ID embedding, projected BERT text vector and (when the catalogue has them) categorical
+    attributes — category tokens, price bucket (``sparkrec.models.attributes``) — fused by a learned
+    attention gate.
 
-    An item outside the vocabulary (id 0) has no ID signal, so the gate gives all weight to its
-    text: cold items still get a vector.
+    An item outside the vocabulary (id 0) has no ID signal and an item without attributes no
+    attribute signal; the gate gives their weight to what is left: cold items still get a vector.
     """
 
-    def __init__(self, num_items: int, text_dim: int, dim: int, dropout: float = 0.0) -> None:
+    def __init__(self, num_items: int, text_dim: int, dim: int, dropout: float = 0.0, attr_codes: int = 0) -> None:
         super().__init__()
         self.id_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
         nn.init.normal_(self.id_embedding.weight, std=0.05)
         self.text_projection = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, dim))
-        self.gate = nn.Linear(2 * dim, 2)
+        self.attr_embedding = None
+        if attr_codes > 1:
+            self.attr_embedding = nn.Embedding(attr_codes, dim, padding_idx=0)
+            nn.init.normal_(self.attr_embedding.weight, std=0.05)
+        sources = 3 if self.attr_embedding is not None else 2
+        self.gate = nn.Linear(sources * dim, sources)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, ids: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """ids [...]; text [..., T] -> item vectors [..., D]."""
+    def forward(self, ids: torch.Tensor, text: torch.Tensor, attrs: torch.Tensor | None = None) -> torch.Tensor:
+        """ids [...]; text [..., T]; attrs [..., A] codes (0 = none) -> item vectors [..., D]."""
         id_vec = self.id_embedding(ids)
         text_vec = self.text_projection(text)
-        logits = self.gate(torch.cat([id_vec, text_vec], dim=-1))
-        logits = logits.masked_fill(torch.stack([ids == 0, torch.zeros_like(ids, dtype=torch.bool)], -1), -1e4)
+        sources, absent = [id_vec, text_vec], [ids == 0, torch.zeros_like(ids, dtype=torch.bool)]
+        if self.attr_embedding is not None:
+            if attrs is None:
+                attrs = torch.zeros((*ids.shape, 1), dtype=torch.long, device=ids.device)
+            present = (attrs > 0).unsqueeze(-1)
+            attr_vec = (self.attr_embedding(attrs) * present).sum(-2) / present.sum(-2).clamp(min=1)
+            sources.append(attr_vec)
+            absent.append(~present.any(-2).squeeze(-1))
+        logits = self.gate(torch.cat(sources, dim=-1)).masked_fill(torch.stack(absent, -1), -1e4)
         weights = torch.softmax(logits, dim=-1)
-        fused = weights[..., :1] * id_vec + weights[..., 1:] * text_vec
+        fused = sum(weights[..., i : i + 1] * v for i, v in enumerate(sources))
         return self.dropout(fused)
 
 
@@ -59,19 +73,23 @@ class UserTower(nn.Module):
 class TwoTower(nn.Module):
     """Retrieval by dot product between the user tower and the item tower.
 
-    ``item_text`` [V + 1, T] is a fixed buffer of the vocabulary's BERT vectors (row 0 zeros).
+    ``item_text`` [V + 1, T] is a fixed buffer of the vocabulary's BERT vectors (row 0 zeros);
+    ``item_attrs`` [V + 1, A] its attribute codes, ``attr_codes`` how many codes exist.
     """
 
-    def __init__(self, item_text: torch.Tensor, dim: int, history_length: int, dropout: float = 0.0) -> None:
+    def __init__(self, item_text: torch.Tensor, dim: int, history_length: int, dropout: float = 0.0,
+                 item_attrs: torch.Tensor | None = None, attr_codes: int = 0) -> None:
         super().__init__()
         num_items, text_dim = item_text.shape[0] - 1, item_text.shape[1]
         self.register_buffer("item_text", item_text.float())
-        self.items = ItemTower(num_items, text_dim, dim, dropout)
+        with_attrs = item_attrs is not None and attr_codes > 1
+        self.register_buffer("item_attrs", item_attrs.long() if with_attrs else None)
+        self.items = ItemTower(num_items, text_dim, dim, dropout, attr_codes if self.item_attrs is not None else 0)
         self.users = UserTower(dim, history_length)
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [...] of vocabulary items -> [..., D]."""
-        return self.items(ids, self.item_text[ids])
+        return self.items(ids, self.item_text[ids], None if self.item_attrs is None else self.item_attrs[ids])
 
     def forward(self, history: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """history [B, L] ids, target [B] ids -> (users [B, D], items [B, D])."""
