@@ -22,10 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import PeakMemory, machine, write_report  # noqa: E402
+from common import PeakMemory, machine, scratch_config, write_report  # noqa: E402
 
 from sparkrec import stages  # noqa: E402
-from sparkrec.config import load_config  # noqa: E402
 from sparkrec.session import build_session  # noqa: E402
 from sparkrec.synthetic import DirtRates, synthetic_events, synthetic_items, write_landing_day  # noqa: E402
 
@@ -40,9 +39,7 @@ def main() -> int:
     parser.add_argument("--workdir", help="scratch folder (default: a temporary one)")
     args = parser.parse_args()
     work = Path(args.workdir or tempfile.mkdtemp(prefix="sparkrec-bench-"))
-    config = load_config(None, [f"lakehouse.root={work / 'lakehouse'}", f"landing.root={work / 'landing'}",
-                                f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
-                                f"mlflow.artifact_location={work / 'mlartifacts'}", "spark.show_progress=false"])
+    config = scratch_config(work)
     spark = build_session(config)
     results = []
     for rows in [int(r) for r in args.rows.split(",")]:

@@ -32,9 +32,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import PeakMemory, machine, write_report  # noqa: E402
+from common import PeakMemory, machine, scratch_config, write_report  # noqa: E402
 
-from sparkrec.config import load_config  # noqa: E402
 from sparkrec.session import build_session  # noqa: E402
 
 INTERACTIONS_PER_USER = 20
@@ -157,9 +156,7 @@ def main() -> int:
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "topk.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sparkrec-bench-topk-"))
-    config = load_config(None, [f"lakehouse.root={work / 'lakehouse'}",
-                                f"mlflow.tracking_uri=sqlite:///{work / 'm.db'}",
-                                "spark.show_progress=false"])
+    config = scratch_config(work)
     block_size = args.block_size or config.recommend.block_size
     spark = build_session(config)
     spark.sparkContext.setCheckpointDir(str(work / "checkpoints"))

@@ -22,11 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import machine, write_report  # noqa: E402
+from common import machine, scratch_config, write_report  # noqa: E402
 
 from sparkrec import stages  # noqa: E402
 from sparkrec.adapters.online_retail import import_online_retail  # noqa: E402
-from sparkrec.config import load_config, with_values  # noqa: E402
+from sparkrec.config import with_values  # noqa: E402
 from sparkrec.landing import landing_days  # noqa: E402
 from sparkrec.session import build_session  # noqa: E402
 
@@ -40,10 +40,7 @@ def main() -> int:
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "train.json"))
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="sparkrec-bench-train-"))
-    config = load_config(None, [f"lakehouse.root={work / 'lakehouse'}", f"landing.root={work / 'landing'}",
-                                f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
-                                f"mlflow.artifact_location={work / 'mlartifacts'}", "spark.show_progress=false",
-                                f"train.epochs={args.epochs}"])
+    config = scratch_config(work, f"train.epochs={args.epochs}")
     spark = build_session(config)
     import_online_retail(SAMPLE, config.landing.root)
     days = landing_days(config, "events")

@@ -436,8 +436,9 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
         catalog = item_catalog(spark, config)
         interactions = features.filter_until(tables.read_table(spark, config, INTERACTIONS), day)
         active = features.active_users(interactions, day, rc.active_days).cache()
+        n_active = active.count()
         text = _text_vectors(spark, config, loaded, catalog)
-        rules = _list_rules(config, catalog, interactions, active, text, day)
+        rules = _list_rules(config, catalog, interactions, active, n_active, text, day)
         histories = _recommend_histories(interactions, active, config, day)
         recs = ranking.recommend(to_matrix_rows(histories, catalog.index_df),
                                  two_tower_scorer(spark, config, loaded, catalog, text), ranker, rules,
@@ -450,7 +451,7 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
         try:
             stats = publish.list_stats(out)
             previous_day, previous_rows = _previous_day(spark, config, day)
-            gate = publish.check(stats, active.count(), previous_rows, rc.gate)
+            gate = publish.check(stats, n_active, previous_rows, rc.gate)
             fallback = out.where(F.col("reason").startswith("fallback:")).select("user_id").distinct().count()
             items = out.select("item_id").distinct().count()
             metrics = {"users": stats["users"], "rows": stats["rows"], "fallback_users": float(fallback),
@@ -494,8 +495,8 @@ def _recommend_histories(interactions: DataFrame, active: DataFrame, config: Con
         "user_id", "history", F.coalesce("recent_seen", F.array().cast("array<string>")).alias("seen"))
 
 
-def _list_rules(config: Config, catalog: Catalog, interactions: DataFrame, active: DataFrame, text: np.ndarray,
-                day: str) -> Any:
+def _list_rules(config: Config, catalog: Catalog, interactions: DataFrame, active: DataFrame, n_active: int,
+                text: np.ndarray, day: str) -> Any:
     """The business rules as arrays over the catalogue; a rule whose catalogue field is absent is
     skipped, and the log says so."""
     from sparkrec.ranking import ListRules, category_codes
@@ -523,9 +524,8 @@ def _list_rules(config: Config, catalog: Catalog, interactions: DataFrame, activ
     counts = (people.join(active, "user_id").groupBy("item_id").agg(F.countDistinct("user_id").alias("n"))
               .join(catalog.index_df, "item_id").select("row", "n").collect())
     popularity = np.zeros(catalog.size, dtype=np.float64)
-    n_active = max(1, active.count())
     for r in counts:
-        popularity[r["row"]] = r["n"] / n_active
+        popularity[r["row"]] = r["n"] / max(1, n_active)
     return ListRules(k=rc.k, candidates=rc.candidates, allowed=allowed, popularity=popularity, categories=categories,
                      max_per_category=rc.max_per_category, item_vectors=vectors, mmr_lambda=rc.mmr_lambda,
                      fallback_segment=rc.fallback_segment)
