@@ -97,10 +97,12 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from sparkrec.publish import PublishGateError
     from sparkrec.registry import ModelMissingError
     from sparkrec.schemas import SchemaError
+    from sparkrec.session import DeltaJarsMissingError
     from sparkrec.tables import TableMissingError
 
     return (ConfigError, LandingMissingError, LandingFormatError, ModelMissingError, TableMissingError, ReconciliationError,
-            ModelNotFoundError, SchemaError, PublishGateError, TrainingFailedError, ValueError, FileNotFoundError)
+            ModelNotFoundError, SchemaError, PublishGateError, TrainingFailedError, DeltaJarsMissingError, ValueError,
+            FileNotFoundError)
 
 
 _USER_ERRORS = _user_errors()

@@ -29,7 +29,8 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SparkConfig:
-    # Spark master URL: local[*] for the embedded default, spark://host:7077, yarn, k8s://...
+    # Spark master URL: local[*] for the embedded default, spark://host:7077, yarn, k8s://...;
+    # empty: leave it to the environment. Under spark-submit, --master decides and this is not used.
     master: str = "local[*]"
     # Application name shown in the Spark UI and logs.
     app_name: str = "sparkrec"
@@ -165,6 +166,10 @@ class TrainConfig:
     # weights (0: no early stopping, every example trains).
     patience: int = 0
     validation_fraction: float = 0.1
+    # Folder for the training examples (Parquet), the model staging and the per-epoch checkpoints. Every
+    # training process reads and writes it as a file system, so on a cluster it must be a path all
+    # nodes mount (NFS, /dbfs, /Volumes); empty: <lakehouse.root> (fine locally and on shared disks).
+    shared_root: str = ""
 
 
 @dataclass(frozen=True)
@@ -283,6 +288,15 @@ class Config:
         """Path of a Delta table under the lakehouse root."""
         return f"{self.lakehouse.root.rstrip('/')}/{table}"
 
+    def shared_path(self, *parts: str) -> Path:
+        """A folder every training process reaches: under ``train.shared_root`` or the lakehouse root."""
+        root = self.train.shared_root or self.lakehouse.root
+        root = root.removeprefix("file://") if root.startswith("file:///") else root
+        if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", root):
+            raise ConfigError(f"training needs a file-system path every node mounts, not {root!r}: "
+                              "set train.shared_root (e.g. an NFS, /dbfs or /Volumes path)")
+        return Path(root).joinpath(*parts)
+
     @property
     def eval_k(self) -> int:
         return self.evaluate.k or self.recommend.k
@@ -301,17 +315,35 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     Raises:
         ConfigError: unknown keys, values of the wrong type, or a missing file.
     """
-    conf_path = Path(path) if path else DEFAULT_CONF
-    if not conf_path.exists():
-        raise ConfigError(f"config file not found: {conf_path}")
-    raw = yaml.safe_load(conf_path.read_text()) or {}
-    if not isinstance(raw, dict):
-        raise ConfigError(f"config file {conf_path} must hold a mapping, got {type(raw).__name__}")
+    raw = _read_yaml(Path(path) if path else DEFAULT_CONF, ())
     for item in overrides or []:
         _apply_override(raw, item)
     raw = _expand_env(raw)
     config = _build(Config, raw, "")
     return _resolve_paths(config)
+
+
+def _read_yaml(conf_path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
+    """The file's mapping; with ``extends: other.yaml`` (relative to the file), merged over that file's."""
+    if not conf_path.exists():
+        raise ConfigError(f"config file not found: {conf_path}")
+    raw = yaml.safe_load(conf_path.read_text()) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {conf_path} must hold a mapping, got {type(raw).__name__}")
+    base = raw.pop("extends", None)
+    if base is None:
+        return raw
+    base_path = (conf_path.parent / str(base)).resolve()
+    if base_path in seen or base_path == conf_path.resolve():
+        raise ConfigError(f"config files extend each other in a loop: {conf_path} -> {base_path}")
+    return _merged(_read_yaml(base_path, (*seen, conf_path.resolve())), raw)
+
+
+def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
 
 
 def with_values(config: Config, values: dict[str, Any]) -> Config:
@@ -439,4 +471,5 @@ def _resolve_paths(config: Config) -> Config:
         embed=dataclasses.replace(config.embed, model_path=absolute_path(config.embed.model_path)),
         recommend=dataclasses.replace(config.recommend, exclude_file=absolute_path(config.recommend.exclude_file)),
         experiment=dataclasses.replace(config.experiment, root=absolute_path(config.experiment.root)),
+        train=dataclasses.replace(config.train, shared_root=absolute_path(config.train.shared_root)),
     )

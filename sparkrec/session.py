@@ -52,12 +52,14 @@ def build_session(config: Config) -> SparkSession:
     """Create (or join) the SparkSession for ``config`` and register the tables by name.
 
     Local runs resolve Delta's jars from Maven Central through ``configure_spark_with_delta_pip``
-    (cached by Ivy). Under ``spark-submit`` the JVM already runs, so the jars must come with
-    ``--packages`` or ``spark.jars``; the builder settings below are then ignored by Spark.
+    (cached by Ivy). Under ``spark-submit`` (or in a notebook whose JVM already runs) the command
+    line decides the master, the driver's memory and the jars: the jars must come with
+    ``--packages`` or ``--jars``, and a session without them fails here with that advice.
     """
     from delta import configure_spark_with_delta_pip
 
     ensure_java_home()
+    submitted = bool(os.environ.get("PYSPARK_GATEWAY_PORT"))  # spark-submit or a running JVM
     for key, value in worker_environment().items():
         os.environ.setdefault(key, value)
     # Driver and workers run this interpreter (the project's venv) unless the cluster says otherwise.
@@ -65,9 +67,16 @@ def build_session(config: Config) -> SparkSession:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
     spark_cfg = config.spark
+    builder = SparkSession.builder
+    if not spark_cfg.master and not submitted and not SparkSession.getActiveSession():
+        from sparkrec.config import ConfigError
+
+        raise ConfigError("spark.master is empty, which leaves the master to spark-submit: run the job with "
+                          "spark-submit --master ..., or set spark.master (e.g. --set spark.master=local[*])")
+    if spark_cfg.master and not submitted:
+        builder = builder.master(spark_cfg.master).config("spark.driver.memory", spark_cfg.driver_memory)
     builder = (
-        SparkSession.builder.master(spark_cfg.master)
-        .appName(spark_cfg.app_name)
+        builder.appName(spark_cfg.app_name)
         .config("spark.sql.extensions", DELTA_EXTENSION)
         .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
         .config("spark.sql.session.timeZone", "UTC")
@@ -76,7 +85,6 @@ def build_session(config: Config) -> SparkSession:
         .config("spark.sql.legacy.parquet.nanosAsLong", "true")
         .config("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))
         .config("spark.default.parallelism", str(spark_cfg.shuffle_partitions))
-        .config("spark.driver.memory", spark_cfg.driver_memory)
         .config("spark.ui.showConsoleProgress", str(spark_cfg.show_progress).lower())
         .config("spark.sql.warehouse.dir", f"{config.lakehouse.root.rstrip('/')}/_warehouse")
         .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
@@ -94,8 +102,10 @@ def build_session(config: Config) -> SparkSession:
     elif config.catalog.metastore != "in-memory":
         raise ValueError(f"catalog.metastore must be 'in-memory' or 'hive', got {config.catalog.metastore!r}")
     artifact = delta_maven_artifact(spark_cfg.delta_jar_version)
-    jars = _resolved_jars(artifact)
-    if jars:
+    jars = [] if submitted else _resolved_jars(artifact)
+    if submitted:
+        pass  # the JVM runs already: jars given here would not reach its class path
+    elif jars:
         # Resolved once by `make setup` (sparkrec doctor): no Ivy run, no cache collisions.
         builder = builder.config("spark.jars", ",".join(jars))
     else:
@@ -103,11 +113,31 @@ def build_session(config: Config) -> SparkSession:
         if spark_cfg.delta_jar_version:
             builder = builder.config("spark.jars.packages", artifact)
     spark = builder.getOrCreate()
-    if not jars:
+    if submitted:
+        _check_delta_classes(spark, artifact)
+    elif not jars:
         _remember_jars(artifact, spark.sparkContext.getConf().get("spark.jars", ""))
     spark.sparkContext.setLogLevel(os.environ.get("SPARKREC_SPARK_LOG_LEVEL", "WARN"))
+    sc = spark.sparkContext
+    log.info("Spark %s, master %s, application %s; Spark UI: %s", spark.version, sc.master, sc.applicationId,
+             sc.uiWebUrl or "disabled (spark.ui.enabled=false)")
     register_tables(spark, config)
     return spark
+
+
+class DeltaJarsMissingError(RuntimeError):
+    """The running JVM has no Delta Lake classes (spark-submit without --packages or --jars)."""
+
+
+def _check_delta_classes(spark: SparkSession, artifact: str) -> None:
+    try:
+        spark.sparkContext._jvm.org.apache.spark.util.Utils.classForName(  # type: ignore[union-attr]
+            "io.delta.tables.DeltaTable", True, False)
+    except Exception as err:
+        raise DeltaJarsMissingError(
+            f"Delta Lake's classes are not on the driver's class path: pass --packages {artifact} "
+            "(or --jars with the delta-spark and delta-storage jars) to spark-submit; "
+            "configure_spark_with_delta_pip cannot add them once the JVM runs") from err
 
 
 def _jars_file() -> str:

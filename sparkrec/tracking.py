@@ -9,6 +9,7 @@ import contextlib
 import logging
 import os
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -53,17 +54,30 @@ def git_commit() -> str:
         return os.environ.get("SPARKREC_GIT_COMMIT", "unknown")
 
 
+_STAGE_COUNTS: dict[str, dict[str, float]] = {}
+
+
+def report_counts(run_id: str, **counts: float) -> None:
+    """Row counts of the running stage ``run_id``, for the line that logs its end."""
+    _STAGE_COUNTS.setdefault(run_id, {}).update({k: float(v) for k, v in counts.items()})
+
+
 @contextlib.contextmanager
-def stage_run(config: Config, stage: str, date: str, table_versions: dict[str, int | None] | None = None) -> Iterator[str]:
+def stage_run(config: Config, stage: str, date: str,
+              table_versions: dict[str, int | None] | None = None) -> Iterator[str]:
     """Start an MLflow run for one stage of one date; yields the run id.
 
-    Nested under the active run (nightly, backfill) when there is one.
+    Nested under the active run (nightly, backfill) when there is one. The log gets a line when the
+    stage starts and one when it ends (or fails), with its duration and the rows it reported (``report_counts``).
     """
     import mlflow
 
     configure_mlflow(config)
     nested = mlflow.active_run() is not None
+    log.info("stage %s %s: started", stage, date)
+    started = time.perf_counter()
     with mlflow.start_run(run_name=f"{stage} {date}", nested=nested) as run:
+        run_id = run.info.run_id
         mlflow.set_tags(
             {
                 "sparkrec.stage": stage,
@@ -75,7 +89,16 @@ def stage_run(config: Config, stage: str, date: str, table_versions: dict[str, i
         mlflow.log_dict(config.to_dict(), "config.json")
         if table_versions:
             log_table_versions(table_versions)
-        yield run.info.run_id
+        try:
+            yield run_id
+        except BaseException as err:
+            _STAGE_COUNTS.pop(run_id, None)
+            log.info("stage %s %s: failed after %.1f s (%s)", stage, date, time.perf_counter() - started,
+                     type(err).__name__)
+            raise
+        rows = ", ".join(f"{k}={v:.0f}" for k, v in _STAGE_COUNTS.pop(run_id, {}).items())
+        log.info("stage %s %s: finished in %.1f s%s", stage, date, time.perf_counter() - started,
+                 f" ({rows})" if rows else "")
 
 
 def log_table_versions(versions: dict[str, int | None]) -> None:

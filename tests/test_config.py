@@ -54,3 +54,28 @@ def test_secrets_come_from_the_environment(tmp_path: Path, monkeypatch: pytest.M
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.yaml")
+
+
+def test_a_file_extends_another_and_changes_only_what_it_sets(tmp_path: Path) -> None:
+    local = load_config()
+    cluster = load_config(Path(__file__).resolve().parent.parent / "conf" / "cluster-local.yaml")
+    assert cluster.clean == local.clean and cluster.lakehouse == local.lakehouse and cluster.mlflow == local.mlflow
+    assert cluster.spark.master == "" and not cluster.train.local_mode and cluster.train.num_processes == 2
+    # spark.conf is merged key by key: the base file's settings stay unless the top file sets them.
+    assert cluster.spark.conf["spark.sql.adaptive.enabled"] == "true" and cluster.spark.conf["spark.executor.cores"] == "1"
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nrecommend:\n  k: 5\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="loop"):
+        load_config(tmp_path / "a.yaml")
+    (tmp_path / "b.yaml").write_text("recommend:\n  k: 7\n  candidates: 50\n")
+    config = load_config(tmp_path / "a.yaml")
+    assert (config.recommend.k, config.recommend.candidates) == (5, 50)
+
+
+def test_training_files_need_a_mounted_path() -> None:
+    assert load_config(None, ["lakehouse.root=/data/lake"]).shared_path("_staging") == Path("/data/lake/_staging")
+    config = load_config(None, ["lakehouse.root=s3a://bucket/lake"])
+    with pytest.raises(ConfigError, match="train.shared_root"):
+        config.shared_path("_staging")
+    config = load_config(None, ["lakehouse.root=s3a://bucket/lake", "train.shared_root=/mnt/nfs/sparkrec"])
+    assert config.shared_path("_checkpoints") == Path("/mnt/nfs/sparkrec/_checkpoints")
