@@ -12,7 +12,7 @@ SAMPLE_FROM := 2010-12-01
 SAMPLE_TO := 2010-12-23
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all bench clean-lakehouse
+.PHONY: setup demo test test-all cluster-test wheel bench clean-lakehouse
 
 setup:
 	@tools/setup_env.sh
@@ -28,6 +28,19 @@ test: setup
 # Everything, the slow tests too (GPU tests skip without a GPU).
 test-all: setup
 	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+
+# A Spark standalone master and two workers on 127.0.0.1, the jobs sent to them with spark-submit,
+# executor and training-process kills; the cluster is stopped whatever happens.
+cluster-test: setup
+	tools/cluster_test.sh $(PYTEST_ARGS)
+
+# The project as a wheel under dist/ (cluster libraries, pip), and the same archive as a .zip for
+# spark-submit --py-files (Spark puts .zip and .egg files on the executors' Python path, not .whl).
+wheel: setup
+	rm -f dist/sparkrec-*
+	$(PY) -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir dist .
+	cd dist && for w in sparkrec-*.whl; do cp "$$w" "$${w%%-py3-none-any.whl}.zip"; done
+	@ls dist/sparkrec-*
 
 # Benchmarks: results as JSON under bench/results/.
 bench: setup

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import re
 import shutil
 from contextlib import nullcontext
 from pathlib import Path
@@ -36,7 +37,7 @@ from sparkrec.schemas import (
     REQUIRED_ITEM_FIELDS,
     RUN_METRICS,
 )
-from sparkrec.tracking import log_metrics, stage_run
+from sparkrec.tracking import log_metrics, report_counts, stage_run
 
 log = logging.getLogger("sparkrec")
 
@@ -94,6 +95,7 @@ def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str,
             totals = _totals(counts)
             log_metrics(totals)
             log.info("clean %s: %s", label, ", ".join(f"{k}={v:.0f}" for k, v in totals.items()))
+            report_counts(run_id, **{k: totals.get(k, 0.0) for k in ("raw_rows", "clean_rows", "quarantined_rows")})
             return {"days": days, "run_id": run_id, **totals}
         finally:
             result.rows.unpersist()
@@ -160,6 +162,7 @@ def run_embed(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
         mlflow.log_param("embed_model", model)
         write_run_metrics(spark, config, "embed", run_id, [day], [(day, k, v, None) for k, v in metrics.items()])
         log.info("embed %s: %d embedded, %d unchanged (%s)", day, n_todo, n_items - n_todo, model)
+        report_counts(run_id, items=n_items, embedded=n_todo)
         return {"run_id": run_id, **metrics}
 
 
@@ -198,6 +201,7 @@ def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
         result = fit_two_tower(spark, config, history, run_id, f"interactions up to {cutoff}")
         final = {k: result[k] for k in ("final_loss", "examples", "vocabulary")}
         write_run_metrics(spark, config, "train", run_id, [day], [(day, k, v, None) for k, v in final.items()])
+        report_counts(run_id, examples=final["examples"], items=final["vocabulary"])
         return {"run_id": run_id, "cutoff": cutoff, **result}
 
 
@@ -205,9 +209,11 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     """Train on ``history_df`` (interactions) through TorchDistributor inside the active MLflow run;
     log the model, register it as ``mlflow.registered_model`` and point the candidate alias at it."""
     import mlflow
+    from pyspark import cloudpickle
     from pyspark.ml.torch.distributor import TorchDistributor
 
     from sparkrec.loader import make_converter
+    from sparkrec.models import launch
     from sparkrec.models.packaging import TwoTowerPyfunc, signature, write_model_dir
     from sparkrec.models.training import TrainingFailedError, checkpoint_epoch, rank_errors, train_two_tower
 
@@ -221,7 +227,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     model_name = embed.model_name(config.embed)
     text = _text_matrix(tables.read_table(spark, config, ITEM_EMBEDDINGS), vocab, model_name)
     text = np.vstack([np.zeros((1, text.shape[1]), dtype=np.float32), text])
-    staging = Path(config.lakehouse.root) / "_staging" / "train" / run_id
+    staging = config.shared_path("_staging", "train", run_id)
     staging.mkdir(parents=True, exist_ok=True)
     np.save(staging / "item_text.npy", text)
     spec, item_attrs = _item_attributes(spark, config, vocab)
@@ -237,11 +243,13 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     converter = make_converter(encoded, str(staging / "examples"))
     examples.unpersist()
     params = _train_params(config)
+    if not config.train.local_mode:  # a rank in an executor task gets that task's cores
+        params["threads"] = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
     # Same data and settings (epochs aside) -> same checkpoint folder: a failed run resumes there.
     fingerprint = hashlib.sha256(json.dumps(
         [label, model_name, converter.num_rows, vocab, {k: v for k, v in params.items() if k != "epochs"}],
         sort_keys=True, default=str).encode()).hexdigest()[:16]
-    checkpoints = Path(config.lakehouse.root) / "_checkpoints" / "train" / fingerprint
+    checkpoints = config.shared_path("_checkpoints", "train", fingerprint)
     params["checkpoint_dir"] = str(checkpoints)
     mlflow.log_params({**params, "examples": converter.num_rows, "vocabulary": len(vocab), "trained_on": label,
                        "text_model": model_name, "validation_examples": validation.num_rows if validation else 0})
@@ -256,15 +264,19 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
             "log_q": str(staging / "log_q.npy"), "validation": validation.to_json() if validation else None,
             "item_attrs": str(staging / "item_attrs.npy") if item_attrs is not None else None,
             "attr_codes": spec.size if item_attrs is not None else 0}
+    cloudpickle.register_pickle_by_value(launch)  # ranks may start before sparkrec is importable
     try:
-        result = distributor.run(train_two_tower, data, str(staging / "out"), params)
+        result = distributor.run(launch.in_rank, f"{train_two_tower.__module__}:{train_two_tower.__name__}",
+                                 data, str(staging / "out"), params)
     except Exception as err:  # a rank died or raised: TorchDistributor reports its whole output
         done = checkpoint_epoch(str(checkpoints))
-        reasons = rank_errors(str(staging / "out")) or [line for line in str(err).splitlines() if line.strip()][-1:]
+        reasons = rank_errors(str(staging / "out")) or _python_error(str(err))
         raise TrainingFailedError(
             f"training failed after {done} finished epoch(s) ({reasons[0][:300] if reasons else type(err).__name__}); "
             + (f"re-run the train stage to resume from the checkpoint in {checkpoints}" if done else
                "no epoch finished, so a re-run starts over")) from err
+    for rank, where in enumerate(result.get("placement", [])):
+        log.info("train: rank %d ran as pid %s on %s in %s", rank, where["pid"], where["host"], where["cwd"])
     if result.get("resumed_from"):
         mlflow.log_param("resumed_from_epoch", result["resumed_from"])
         log.info("train: resumed after epoch %d from %s", result["resumed_from"], checkpoints)
@@ -285,7 +297,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
         artifacts={"model_dir": str(model_dir)},
         input_example=_input_example(vocab),
         signature=signature(),
-        code_paths=[str(Path(__file__).resolve().parent)],
+        code_paths=[_package_source(staging / "code")],
         pip_requirements=_model_requirements(),
         registered_model_name=config.mlflow.registered_model,
     )
@@ -297,7 +309,29 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("train: registered %s version %s as @%s", config.mlflow.registered_model, version,
              config.mlflow.candidate_alias)
-    return {"model_version": version, "loss": result["loss"], "examples_per_s": result["examples_per_s"], **final}
+    return {"model_version": version, "loss": result["loss"], "examples_per_s": result["examples_per_s"],
+            "placement": result.get("placement", []), **final}
+
+
+def _python_error(output: str) -> list[str]:
+    """The last Python exception line of a failed job's output (``ModuleNotFoundError: ...``), else its last line."""
+    lines = [line.strip() for line in output.splitlines() if line.strip()]
+    errors = [line for line in lines if re.match(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit): ", line)]
+    return (errors or lines)[-1:]
+
+
+def _package_source(scratch: Path) -> str:
+    """The sparkrec package folder, for the logged model's code; extracted first when sparkrec was
+    imported from a .zip or wheel (spark-submit --py-files)."""
+    package = Path(__file__).resolve().parent
+    if package.is_dir():
+        return str(package)
+    import zipfile
+
+    archive = next(p for p in package.parents if p.is_file())
+    with zipfile.ZipFile(archive) as zf:
+        zf.extractall(scratch, [n for n in zf.namelist() if n.startswith("sparkrec/")])
+    return str(scratch / "sparkrec")
 
 
 def _item_attributes(spark: SparkSession, config: Config, vocab: list[str]) -> tuple[Any, np.ndarray | None]:
@@ -479,6 +513,7 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
         register_tables(spark, config)
         log.info("recommend %s: %d users (%d on the popularity fallback), %d rows, model version %s", day,
                  stats["users"], fallback, stats["rows"], version)
+        report_counts(run_id, users=stats["users"], rows=stats["rows"])
         return {"run_id": run_id, "model_version": version, **metrics}
 
 
@@ -638,6 +673,7 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
             log.info("evaluate %s %s: %s", day, source, ", ".join(f"{m}={v:.4f}" for m, v in metrics.items()))
         log.info("evaluate %s: version %s %s (%s)", day, version,
                  "promoted to @" + config.mlflow.champion_alias if decision.promoted else "not promoted", decision.reason)
+        report_counts(run_id, held_out_users=results["two_tower"].get("users", 0.0))
         return {"run_id": run_id, "model_version": version, "cutoff": cutoff, "promoted": decision.promoted,
                 "champion_version": alias_version(config, config.mlflow.champion_alias), "metrics": results}
 

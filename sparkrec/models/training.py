@@ -77,9 +77,14 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
         dist.init_process_group(
             "nccl" if use_cuda else "gloo", timeout=datetime.timedelta(seconds=int(params["timeout_s"]))
         )
-    # Each rank owns a share of the cores.
-    torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world)))))
+    # Each rank owns a share of the cores: its task's cores in an executor, else the machine's split.
+    threads = int(params.get("threads") or 0)
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world)))))
     torch.manual_seed(int(params["seed"]))
+    placement = _placement(world)
+    if rank == 0:
+        print(f"[train] {world} process(es): " + "; ".join(f"rank {r} pid {p['pid']} on {p['host']} in {p['cwd']}"
+                                                         for r, p in enumerate(placement)), flush=True)
 
     item_text = torch.from_numpy(np.load(data["item_text"]))
     log_q = torch.from_numpy(np.load(data["log_q"])).float().to(device)
@@ -174,7 +179,21 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    return {**history, "resumed_from": start}
+    return {**history, "resumed_from": start, "placement": placement}
+
+
+def _placement(world: int) -> list[dict[str, Any]]:
+    """Where every rank runs (host, pid, working folder): on a cluster, the executors' task folders."""
+    import socket
+
+    import torch.distributed as dist
+
+    mine = {"host": socket.gethostname(), "pid": os.getpid(), "cwd": os.getcwd()}
+    if world == 1:
+        return [mine]
+    everyone: list[Any] = [None] * world
+    dist.all_gather_object(everyone, mine)
+    return everyone
 
 
 def _validation_loader(data: dict[str, Any], batch_size: int, rank: int, world: int) -> Any:
