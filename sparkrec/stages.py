@@ -270,9 +270,9 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
                                  data, str(staging / "out"), params)
     except Exception as err:  # a rank died or raised: TorchDistributor reports its whole output
         done = checkpoint_epoch(str(checkpoints))
-        reasons = rank_errors(str(staging / "out")) or _python_error(str(err))
+        reasons = rank_errors(str(staging / "out"), config.train.num_processes) or _python_error(str(err))
         raise TrainingFailedError(
-            f"training failed after {done} finished epoch(s) ({reasons[0][:300] if reasons else type(err).__name__}); "
+            f"training failed after {done} finished epoch(s) ({'; '.join(reasons)[:400] if reasons else type(err).__name__}); "
             + (f"re-run the train stage to resume from the checkpoint in {checkpoints}" if done else
                "no epoch finished, so a re-run starts over")) from err
     for rank, where in enumerate(result.get("placement", [])):

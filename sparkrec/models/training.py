@@ -40,9 +40,15 @@ def train_two_tower(data: dict[str, Any], output_dir: str, params: dict[str, Any
         raise
 
 
-def rank_errors(output_dir: str) -> list[str]:
-    """What the failed ranks wrote, rank order."""
-    return [p.read_text() for p in sorted(Path(output_dir).glob("error-rank*.txt"))]
+def rank_errors(output_dir: str, world: int) -> list[str]:
+    """What the failed ranks wrote, rank order; ranks that wrote nothing while others did died outside
+    Python (killed, out of memory) and come first."""
+    written = {int(p.stem.removeprefix("error-rank")): p.read_text() for p in Path(output_dir).glob("error-rank*.txt")}
+    if not written:
+        return []
+    silent = [r for r in range(world) if r not in written]
+    died = [f"rank {', '.join(map(str, silent))} died without a Python error (killed or out of memory)"] if silent else []
+    return died + [f"rank {r}: {written[r]}" for r in sorted(written)]
 
 
 def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dict[str, Any]:
