@@ -102,13 +102,12 @@ def build_session(config: Config) -> SparkSession:
     elif config.catalog.metastore != "in-memory":
         raise ValueError(f"catalog.metastore must be 'in-memory' or 'hive', got {config.catalog.metastore!r}")
     artifact = delta_maven_artifact(spark_cfg.delta_jar_version)
+    # Under spark-submit the JVM runs already: jars given here would not reach its class path.
     jars = [] if submitted else _resolved_jars(artifact)
-    if submitted:
-        pass  # the JVM runs already: jars given here would not reach its class path
-    elif jars:
+    if jars:
         # Resolved once by `make setup` (sparkrec doctor): no Ivy run, no cache collisions.
         builder = builder.config("spark.jars", ",".join(jars))
-    else:
+    elif not submitted:
         builder = configure_spark_with_delta_pip(builder)
         if spark_cfg.delta_jar_version:
             builder = builder.config("spark.jars.packages", artifact)
