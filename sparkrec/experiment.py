@@ -115,6 +115,9 @@ def run_experiment(spark: SparkSession, config: Config, spec: ExperimentSpec, ou
         fit_df, valid_df = _split(train_df, spec, features.day_offset(last_day, -holdout), holdout, spec.seed + 1)
         catalog = stages.item_catalog(spark, xconfig)
         history = xconfig.train.model.history_length
+        cold = _cold_items(catalog, train_df, test_df) if spec.split == "cold-items" else None
+        if cold is not None:  # candidates: the held-out items only; histories still map every item
+            catalog = dataclasses.replace(catalog, eligible=catalog.eligible & cold)
         test = _eval_set(train_df, test_df, catalog, history, spec.min_rating)
         protocol = {
             "dataset": name, "landing": spec.landing, "split": spec.split, "k": spec.k, "seed": spec.seed,
@@ -124,7 +127,8 @@ def run_experiment(spark: SparkSession, config: Config, spec: ExperimentSpec, ou
                            else "the same split of the train part with seed + 1"),
             "interactions": interactions.count(), "train_interactions": test.train_df.count(),
             "test_interactions": test_df.count(), "users_evaluated": test.users_df.count(),
-            "items": catalog.size, "relevant": "every positive event" + (
+            "items": catalog.size, **(_cold_protocol(catalog, spec.k) if cold is not None else {}),
+            "relevant": "every positive event" + (
                 f", ratings >= {spec.min_rating}" if spec.min_rating is not None else ""),
         }
         mlflow.log_params({f"protocol.{k}": v for k, v in protocol.items() if k != "landing"})
@@ -177,6 +181,21 @@ def run_experiment(spark: SparkSession, config: Config, spec: ExperimentSpec, ou
 def _split(df: DataFrame, spec: ExperimentSpec, last_day: str, holdout: int, seed: int) -> tuple[DataFrame, DataFrame]:
     train, test = splits.split(df, spec.split, last_day=last_day, holdout_days=holdout, ratio=spec.ratio, seed=seed)
     return train.cache(), test.cache()
+
+
+def _cold_items(catalog: Catalog, train_df: DataFrame, test_df: DataFrame) -> np.ndarray:
+    """bool [n]: items of the test part that the train part never shows."""
+    held_out = {r[0] for r in test_df.select("item_id").distinct().join(
+        train_df.select("item_id").distinct(), "item_id", "left_anti").collect()}
+    return np.array([item in held_out for item in catalog.item_ids], dtype=bool)
+
+
+def _cold_protocol(catalog: Catalog, k: int) -> dict[str, Any]:
+    """The candidate count and what picking k of them at random would score (expected recall@k)."""
+    n = int(catalog.eligible.sum())
+    if n == 0:
+        raise ValueError("the cold-items split held out no eligible item: raise the share held out (lower --ratio)")
+    return {"candidates": n, f"random_recall@{k}": min(k, n) / n}
 
 
 def _eval_set(train_df: DataFrame, test_df: DataFrame, catalog: Catalog, history: int,
@@ -302,6 +321,9 @@ def format_table(result: dict[str, Any]) -> str:
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     p = result["protocol"]
     split = f"{p['split']}, last {p['holdout_days']} days" if p["split"] == "chrono" else f"{p['split']}, ratio {p['ratio']}"
+    if "candidates" in p:
+        split += (f" ({p['candidates']} held-out items are the candidates; picking {k} at random gives "
+                  f"recall@{k} {p[f'random_recall@{k}']:.4f})")
     lines.append("")
     lines.append(f"{p['dataset']}: {split}, seed {p['seed']}, {p['users_evaluated']} users evaluated, "
                  f"{p['train_interactions']} train / {p['test_interactions']} test interactions, {p['items']} items")

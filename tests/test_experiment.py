@@ -90,3 +90,23 @@ def test_experiments_register_under_their_own_name_and_never_touch_production(ex
     parent = next(r for r in runs if r.info.run_name.startswith("experiment "))
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "plots")}
     assert {"plots/metrics_at_k.png", "plots/recommended_popularity.png", "plots/metrics.png"} <= artifacts
+
+
+def test_cold_items_split_holds_out_whole_items_by_a_seeded_hash(spark) -> None:
+    from pyspark.sql import functions as F
+
+    from sparkrec.splits import split
+
+    rows = [(f"e{u}-{i}", f"u{u}", f"i{i}") for u in range(30) for i in range(40) if (u + i) % 3]
+    df = spark.createDataFrame(rows, "event_id string, user_id string, item_id string")
+    train, test = split(df, "cold-items", ratio=0.75, seed=7)
+    warm = {r[0] for r in train.select("item_id").distinct().collect()}
+    cold = {r[0] for r in test.select("item_id").distinct().collect()}
+    assert not warm & cold and len(warm | cold) == 40  # every item on exactly one side
+    assert train.count() + test.count() == df.count()
+    assert 4 <= len(cold) <= 18  # about a quarter of 40 items
+    again, _ = split(df, "cold-items", ratio=0.75, seed=7)
+    assert {r[0] for r in again.select("item_id").distinct().collect()} == warm
+    other, _ = split(df, "cold-items", ratio=0.75, seed=8)
+    assert {r[0] for r in other.select("item_id").distinct().collect()} != warm
+    assert test.where(F.col("item_id").isin(list(warm))).count() == 0
