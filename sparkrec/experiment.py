@@ -34,7 +34,7 @@ from sparkrec.evaluation import Catalog
 from sparkrec.models import baselines
 from sparkrec.models.scoring import Scorer
 from sparkrec.schemas import INTERACTIONS, ITEM_EMBEDDINGS
-from sparkrec.tracking import configure_mlflow, git_commit, log_metrics
+from sparkrec.tracking import configure_mlflow, git_commit, log_metrics, mlflow_metric_name
 
 log = logging.getLogger("sparkrec")
 MODELS = ("sparkrec", "popularity", "als", "ease")
@@ -131,7 +131,7 @@ def run_experiment(spark: SparkSession, config: Config, spec: ExperimentSpec, ou
             "relevant": "every positive event" + (
                 f", ratings >= {spec.min_rating}" if spec.min_rating is not None else ""),
         }
-        mlflow.log_params({f"protocol.{k}": v for k, v in protocol.items() if k != "landing"})
+        mlflow.log_params({f"protocol.{mlflow_metric_name(k)}": v for k, v in protocol.items() if k != "landing"})
         log.info("experiment %s: %s", name, json.dumps(protocol))
         valid = _eval_set(fit_df, valid_df, catalog, history, spec.min_rating) if {"als", "ease"} & set(spec.models) else None
         vectors = _text_vectors(spark, xconfig) if "sparkrec" in spec.models else None
