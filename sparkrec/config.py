@@ -184,6 +184,11 @@ class ModelConfig:
     dropout: float = 0.1
     # Fuse the items' category tokens and price bucket into the item tower (when the catalogue has them).
     attributes: bool = True
+    # Ablations (true is the model): the BERT text vector in the item tower, attention pooling of the
+    # history (false: a plain mean), the logQ correction of the in-batch softmax for popular items.
+    text: bool = True
+    history_attention: bool = True
+    logq_correction: bool = True
 
 
 @dataclass(frozen=True)

@@ -78,3 +78,19 @@ def test_attributes_are_coded_with_the_training_vocabulary_and_fused() -> None:
     assert not torch.allclose(with_attrs[0], m.items.text_projection(text[0]), atol=1e-4)  # attributes count
     assert torch.allclose(with_attrs[1], m.items.text_projection(text[1]), atol=1e-6)  # none known: text alone
     assert m.item_vectors(torch.tensor([[1, 2], [3, 0]])).shape == (2, 2, D)
+
+
+def test_ablations_remove_what_they_name() -> None:
+    torch.manual_seed(0)
+    text = torch.cat([torch.zeros(1, T), torch.randn(V, T)])
+    no_text = TwoTower(text, D, L, text=False).eval()
+    ids = torch.tensor([1, 2, 3])
+    assert no_text.items.text_projection is None
+    assert torch.equal(no_text.items(ids, torch.randn(3, T)), no_text.items(ids, torch.randn(3, T)))  # text ignored
+    mean = TwoTower(text, D, L, history_attention=False).eval()
+    with torch.no_grad():
+        mean.users.query.copy_(torch.randn(D))  # attention weights would now differ per item
+        history = torch.tensor([[1, 2, 0]])
+        users, _ = mean(history, torch.tensor([4]))
+        pooled = mean.item_vectors(torch.tensor([1, 2])).mean(0)
+        assert torch.allclose(users[0], pooled + mean.users.output(pooled), atol=1e-5)

@@ -76,7 +76,8 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
     item_text = torch.from_numpy(np.load(folder / ITEM_TEXT))
     attrs = torch.from_numpy(np.load(folder / ITEM_ATTRS)) if (folder / ITEM_ATTRS).exists() else None
     codes = AttributeSpec.from_dict(meta.get("attributes")).size if attrs is not None else 0
-    model = TwoTower(item_text, int(meta["dim"]), int(meta["history_length"]), item_attrs=attrs, attr_codes=codes)
+    model = TwoTower(item_text, int(meta["dim"]), int(meta["history_length"]), item_attrs=attrs, attr_codes=codes,
+                     text=bool(meta.get("text", True)), history_attention=bool(meta.get("history_attention", True)))
     model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
     model.eval()
     item_ids = meta.pop("item_ids")

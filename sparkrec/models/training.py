@@ -96,7 +96,10 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
     log_q = torch.from_numpy(np.load(data["log_q"])).float().to(device)
     attrs = torch.from_numpy(np.load(data["item_attrs"])) if data.get("item_attrs") else None
     model = TwoTower(item_text, int(params["dim"]), int(params["history_length"]), float(params["dropout"]),
-                     item_attrs=attrs, attr_codes=int(data.get("attr_codes") or 0)).to(device)
+                     item_attrs=attrs, attr_codes=int(data.get("attr_codes") or 0), text=bool(params.get("text", True)),
+                     history_attention=bool(params.get("history_attention", True))).to(device)
+    if not params.get("logq_correction", True):
+        log_q = torch.zeros_like(log_q)  # an ablation: popular items are not corrected for
     trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimiser = torch.optim.Adam(trained.parameters(), lr=float(params["learning_rate"]))
     converter = ParquetConverter.from_json(data["converter"])

@@ -19,24 +19,27 @@ class ItemTower(nn.Module):
     attribute signal; the gate gives their weight to what is left: cold items still get a vector.
     """
 
-    def __init__(self, num_items: int, text_dim: int, dim: int, dropout: float = 0.0, attr_codes: int = 0) -> None:
+    def __init__(self, num_items: int, text_dim: int, dim: int, dropout: float = 0.0, attr_codes: int = 0,
+                 text: bool = True) -> None:
         super().__init__()
         self.id_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
         nn.init.normal_(self.id_embedding.weight, std=0.05)
-        self.text_projection = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, dim))
+        # text=False (an ablation) leaves the BERT vector out of the fusion.
+        self.text_projection = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, dim)) if text else None
         self.attr_embedding = None
         if attr_codes > 1:
             self.attr_embedding = nn.Embedding(attr_codes, dim, padding_idx=0)
             nn.init.normal_(self.attr_embedding.weight, std=0.05)
-        sources = 3 if self.attr_embedding is not None else 2
+        sources = 1 + (self.text_projection is not None) + (self.attr_embedding is not None)
         self.gate = nn.Linear(sources * dim, sources)
         self.dropout = nn.Dropout(dropout)
 
     def forward(self, ids: torch.Tensor, text: torch.Tensor, attrs: torch.Tensor | None = None) -> torch.Tensor:
         """ids [...]; text [..., T]; attrs [..., A] codes (0 = none) -> item vectors [..., D]."""
-        id_vec = self.id_embedding(ids)
-        text_vec = self.text_projection(text)
-        sources, absent = [id_vec, text_vec], [ids == 0, torch.zeros_like(ids, dtype=torch.bool)]
+        sources, absent = [self.id_embedding(ids)], [ids == 0]
+        if self.text_projection is not None:
+            sources.append(self.text_projection(text))
+            absent.append(torch.zeros_like(ids, dtype=torch.bool))
         if self.attr_embedding is not None:
             if attrs is None:
                 attrs = torch.zeros((*ids.shape, 1), dtype=torch.long, device=ids.device)
@@ -51,10 +54,12 @@ class ItemTower(nn.Module):
 
 
 class UserTower(nn.Module):
-    """The user's recent history of item vectors pooled by attention, then projected."""
+    """The user's recent history of item vectors pooled by attention (or, as an ablation, averaged),
+    then projected."""
 
-    def __init__(self, dim: int, history_length: int) -> None:
+    def __init__(self, dim: int, history_length: int, attention: bool = True) -> None:
         super().__init__()
+        self.attention = attention
         self.query = nn.Parameter(torch.zeros(dim))
         self.recency = nn.Embedding(history_length, 1)
         nn.init.zeros_(self.recency.weight)
@@ -65,7 +70,7 @@ class UserTower(nn.Module):
         positions = torch.arange(history.shape[1], device=history.device)
         scores = history @ self.query + self.recency(positions).squeeze(-1)
         scores = scores.masked_fill(~mask, -1e4)
-        weights = torch.softmax(scores, dim=-1) * mask
+        weights = (torch.softmax(scores, dim=-1) if self.attention else torch.ones_like(scores)) * mask
         pooled = (weights.unsqueeze(-1) * history).sum(1) / weights.sum(1, keepdim=True).clamp(min=1e-6)
         return pooled + self.output(pooled)
 
@@ -78,14 +83,16 @@ class TwoTower(nn.Module):
     """
 
     def __init__(self, item_text: torch.Tensor, dim: int, history_length: int, dropout: float = 0.0,
-                 item_attrs: torch.Tensor | None = None, attr_codes: int = 0) -> None:
+                 item_attrs: torch.Tensor | None = None, attr_codes: int = 0, text: bool = True,
+                 history_attention: bool = True) -> None:
         super().__init__()
         num_items, text_dim = item_text.shape[0] - 1, item_text.shape[1]
         self.register_buffer("item_text", item_text.float())
         with_attrs = item_attrs is not None and attr_codes > 1
         self.register_buffer("item_attrs", item_attrs.long() if with_attrs else None)
-        self.items = ItemTower(num_items, text_dim, dim, dropout, attr_codes if self.item_attrs is not None else 0)
-        self.users = UserTower(dim, history_length)
+        self.items = ItemTower(num_items, text_dim, dim, dropout, attr_codes if self.item_attrs is not None else 0,
+                               text=text)
+        self.users = UserTower(dim, history_length, attention=history_attention)
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [...] of vocabulary items -> [..., D]."""
