@@ -73,7 +73,8 @@ class TwoTowerScorer:
         from sparkrec.models.two_tower import UserTower
 
         if self._tower is None:
-            tower = UserTower(self.dim, self.history_length)
+            # a tower trained without history attention (an ablation) has no query to load
+            tower = UserTower(self.dim, self.history_length, attention="query" in self.user_tower_state)
             tower.load_state_dict({k: torch.from_numpy(v) for k, v in self.user_tower_state.items()})
             self._tower = tower.eval()
         length = self.history_length

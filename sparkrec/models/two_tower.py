@@ -59,18 +59,21 @@ class UserTower(nn.Module):
 
     def __init__(self, dim: int, history_length: int, attention: bool = True) -> None:
         super().__init__()
-        self.attention = attention
-        self.query = nn.Parameter(torch.zeros(dim))
-        self.recency = nn.Embedding(history_length, 1)
-        nn.init.zeros_(self.recency.weight)
+        # Without attention there is nothing to learn for the pooling (and DDP refuses unused parameters).
+        self.query = nn.Parameter(torch.zeros(dim)) if attention else None
+        self.recency = nn.Embedding(history_length, 1) if attention else None
+        if self.recency is not None:
+            nn.init.zeros_(self.recency.weight)
         self.output = nn.Linear(dim, dim)
 
     def forward(self, history: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """history [B, L, D] (most recent first); mask [B, L] true where an item is -> users [B, D]."""
-        positions = torch.arange(history.shape[1], device=history.device)
-        scores = history @ self.query + self.recency(positions).squeeze(-1)
-        scores = scores.masked_fill(~mask, -1e4)
-        weights = (torch.softmax(scores, dim=-1) if self.attention else torch.ones_like(scores)) * mask
+        if self.query is not None and self.recency is not None:
+            positions = torch.arange(history.shape[1], device=history.device)
+            scores = (history @ self.query + self.recency(positions).squeeze(-1)).masked_fill(~mask, -1e4)
+            weights = torch.softmax(scores, dim=-1) * mask
+        else:
+            weights = mask.to(history.dtype)
         pooled = (weights.unsqueeze(-1) * history).sum(1) / weights.sum(1, keepdim=True).clamp(min=1e-6)
         return pooled + self.output(pooled)
 
