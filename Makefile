@@ -48,6 +48,7 @@ bench: setup
 	$(PY) bench/embed.py
 	$(PY) bench/topk.py
 	$(PY) bench/train.py
+	$(PY) bench/cluster.py
 
 clean-lakehouse:
 	rm -rf lakehouse landing mlflow.db mlartifacts
