@@ -170,6 +170,35 @@ class TrainConfig:
     # training process reads and writes it as a file system, so on a cluster it must be a path all
     # nodes mount (NFS, /dbfs, /Volumes); empty: <lakehouse.root> (fine locally and on shared disks).
     shared_root: str = ""
+    # The ranking model trained with the towers (``sparkrec.models.ranker``).
+    ranker: RankerConfig = field(default_factory=lambda: RankerConfig())
+
+
+@dataclass(frozen=True)
+class RankerConfig:
+    # Train the DCN-v2 ranker with the towers (L = L_retrieval + weight * L_ranking); false: retrieval only.
+    enabled: bool = True
+    weight: float = 1.0
+    # Let L_ranking reach the towers through the retrieval score the ranker reads. Off: the lists are
+    # seen many times per epoch, and towers trained on them learn each list's labels by heart, so the
+    # ranker learns to trust a retrieval score that holds nothing back at serving time.
+    train_towers: bool = False
+    # Training lists: each user's interactions split into a context and labels, either the latest
+    # label_fraction of them ("latest": what the user did next) or a random share ("random", for
+    # evaluation protocols that hold out random interactions).
+    labels: str = "latest"
+    label_fraction: float = 0.2
+    # Candidates per list, from the collaborative model (EASE) fitted on the contexts.
+    candidates: int = 100
+    # EASE regularisation of the collaborative score; it inverts an items x items matrix on the
+    # driver, so the training vocabulary is bounded by experiment.ease_max_items.
+    ease_lambda: float = 200.0
+    # At most this many training lists (users; a seeded sample beyond it).
+    max_lists: int = 20000
+    # Lists per rank and step, DCN-v2 width and cross layers.
+    batch_size: int = 32
+    hidden: int = 64
+    cross_layers: int = 2
 
 
 @dataclass(frozen=True)
@@ -180,6 +209,9 @@ class ModelConfig:
     history_length: int = 20
     # Softmax temperature of the in-batch retrieval loss.
     temperature: float = 0.1
+    # Items drawn uniformly from the vocabulary as extra negatives each step, beside the batch's own
+    # targets (mixed negative sampling; 0: in-batch negatives only).
+    sampled_negatives: int = 128
     # Dropout on the fused item vectors during training.
     dropout: float = 0.1
     # Fuse the items' category tokens and price bucket into the item tower (when the catalogue has them).
@@ -213,8 +245,12 @@ class RecommendConfig:
     block_size: int = 512
     # Candidates per user kept from the model (partial sort) for the ranking step and the rules.
     candidates: int = 100
-    # Ranking step that re-scores the candidates: "retrieval" keeps the model's score.
-    ranker: str = "retrieval"
+    # Ranking step that re-scores the candidates: "learned" is the model's ranker (for a model trained
+    # with train.ranker.enabled; candidates from EASE plus the towers' best), "retrieval" keeps the
+    # towers' score.
+    ranker: str = "learned"
+    # With the learned ranker: the towers' best items not among the collaborative candidates join the list.
+    retrieval_candidates: int = 20
     # Items a user interacted with (any event type) are never recommended: over all history (0) or
     # only the last N days.
     seen_window_days: int = 0

@@ -89,6 +89,9 @@ def experiment_config(config: Config, spec: ExperimentSpec) -> tuple[Config, str
     }
     if profile.get("clean"):
         values["clean"] = dict(profile["clean"])
+    # The ranker learns to find what the protocol hides: the next events (chrono) or random ones.
+    labels = "latest" if spec.split == "chrono" else "random"
+    values["train"] = {"ranker": {**dataclasses.asdict(config.train.ranker), "labels": labels}}
     return with_values(config, values), name
 
 
@@ -239,7 +242,7 @@ def _fit_two_tower(spark: SparkSession, config: Config, train_df: DataFrame, cat
         result = stages.fit_two_tower(spark, seeded, train_df, run.info.run_id, f"{label} train part")
     loaded, _ = load_model(seeded, seeded.mlflow.candidate_alias)
     log.info("experiment: two-tower version %s of %s", result["model_version"], seeded.mlflow.registered_model)
-    return stages.two_tower_scorer(spark, seeded, loaded, catalog)
+    return stages.model_scorer(spark, seeded, loaded, catalog, train_df)
 
 
 def _tune(spark: SparkSession, config: Config, model: str, valid: EvalSet | None, catalog: Catalog,
@@ -250,7 +253,8 @@ def _tune(spark: SparkSession, config: Config, model: str, valid: EvalSet | None
     if model == "sparkrec":
         t = config.train
         return {"dim": t.model.dim, "history_length": t.model.history_length, "temperature": t.model.temperature,
-                "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate}, []
+                "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
+                "ranker": t.ranker.enabled, "ranker_labels": t.ranker.labels}, []
     assert valid is not None
     if model == "als":
         grid = _als_grid(config.experiment.als_grid)

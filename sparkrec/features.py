@@ -105,3 +105,35 @@ def positions_to_ids(df: DataFrame, key: str, column: str, index_df: DataFrame) 
         .join(mapped, key, "left")
         .select(key, F.coalesce(F.col("_p.id"), empty).alias(column))
     )
+
+
+LABEL_MODES = ("latest", "random")
+
+
+def ranking_split(interactions_df: DataFrame, mode: str, fraction: float, seed: int) -> DataFrame:
+    """The positive events of each user marked ``is_label``: the training lists of the ranker learn to
+    put the labels first, from what the rest (the context) shows.
+
+    ``latest``: the user's latest ``fraction`` of positive events (what the user did next; users with
+    fewer than two give no label); ``random``: a seeded random ``fraction`` of the user's items (every
+    event of a chosen item), for protocols that hold out random interactions.
+
+    Returns:
+        ``user_id, item_id, event_ts, event_id, is_label``.
+    """
+    require_columns(interactions_df, ["user_id", "item_id", "event_ts", "event_id", "weight"], "ranking_split")
+    if mode not in LABEL_MODES:
+        raise ValueError(f"train.ranker.labels must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"train.ranker.label_fraction must be between 0 and 1, got {fraction}")
+    positives = interactions_df.where(F.col("weight") > 0).select("user_id", "item_id", "event_ts", "event_id")
+    if mode == "random":
+        draw = F.pmod(F.xxhash64("user_id", "item_id", F.lit(int(seed))), F.lit(1_000_000)) / F.lit(1_000_000.0)
+        return positives.withColumn("is_label", draw < F.lit(float(fraction)))
+    order = Window.partitionBy("user_id").orderBy("event_ts", "event_id")
+    count = F.count(F.lit(1)).over(Window.partitionBy("user_id"))
+    return (
+        positives.withColumn("_n", F.row_number().over(order))
+        .withColumn("is_label", F.col("_n") > F.ceil(count * F.lit(1.0 - float(fraction))))
+        .drop("_n")
+    )

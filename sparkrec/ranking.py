@@ -14,7 +14,9 @@ items cross join):
    exactly min(k, allowed unseen items) distinct items.
 
 Every model row says why (``reason``): ``<model>:history=<item_id>``, the item of the user's history
-closest to the recommended one in the model's item space ("because you interacted with …").
+closest to the recommended one in the model's item space ("because you interacted with …"); with
+the learned ranker (``two_tower+dcn``), the history item that adds most to the item's collaborative
+score, else the closest one.
 
 Users without history (no positive event on a catalogue item) get the items most popular among
 the day's active users in their segment — the category they interacted with most, else everybody —
@@ -26,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -36,7 +38,9 @@ from sparkrec.models.scoring import (
     TOP_K_SCHEMA,
     Scorer,
     UserBlock,
+    binary_rows,
     block_top,
+    dot_top_indices,
     masked_scores,
     ranked_frame,
     top_indices,
@@ -90,7 +94,113 @@ class RetrievalRanker:
         return scores
 
 
-RANKERS = {"retrieval": RetrievalRanker}
+@dataclass
+class LearnedRanker:
+    """The model's DCN-v2 ranker (``sparkrec.models.ranker``) over candidates from two sources: each
+    user's top ``candidates`` by the collaborative score (EASE over the catalogue, ``weights``: what the
+    ranker's training lists were built from) and the towers' top ``retrieval_candidates`` not already
+    among them — so items without interactions (only the towers score them) can still reach the list.
+
+    ``popularity`` is the log of 1 + the users holding each item; ``towers`` the two-tower scorer
+    whose user and item vectors the ranker reads.
+    """
+
+    towers: Any  # scoring.TwoTowerScorer over the catalogue
+    weights: np.ndarray  # EASE B [n, n], float32
+    popularity: np.ndarray  # [n]
+    ranker_state: dict[str, np.ndarray]
+    shape: dict[str, int]  # DCNRanker hidden, cross_layers
+    candidates: int = 100
+    retrieval_candidates: int = 20
+    name: str = "dcn"
+
+    def __post_init__(self) -> None:
+        self._module = None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_module"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._module = None
+
+    def propose(self, block: UserBlock, allowed: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Candidates [B, N] (item rows; ``usable`` [B] of them are real, the rest padding) and their
+        collaborative scores; N = ``candidates`` + ``retrieval_candidates`` at least ``count``."""
+        collaborative = masked_scores(binary_rows(block.seen, self.weights.shape[0]) @ self.weights, allowed, block.seen)
+        first, usable = top_indices(collaborative, max(self.candidates, count))
+        extra, _, extra_usable = dot_top_indices(self.towers.user_vectors(block), self.towers.item_vectors, allowed,
+                                                 block.seen, first.shape[1] + self.retrieval_candidates)
+        width = first.shape[1] + self.retrieval_candidates
+        rows = np.zeros((len(first), width), dtype=np.int64)
+        count_ = np.zeros(len(first), dtype=np.int64)
+        for i in range(len(first)):
+            mine = first[i, : usable[i]]
+            more = extra[i, : extra_usable[i]]
+            more = more[~np.isin(more, mine)][: self.retrieval_candidates]
+            row = np.concatenate([mine, more])
+            rows[i, : len(row)] = row
+            count_[i] = len(row)
+        scores = np.take_along_axis(collaborative, rows, axis=1)
+        scores[np.arange(width)[None, :] >= count_[:, None]] = -np.inf  # padding
+        return rows, scores, count_
+
+    def rescore(self, block: UserBlock, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """The ranker's scores [B, N]; ``scores`` are the collaborative scores ``propose`` gave."""
+        import torch
+
+        from sparkrec.models.ranker import DCNRanker, rank_scores
+
+        if self._module is None:
+            module = DCNRanker(**self.shape)
+            module.load_state_dict({k: torch.from_numpy(v) for k, v in self.ranker_state.items()})
+            self._module = module.eval()
+        mask = np.isfinite(scores)
+        users = torch.from_numpy(np.ascontiguousarray(self.towers.user_vectors(block), dtype=np.float32))
+        items = torch.from_numpy(np.asarray(self.towers.item_vectors, dtype=np.float32)[candidates])
+        collaborative = torch.from_numpy(np.where(mask, scores, 0.0).astype(np.float32))
+        popularity = torch.from_numpy(self.popularity[candidates].astype(np.float32))
+        with torch.inference_mode():
+            out = rank_scores(self._module, users, items, collaborative, popularity, torch.from_numpy(mask)).numpy()
+        return np.where(mask, out, -np.inf)
+
+
+    def explain(self, block: UserBlock, picked: np.ndarray) -> np.ndarray:
+        """For each picked item [B, k], the item of the user's recent history that contributes most to its
+        collaborative score (the largest EASE weight B[i, j] over the history items i); where the
+        collaborative score is no reason (no positive weight: a candidate from the towers), the history
+        item closest in the towers' item space. -1 where the user has no history."""
+        nearest = explain(np.asarray(self.towers.item_vectors), picked, block.history)
+        out = nearest.copy()
+        for i, history in enumerate(block.history):
+            if len(history) == 0:
+                continue
+            weights = self.weights[np.ix_(history, picked[i])]  # [history, k]
+            best = weights.argmax(axis=0)
+            strong = weights[best, np.arange(picked.shape[1])] > 0
+            out[i] = np.where(strong, history[best], nearest[i])
+        return out
+
+
+@dataclass
+class RankedScorer:
+    """A ranker's whole step (candidates, then its scores) as a ``Scorer``: what the evaluation
+    compares. Items outside the candidates score -inf (never listed)."""
+
+    ranker: LearnedRanker
+    allowed: np.ndarray  # bool [n]
+    name: str = "two_tower"
+
+    def scores(self, block: UserBlock) -> np.ndarray:
+        candidates, collaborative, _ = self.ranker.propose(block, self.allowed, 0)
+        ranked = self.ranker.rescore(block, candidates, collaborative)
+        out = np.full((len(candidates), len(self.allowed)), -np.inf)
+        rows, cols = np.nonzero(np.isfinite(ranked))  # padding left out: it would overwrite item row 0
+        out[rows, candidates[rows, cols]] = ranked[rows, cols]
+        return out
+
+
+RANKERS = {"retrieval": RetrievalRanker, "learned": LearnedRanker}
 
 
 def check_settings(k: int, candidates: int, max_per_category: int, mmr_lambda: float, fallback_segment: str) -> None:
@@ -110,10 +220,9 @@ def check_settings(k: int, candidates: int, max_per_category: int, mmr_lambda: f
         raise ValueError("; ".join(problems))
 
 
-def make_ranker(name: str) -> Ranker:
+def check_ranker(name: str) -> None:
     if name not in RANKERS:
         raise ValueError(f"recommend.ranker must be one of {', '.join(RANKERS)}, got {name!r}")
-    return RANKERS[name]()
 
 
 def recommend(users_df: DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRules, item_ids: list[str],
@@ -146,13 +255,18 @@ def recommend_block(frame: pd.DataFrame, scorer: Scorer, ranker: Ranker, rules: 
     parts = []
     if has_history.any():
         block = _subset(users, has_history)
-        candidates, scores, usable = block_top(scorer, block, rules.allowed, max(rules.candidates, rules.k))
+        count = max(rules.candidates, rules.k)
+        if isinstance(ranker, LearnedRanker):  # the ranker brings its own candidates
+            candidates, scores, usable = ranker.propose(block, rules.allowed, count)
+        else:
+            candidates, scores, usable = block_top(scorer, block, rules.allowed, count)
         rescored = np.asarray(ranker.rescore(block, candidates, scores), dtype=np.float64)
         picked, picked_scores, n = pick_lists(candidates, rescored, usable, rules)
         reason = scorer.name if isinstance(ranker, RetrievalRanker) else f"{scorer.name}+{ranker.name}"
         vectors = getattr(scorer, "item_vectors", None)
         if vectors is not None:
-            nearest = explain(np.asarray(vectors), picked, block.history)
+            nearest = (ranker.explain(block, picked) if isinstance(ranker, LearnedRanker)
+                       else explain(np.asarray(vectors), picked, block.history))
             reason = np.where(nearest >= 0, reason + ":history=" + items[np.maximum(nearest, 0)].astype(str),
                               reason).astype(object)
         parts.append(ranked_frame(block.user_ids, picked, picked_scores, n, items, reason))

@@ -217,6 +217,13 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     from sparkrec.models.packaging import TwoTowerPyfunc, signature, write_model_dir
     from sparkrec.models.training import TrainingFailedError, checkpoint_epoch, rank_errors, train_two_tower
 
+    marked = None
+    if config.train.ranker.enabled:
+        # The ranker learns on the labels how to weigh what the towers and EASE make of the context, so
+        # neither may see a label: the towers train on the context's events only.
+        rc = config.train.ranker
+        marked = features.ranking_split(history_df, rc.labels, rc.label_fraction, config.train.seed).cache()
+        history_df = history_df.join(marked.where("is_label").select("event_id"), "event_id", "left_anti")
     examples = features.to_training_examples(history_df, config.train.model.history_length).cache()
     vocab = sorted(
         r[0] for r in examples.select(F.explode(F.array_union(F.array("item_id"), "history"))).distinct().collect()
@@ -240,6 +247,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
         validation = make_converter(features.encode_examples(held_out, vocab_df, length), str(staging / "validation"))
     encoded = features.encode_examples(examples, vocab_df, length)
     np.save(staging / "log_q.npy", _log_target_frequency(encoded, len(vocab)))
+    lists = _ranking_lists(spark, config, marked, vocab_df, staging) if marked is not None else None
     converter = make_converter(encoded, str(staging / "examples"))
     examples.unpersist()
     params = _train_params(config)
@@ -252,7 +260,8 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     checkpoints = config.shared_path("_checkpoints", "train", fingerprint)
     params["checkpoint_dir"] = str(checkpoints)
     mlflow.log_params({**params, "examples": converter.num_rows, "vocabulary": len(vocab), "trained_on": label,
-                       "text_model": model_name, "validation_examples": validation.num_rows if validation else 0})
+                       "text_model": model_name, "validation_examples": validation.num_rows if validation else 0,
+                       "ranking_lists": lists.num_rows if lists else 0})
     log.info("train on %s: %d examples, %d items, %d process(es)", label, converter.num_rows, len(vocab),
              config.train.num_processes)
     distributor = TorchDistributor(
@@ -263,7 +272,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     data = {"converter": converter.to_json(), "item_text": str(staging / "item_text.npy"),
             "log_q": str(staging / "log_q.npy"), "validation": validation.to_json() if validation else None,
             "item_attrs": str(staging / "item_attrs.npy") if item_attrs is not None else None,
-            "attr_codes": spec.size if item_attrs is not None else 0}
+            "attr_codes": spec.size if item_attrs is not None else 0, "lists": lists.to_json() if lists else None}
     cloudpickle.register_pickle_by_value(launch)  # ranks may start before sparkrec is importable
     try:
         result = distributor.run(launch.in_rank, f"{train_two_tower.__module__}:{train_two_tower.__name__}",
@@ -285,11 +294,14 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
                      "examples_per_s_per_process": speed / config.train.num_processes}, step=epoch)
     for epoch, val in enumerate(result.get("val_loss", []), start=1):
         log_metrics({"val_loss": val}, step=epoch)
+    for epoch, val in enumerate(result.get("rank_loss", []), start=1):
+        log_metrics({"rank_loss": val}, step=epoch)
     if result.get("best_epoch"):
         mlflow.log_param("best_epoch", int(result["best_epoch"][0]))
-    _log_loss_curve(result["loss"], result.get("val_loss"))
+    _log_loss_curve(result["loss"], result.get("val_loss"), result.get("rank_loss"))
     meta = {**dataclasses.asdict(config.train.model), "text_model": model_name, "trained_on": label,
-            "attributes": spec.to_dict() if item_attrs is not None else None}
+            "attributes": spec.to_dict() if item_attrs is not None else None,
+            "ranker": _ranker_meta(config) if lists else None}
     model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta, item_attrs)
     info = mlflow.pyfunc.log_model(
         name="model",
@@ -350,6 +362,40 @@ def _item_attributes(spark: SparkSession, config: Config, vocab: list[str]) -> t
     return spec, np.vstack([np.zeros((1, codes.shape[1]), dtype=np.int64), codes])
 
 
+def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab_df: DataFrame,
+                   staging: Path) -> Any:
+    """The ranker's training lists (``ranker.training_lists``) from the events ``features.ranking_split``
+    marked, as a Parquet converter; None (with a warning: the model is then retrieval only) when the
+    data give fewer lists than processes."""
+    from sparkrec.loader import make_converter
+    from sparkrec.models.baselines import ease_weights, item_gram
+    from sparkrec.models.ranker import training_lists
+
+    rc = config.train.ranker
+    vocab = {r["item_id"]: int(r["idx"]) for r in vocab_df.collect()}
+    gram = item_gram(marked.where(~F.col("is_label")), vocab_df.select("item_id", F.col("idx").alias("row")),
+                     len(vocab) + 1, config.experiment.ease_max_items)
+    frame = training_lists(marked.toPandas(), vocab, ease_weights(gram, rc.ease_lambda),
+                           config.train.model.history_length, rc.candidates, rc.max_lists, config.train.seed)
+    marked.unpersist()
+    if len(frame) < config.train.num_processes:
+        log.warning("train: %d ranking list(s) for %d process(es): the ranker is not trained (retrieval only)",
+                    len(frame), config.train.num_processes)
+        return None
+    schema = ("history array<bigint>, candidates array<bigint>, collaborative array<float>, "
+              "popularity array<float>, labels array<float>")
+    lists = make_converter(spark.createDataFrame(frame, schema), str(staging / "lists"))
+    log.info("train: %d ranking lists (%s labels, %d candidates each)", lists.num_rows, rc.labels, rc.candidates)
+    return lists
+
+
+def _ranker_meta(config: Config) -> dict[str, Any]:
+    """What serving needs of the ranker: its shape and how its collaborative score was made."""
+    rc = config.train.ranker
+    return {"hidden": rc.hidden, "cross_layers": rc.cross_layers, "ease_lambda": rc.ease_lambda,
+            "candidates": rc.candidates}
+
+
 def _validation_split(examples: DataFrame, fraction: float) -> tuple[DataFrame, DataFrame]:
     """(train, validation): the latest ``fraction`` of the examples by event time are held out."""
     if not 0 < fraction < 1:
@@ -369,8 +415,9 @@ def _log_target_frequency(encoded_df: DataFrame, vocabulary: int) -> np.ndarray:
 
 def _train_params(config: Config) -> dict[str, Any]:
     """Model and optimiser settings in one flat dict (what the training function and MLflow get)."""
-    run = {k: v for k, v in dataclasses.asdict(config.train).items() if k != "model"}
-    return {**dataclasses.asdict(config.train.model), **run}
+    run = {k: v for k, v in dataclasses.asdict(config.train).items() if k not in ("model", "ranker")}
+    ranker = {f"ranker_{k}": v for k, v in dataclasses.asdict(config.train.ranker).items()}
+    return {**dataclasses.asdict(config.train.model), **run, **ranker}
 
 
 def _input_example(vocab: list[str]) -> Any:
@@ -385,7 +432,8 @@ def _model_requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("torch", "numpy", "pandas", "mlflow")]
 
 
-def _log_loss_curve(losses: list[float], val_losses: list[float] | None = None) -> None:
+def _log_loss_curve(losses: list[float], val_losses: list[float] | None = None,
+                    rank_losses: list[float] | None = None) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -396,9 +444,12 @@ def _log_loss_curve(losses: list[float], val_losses: list[float] | None = None) 
     ax.plot(range(1, len(losses) + 1), losses, marker="o", label="training")
     if val_losses:
         ax.plot(range(1, len(val_losses) + 1), val_losses, marker="s", label="validation")
+    if rank_losses:
+        ax.plot(range(1, len(rank_losses) + 1), rank_losses, marker="^", label="ranking (listwise)")
+    if val_losses or rank_losses:
         ax.legend()
     ax.set_xlabel("epoch")
-    ax.set_ylabel("in-batch softmax loss")
+    ax.set_ylabel("loss")
     ax.set_title("training loss")
     fig.tight_layout()
     mlflow.log_figure(fig, "plots/loss.png")
@@ -442,6 +493,37 @@ def two_tower_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: 
     return TwoTowerScorer(vectors, state, int(loaded.meta["dim"]), int(loaded.meta["history_length"]))
 
 
+def learned_ranker(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog, interactions_df: DataFrame,
+                   towers: Any) -> Any:
+    """The model's ranker over the catalogue (``ranking.LearnedRanker``), its collaborative score and
+    popularity fitted on ``interactions_df``'s positive events; None when the model was trained
+    without one or ``recommend.ranker`` is ``retrieval``."""
+    from sparkrec.models.baselines import ease_weights, fit_popularity, item_gram
+    from sparkrec.ranking import LearnedRanker
+
+    meta = loaded.meta.get("ranker")
+    if config.recommend.ranker != "learned" or not meta or loaded.model.ranker is None:
+        return None
+    positives = interactions_df.where(F.col("weight") > 0)
+    gram = item_gram(positives, catalog.index_df, catalog.size, config.experiment.ease_max_items)
+    popularity = fit_popularity(positives, catalog.index_df, catalog.size).popularity
+    state = {k: v.detach().numpy() for k, v in loaded.model.ranker.state_dict().items()}
+    return LearnedRanker(towers, ease_weights(gram, float(meta["ease_lambda"])), np.log1p(popularity).astype(np.float32),
+                         state, {"hidden": int(meta["hidden"]), "cross_layers": int(meta["cross_layers"])},
+                         candidates=int(meta["candidates"]), retrieval_candidates=config.recommend.retrieval_candidates)
+
+
+def model_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog, interactions_df: DataFrame,
+                 text: np.ndarray | None = None) -> Any:
+    """What the model serves, as one ``Scorer`` for evaluation: the ranker's step over its candidates
+    (``ranking.RankedScorer``) when it has one, else the towers' dot product."""
+    from sparkrec.ranking import RankedScorer
+
+    towers = two_tower_scorer(spark, config, loaded, catalog, text)
+    ranker = learned_ranker(spark, config, loaded, catalog, interactions_df, towers)
+    return towers if ranker is None else RankedScorer(ranker, catalog.eligible)
+
+
 def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
     """Top-k lists for every active user of ``day`` into ``recommendations``: candidates from the
     champion, the ranking step, the business rules (``sparkrec.ranking``), then the publish gate
@@ -459,7 +541,7 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
     check_date(day)
     rc = config.recommend
     ranking.check_settings(rc.k, rc.candidates, rc.max_per_category, rc.mmr_lambda, rc.fallback_segment)
-    ranker = ranking.make_ranker(rc.ranker)
+    ranking.check_ranker(rc.ranker)
     versions = {t: tables.table_version(spark, config, t) for t in (INTERACTIONS, ITEMS, ITEM_EMBEDDINGS)}
     with stage_run(config, "recommend", day, versions) as run_id:
         loaded, version = load_model(config, rc.model_alias)
@@ -474,8 +556,14 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
         text = _text_vectors(spark, config, loaded, catalog)
         rules = _list_rules(config, catalog, interactions, active, n_active, text, day)
         histories = _recommend_histories(interactions, active, config, day)
-        recs = ranking.recommend(to_matrix_rows(histories, catalog.index_df),
-                                 two_tower_scorer(spark, config, loaded, catalog, text), ranker, rules,
+        towers = two_tower_scorer(spark, config, loaded, catalog, text)
+        ranker = learned_ranker(spark, config, loaded, catalog, features.without_bots(interactions), towers)
+        if ranker is None:
+            if rc.ranker == "learned":
+                log.info("recommend: model version %s has no ranker; lists keep the retrieval order", version)
+            ranker = ranking.RetrievalRanker()
+        mlflow.log_param("ranker_used", ranker.name)
+        recs = ranking.recommend(to_matrix_rows(histories, catalog.index_df), towers, ranker, rules,
                                  catalog.item_ids, rc.block_size)
         out = recs.select(
             F.to_date(F.lit(day)).alias("ds"), "user_id", "rank", "item_id", "score",
@@ -514,7 +602,7 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
         log.info("recommend %s: %d users (%d on the popularity fallback), %d rows, model version %s", day,
                  stats["users"], fallback, stats["rows"], version)
         report_counts(run_id, users=stats["users"], rows=stats["rows"])
-        return {"run_id": run_id, "model_version": version, **metrics}
+        return {"run_id": run_id, "model_version": version, "ranker": ranker.name, **metrics}
 
 
 def _recommend_histories(interactions: DataFrame, active: DataFrame, config: Config, day: str) -> DataFrame:
@@ -637,10 +725,10 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
         truth = evaluation.to_truth(train_part, test_part)
         users = evaluation.to_evaluation_users(train_part, truth, catalog, config.train.model.history_length).cache()
         popularity = fit_popularity(train_part, catalog.index_df, catalog.size)
-        scorers = {"two_tower": two_tower_scorer(spark, config, candidate, catalog), "popularity": popularity}
+        scorers = {"two_tower": model_scorer(spark, config, candidate, catalog, train_part), "popularity": popularity}
         if champion_version is not None and champion_version != version:
             champion, _ = load_model(config, config.mlflow.champion_alias)
-            scorers["champion"] = two_tower_scorer(spark, config, champion, catalog)
+            scorers["champion"] = model_scorer(spark, config, champion, catalog, train_part)
         longest = max(k, config.evaluate.curve_k)
         text_vectors = tables.read_table(spark, config, ITEM_EMBEDDINGS).where(
             F.col("model") == candidate.meta["text_model"])

@@ -153,11 +153,11 @@ def test_recommendations_table_contract(spark, nightly) -> None:
     assert [str(r["ds"]) for r in latest] == [DAY]
     recs = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
     sources = {r[0] for r in recs.select(F.split("reason", ":")[0]).distinct().collect()}
-    assert sources == {"two_tower", "fallback"}
+    assert sources == {"two_tower+dcn", "fallback"}  # the towers' candidates, re-scored by the learned ranker
     assert {r[0] for r in recs.where(F.col("reason").startswith("fallback:")).select("reason").distinct().collect()} <= {
         FALLBACK_CATEGORY, FALLBACK_GLOBAL}
     # a model row names the history item that explains it: one the user interacted with positively
-    explained = recs.where(F.col("reason").startswith("two_tower:history=")).select(
+    explained = recs.where(F.col("reason").startswith("two_tower+dcn:history=")).select(
         "user_id", F.substring_index("reason", "=", -1).alias("item_id"))
     assert explained.count() == recs.where(F.col("reason").startswith("two_tower")).count()
     positives = read_table(spark, config, "interactions").where(

@@ -17,7 +17,7 @@ from sparkrec.ranking import (
     ListRules,
     RetrievalRanker,
     category_codes,
-    make_ranker,
+    check_ranker,
     recommend_block,
 )
 
@@ -142,7 +142,7 @@ def test_unknown_ranker_and_unusable_settings_are_clear_errors() -> None:
     from sparkrec.ranking import check_settings
 
     with pytest.raises(ValueError, match="recommend.ranker must be one of retrieval"):
-        make_ranker("deepfm")
+        check_ranker("deepfm")
     check_settings(10, 100, 0, 1.0, "category")
     with pytest.raises(ValueError, match=r"recommend.mmr_lambda must be between 0 and 1, got 1.5; "
                                          r"recommend.fallback_segment must be one of category, global"):

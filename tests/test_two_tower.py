@@ -20,7 +20,7 @@ def model(seed: int = 0) -> TwoTower:
 
 def test_shapes() -> None:
     m = model()
-    users, items = m(torch.tensor([[1, 2, 0], [3, 0, 0]]), torch.tensor([4, 5]))
+    users, items, _ = m(torch.tensor([[1, 2, 0], [3, 0, 0]]), torch.tensor([4, 5]))
     assert users.shape == (2, D) and items.shape == (2, D)
     assert m.item_vectors(torch.tensor([[1, 2], [3, 4]])).shape == (2, 2, D)
 
@@ -91,6 +91,25 @@ def test_ablations_remove_what_they_name() -> None:
     assert mean.users.query is None and mean.users.recency is None
     with torch.no_grad():
         history = torch.tensor([[1, 2, 0]])
-        users, _ = mean(history, torch.tensor([4]))
+        users, _, _ = mean(history, torch.tensor([4]))
         pooled = mean.item_vectors(torch.tensor([1, 2])).mean(0)
         assert torch.allclose(users[0], pooled + mean.users.output(pooled), atol=1e-5)
+
+
+def test_sampled_negatives_join_the_softmax_with_their_own_correction() -> None:
+    import math
+
+    from sparkrec.models.two_tower import in_batch_softmax_loss
+
+    torch.manual_seed(0)
+    users, targets = torch.randn(3, 4), torch.tensor([1, 2, 3])
+    items = torch.randn(5, 4)  # 3 targets, then 2 sampled: item 2 (row 1's own target) and item 9
+    negatives, log_q = torch.tensor([2, 9]), torch.log(torch.tensor([0.5, 0.3, 0.2]))
+    got = in_batch_softmax_loss(users, items, targets, 0.5, log_q, negatives, math.log(2 / 10))
+    logits = users @ items.T / 0.5 - torch.cat([log_q + math.log(3), torch.full((2,), math.log(2 / 10))])
+    logits[1, 3] = -1e4  # a sampled copy of the row's own target is no negative
+    assert torch.isclose(got, torch.nn.functional.cross_entropy(logits, torch.arange(3)))
+    # without sampled items: in-batch only, and the constant log(B) changes nothing
+    plain = users @ items[:3].T / 0.5 - log_q
+    assert torch.isclose(in_batch_softmax_loss(users, items[:3], targets, 0.5, log_q),
+                         torch.nn.functional.cross_entropy(plain, torch.arange(3)))

@@ -19,7 +19,7 @@ import numpy as np
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkrec.models.scoring import PopularityScorer, UserBlock
+from sparkrec.models.scoring import PopularityScorer, UserBlock, binary_rows
 from sparkrec.schemas import require_columns
 
 
@@ -104,10 +104,7 @@ class EaseScorer:
     name: str = "ease"
 
     def scores(self, block: UserBlock) -> np.ndarray:
-        x = np.zeros((len(block.seen), self.weights.shape[0]), dtype=np.float32)
-        for i, rows in enumerate(block.seen):
-            x[i, rows] = 1.0
-        return x @ self.weights
+        return binary_rows(block.seen, self.weights.shape[0]) @ self.weights
 
 
 def check_ease_size(n_items: int, max_items: int) -> None:

@@ -77,7 +77,8 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
     attrs = torch.from_numpy(np.load(folder / ITEM_ATTRS)) if (folder / ITEM_ATTRS).exists() else None
     codes = AttributeSpec.from_dict(meta.get("attributes")).size if attrs is not None else 0
     model = TwoTower(item_text, int(meta["dim"]), int(meta["history_length"]), item_attrs=attrs, attr_codes=codes,
-                     text=bool(meta.get("text", True)), history_attention=bool(meta.get("history_attention", True)))
+                     text=bool(meta.get("text", True)), history_attention=bool(meta.get("history_attention", True)),
+                     ranker={k: int(meta["ranker"][k]) for k in ("hidden", "cross_layers")} if meta.get("ranker") else None)
     model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
     model.eval()
     item_ids = meta.pop("item_ids")

@@ -188,6 +188,14 @@ def user_block(frame: pd.DataFrame) -> UserBlock:
     return UserBlock(list(frame["user_id"]), as_rows("history"), as_rows("seen"), vectors)
 
 
+def binary_rows(rows: list[np.ndarray], n: int) -> np.ndarray:
+    """The binary user x item matrix [len(rows), n] of each user's item rows."""
+    x = np.zeros((len(rows), n), dtype=np.float32)
+    for i, r in enumerate(rows):
+        x[i, r] = 1.0
+    return x
+
+
 def masked_scores(scores: np.ndarray, allowed: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:
     """``scores`` [B, n] with -inf where an item is not allowed or already seen.
 

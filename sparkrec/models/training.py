@@ -6,7 +6,9 @@ returns only small results; the examples reach each rank through the Parquet con
 
 from __future__ import annotations
 
+import itertools
 import json
+import math
 import os
 import sys
 import time
@@ -56,15 +58,18 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
 
     Args:
         data: ``converter`` (ParquetConverter JSON of the examples), ``item_text`` and ``log_q``
-            (.npy paths: text vectors [V + 1, T] and log target frequency [V + 1] per item index).
+            (.npy paths: text vectors [V + 1, T] and log target frequency [V + 1] per item index);
+            optionally ``lists`` (the ranker's training lists, ``ranker.training_lists``): each step
+            then also scores a batch of them and minimises L_retrieval + ranker_weight * L_ranking.
         output_dir: where rank 0 writes ``weights.pt`` and ``history.json``.
         params: model and optimiser settings (TrainConfig and ModelConfig fields); with
             ``checkpoint_dir``, rank 0 writes ``last.pt`` (weights, optimiser, epoch, history) there after
             every epoch, and a run that finds one resumes after its epoch (every rank loads it).
 
     Returns:
-        Per-epoch mean loss and examples/s (rank 0's view; losses are averaged over ranks), and
-        ``resumed_from`` (the epoch a checkpoint gave, 0 for a fresh start).
+        Per-epoch mean retrieval ``loss``, ``rank_loss`` (with ranking lists) and examples/s (rank 0's
+        view; losses are averaged over ranks), and ``resumed_from`` (the epoch a checkpoint gave, 0 for
+        a fresh start).
     """
     import datetime
 
@@ -73,6 +78,7 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
     import torch.distributed as dist
 
     from sparkrec.loader import ParquetConverter
+    from sparkrec.models.ranker import listwise_loss
     from sparkrec.models.two_tower import TwoTower, in_batch_softmax_loss
 
     rank = int(os.environ.get("RANK", "0"))
@@ -97,9 +103,13 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
     attrs = torch.from_numpy(np.load(data["item_attrs"])) if data.get("item_attrs") else None
     model = TwoTower(item_text, int(params["dim"]), int(params["history_length"]), float(params["dropout"]),
                      item_attrs=attrs, attr_codes=int(data.get("attr_codes") or 0), text=bool(params.get("text", True)),
-                     history_attention=bool(params.get("history_attention", True))).to(device)
+                     history_attention=bool(params.get("history_attention", True)),
+                     ranker=ranker_shape(params) if data.get("lists") else None,
+                     ranker_trains_towers=bool(params.get("ranker_train_towers", False))).to(device)
+    vocabulary = item_text.shape[0] - 1
+    sampled = int(params.get("sampled_negatives") or 0)  # uniform negatives per step, beside the in-batch ones
     if not params.get("logq_correction", True):
-        log_q = torch.zeros_like(log_q)  # an ablation: popular items are not corrected for
+        log_q = None  # an ablation: no candidate is corrected for how often it is drawn
     trained = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     optimiser = torch.optim.Adam(trained.parameters(), lr=float(params["learning_rate"]))
     converter = ParquetConverter.from_json(data["converter"])
@@ -114,7 +124,10 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
     epochs = int(params["epochs"])
     patience = int(params.get("patience") or 0)
     validation = _validation_loader(data, int(params["batch_size"]), rank, world) if patience > 0 else None
+    lists_loader = _lists_loader(data, int(params.get("ranker_batch_size") or 32), rank, world, int(params["seed"]))
     history: dict[str, list[float]] = {"loss": [], "examples_per_s": []}
+    if lists_loader is not None:
+        history["rank_loss"] = []
     if validation is not None:
         history["val_loss"] = []
     best: dict[str, Any] = {"loss": float("inf"), "epoch": 0, "state": None}
@@ -134,22 +147,39 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
         loader.set_epoch(epoch)
         trained.train()
         started, total, steps = time.perf_counter(), 0.0, 0
+        lists = _cycle(lists_loader, epoch)
+        rank_total, rank_steps = 0.0, 0
         for batch in loader:
-            users, items = trained(batch["history"].to(device), batch["target"].to(device))
+            # every step also takes a batch of ranking lists (the lists are cycled, reshuffled each pass)
+            ranking = {k: v.to(device) for k, v in next(lists).items()} if lists_loader is not None else None
             target = batch["target"].to(device)
-            loss = in_batch_softmax_loss(users, items, target, float(params["temperature"]), log_q[target])
+            negatives = torch.randint(1, vocabulary + 1, (sampled,), device=device) if sampled else None
+            users, items, rank_out = trained(batch["history"].to(device), target, ranking, negatives)
+            retrieval_loss = in_batch_softmax_loss(users, items, target, float(params["temperature"]),
+                                                   None if log_q is None else log_q[target],
+                                                   negatives, math.log(max(sampled, 1) / vocabulary))
+            loss = retrieval_loss
+            if rank_out is not None and ranking is not None:  # the multi-task loss
+                rank_loss = listwise_loss(rank_out, ranking["labels"].float(), ranking["candidates"] > 0)
+                loss = retrieval_loss + float(params["ranker_weight"]) * rank_loss
+                rank_total += float(rank_loss.detach())
+                rank_steps += 1
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-            total += float(loss.detach())
+            total += float(retrieval_loss.detach())
             steps += 1
         elapsed = time.perf_counter() - started
-        stats = torch.tensor([total / steps, steps * loader.batch_size / elapsed], dtype=torch.float64)
+        stats = torch.tensor([total / steps, steps * loader.batch_size / elapsed, rank_total / max(rank_steps, 1)],
+                             dtype=torch.float64)
         if world > 1:
             dist.all_reduce(stats)
-            stats[0] /= world  # mean loss; examples/s summed over ranks
+            stats[0] /= world  # mean losses; examples/s summed over ranks
+            stats[2] /= world
         history["loss"].append(float(stats[0]))
         history["examples_per_s"].append(float(stats[1]))
+        if lists_loader is not None:
+            history["rank_loss"].append(float(stats[2]))
         note = ""
         stop = False
         if validation is not None:
@@ -164,7 +194,8 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
         if rank == 0:
             print(
                 f"[train] epoch {epoch + 1}/{epochs} loss {stats[0]:.4f} "
-                f"{stats[1]:.0f} examples/s over {world} process(es){note}",
+                f"{stats[1]:.0f} examples/s over {world} process(es)"
+                + (f" ranking loss {stats[2]:.4f}" if lists_loader is not None else "") + note,
                 flush=True,
             )
             sys.stdout.flush()
@@ -205,6 +236,39 @@ def _placement(world: int) -> list[dict[str, Any]]:
     return everyone
 
 
+def ranker_shape(params: dict[str, Any]) -> dict[str, int]:
+    """The ranker's size settings (``DCNRanker`` arguments) from the flat training params."""
+    return {"hidden": int(params.get("ranker_hidden") or 64), "cross_layers": int(params.get("ranker_cross_layers") or 2)}
+
+
+def _lists_loader(data: dict[str, Any], batch_size: int, rank: int, world: int, seed: int) -> Any:
+    """This rank's shard of the ranking lists (None: no ranker), batches no larger than the shard."""
+    from sparkrec.loader import ParquetConverter
+
+    if not data.get("lists"):
+        return None
+    converter = ParquetConverter.from_json(data["lists"])
+    per_rank = converter.num_rows // world
+    if per_rank < 1:
+        raise ValueError(f"{converter.num_rows} ranking lists are too few for {world} process(es); "
+                         "use more data or set train.ranker.enabled: false")
+    return converter.make_torch_dataloader(min(batch_size, per_rank), cur_shard=rank, shard_count=world,
+                                           shuffle_seed=seed)
+
+
+def _cycle(loader: Any, epoch: int) -> Any:
+    """Batches of ``loader`` without end, each pass in a new order (seeded by epoch and pass)."""
+    if loader is None:
+        return iter(())
+
+    def batches() -> Any:
+        for n in itertools.count():
+            loader.set_epoch(epoch * 1000 + n)
+            yield from loader
+
+    return batches()
+
+
 def _validation_loader(data: dict[str, Any], batch_size: int, rank: int, world: int) -> Any:
     """This rank's shard of the validation examples, batches no larger than the shard allows."""
     from sparkrec.loader import ParquetConverter
@@ -231,8 +295,9 @@ def _validation_loss(model: Any, loader: Any, params: dict[str, Any], log_q: Any
     with torch.no_grad():
         for batch in loader:
             target = batch["target"].to(device)
-            users, items = model(batch["history"].to(device), target)
-            total += float(in_batch_softmax_loss(users, items, target, float(params["temperature"]), log_q[target]))
+            users, items, _ = model(batch["history"].to(device), target)
+            total += float(in_batch_softmax_loss(users, items, target, float(params["temperature"]),
+                                                 None if log_q is None else log_q[target]))
             steps += 1
     stats = torch.tensor([total, float(steps)], dtype=torch.float64)
     if world > 1:

@@ -6,8 +6,12 @@ Shapes, named once: B users or examples in a batch, L history length, V item voc
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
+
+from sparkrec.models.ranker import DCNRanker, rank_scores
 
 
 class ItemTower(nn.Module):
@@ -87,7 +91,8 @@ class TwoTower(nn.Module):
 
     def __init__(self, item_text: torch.Tensor, dim: int, history_length: int, dropout: float = 0.0,
                  item_attrs: torch.Tensor | None = None, attr_codes: int = 0, text: bool = True,
-                 history_attention: bool = True) -> None:
+                 history_attention: bool = True, ranker: dict[str, int] | None = None,
+                 ranker_trains_towers: bool = False) -> None:
         super().__init__()
         num_items, text_dim = item_text.shape[0] - 1, item_text.shape[1]
         self.register_buffer("item_text", item_text.float())
@@ -96,31 +101,61 @@ class TwoTower(nn.Module):
         self.items = ItemTower(num_items, text_dim, dim, dropout, attr_codes if self.item_attrs is not None else 0,
                                text=text)
         self.users = UserTower(dim, history_length, attention=history_attention)
+        # The ranking model (``sparkrec.models.ranker``), trained with the towers; None: retrieval only.
+        self.ranker = DCNRanker(**ranker) if ranker is not None else None
+        # Whether the ranking loss also reaches the towers (through the retrieval score it reads).
+        self.ranker_trains_towers = ranker_trains_towers
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [...] of vocabulary items -> [..., D]."""
         return self.items(ids, self.item_text[ids], None if self.item_attrs is None else self.item_attrs[ids])
 
-    def forward(self, history: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """history [B, L] ids, target [B] ids -> (users [B, D], items [B, D])."""
+    def forward(self, history: torch.Tensor, target: torch.Tensor, lists: dict[str, torch.Tensor] | None = None,
+                negatives: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """history [B, L] ids, target [B] ids -> (users [B, D], items [B, D], ranking scores); with
+        sampled ``negatives`` [S] ids, items is [B + S, D]: the targets' vectors, then theirs.
+
+        ``lists`` (a batch of ranking lists: ``history`` [B', L], ``candidates`` [B', C] ids, 0 =
+        padding, ``collaborative`` and ``popularity`` [B', C]) is scored by the ranker in the same
+        forward pass — one pass, so DDP synchronises the ranker's gradients with the towers'.
+        """
         users = self.users(self.item_vectors(history), history > 0)
-        return users, self.item_vectors(target)
+        scores = None
+        if lists is not None and self.ranker is not None:
+            context = lists["history"]
+            list_users = self.users(self.item_vectors(context), context > 0)
+            candidates = lists["candidates"]
+            list_items = self.item_vectors(candidates)
+            if not self.ranker_trains_towers:
+                list_users, list_items = list_users.detach(), list_items.detach()
+            scores = rank_scores(self.ranker, list_users, list_items, lists["collaborative"].float(),
+                                 lists["popularity"].float(), candidates > 0)
+        items = self.item_vectors(target if negatives is None else torch.cat([target, negatives]))
+        return users, items, scores
 
 
-def in_batch_softmax_loss(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor,
-                          temperature: float, log_q: torch.Tensor | None = None) -> torch.Tensor:
-    """Sampled softmax with the batch's other targets as negatives.
+def in_batch_softmax_loss(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, temperature: float,
+                          log_q: torch.Tensor | None = None, negatives: torch.Tensor | None = None,
+                          negatives_log_q: float = 0.0) -> torch.Tensor:
+    """Sampled softmax with the batch's other targets, and optionally sampled items, as negatives.
 
-    Popular items turn up as in-batch negatives more often than rare ones; subtracting each
-    candidate's log sampling probability ``log_q`` [B] (the logQ correction of Yi et al., 2019)
-    keeps the model from learning to bury them. A batch item equal to the row's own target is not
-    a negative (masked out).
+    ``items`` [B (+ S), D] are the batch's targets, then the vectors of ``negatives`` [S] (ids drawn
+    uniformly from the vocabulary: the rare items the batch never brings). Popular items turn up as
+    in-batch negatives more often than rare ones; subtracting each candidate's log expected count
+    (the logQ correction of Yi et al., 2019) keeps the model from learning to bury them: log(B q) for
+    an in-batch candidate with target share q (``log_q`` [B]), ``negatives_log_q`` = log(S / V) for a
+    sampled one (mixed negative sampling, Yang et al., 2020). A candidate equal to the row's own
+    target is not a negative (masked out).
     """
+    b = len(targets)
     logits = users @ items.T / temperature
+    ids = targets if negatives is None else torch.cat([targets, negatives])
     if log_q is not None:
-        logits = logits - log_q.unsqueeze(0)
-    same = targets.unsqueeze(0) == targets.unsqueeze(1)
-    eye = torch.eye(len(targets), dtype=torch.bool, device=users.device)
-    logits = logits.masked_fill(same & ~eye, -1e4)
-    labels = torch.arange(len(targets), device=users.device)
-    return nn.functional.cross_entropy(logits, labels)
+        correction = log_q + math.log(b)
+        if negatives is not None:
+            correction = torch.cat([correction, torch.full((len(negatives),), negatives_log_q, device=users.device)])
+        logits = logits - correction.unsqueeze(0)
+    own = torch.zeros((b, len(ids)), dtype=torch.bool, device=users.device)
+    own[:, :b] = torch.eye(b, dtype=torch.bool, device=users.device)
+    logits = logits.masked_fill((targets.unsqueeze(1) == ids.unsqueeze(0)) & ~own, -1e4)
+    return nn.functional.cross_entropy(logits, torch.arange(b, device=users.device))

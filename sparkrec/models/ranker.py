@@ -1,0 +1,163 @@
+"""The ranking model: DCN-v2 over each candidate's features, trained with the towers (multi-task).
+
+The retrieval towers propose; the ranker re-scores a user's candidate list with what retrieval
+alone cannot weigh together: the towers' own score, a collaborative score (EASE, Steck 2019, fitted
+on the interactions the towers see) and the item's popularity. Scores are also standardised within the list (``_z`` features), so a
+collaborative model fitted on more data at serving time than at training time still reads the same.
+
+Training lists come from the training interactions themselves (``stages``): each user's
+interactions are split into a context (what the user tower and EASE see) and labels (what the user
+did next, or a random share of it), and the candidates are the context's top ``candidates`` by EASE.
+The loss is listwise: softmax cross-entropy over the list, averaged over the list's positives; the
+training step minimises ``L = L_retrieval + weight * L_ranking`` with the retrieval score inside the
+graph, so the ranking loss also trains the towers.
+
+Shapes: B lists, C candidates per list, D the towers' vector size, F = len(FEATURES).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+FEATURES = ("retrieval_z", "collaborative_z", "popularity_z")
+
+
+def list_features(retrieval: torch.Tensor, collaborative: torch.Tensor, popularity: torch.Tensor,
+                  mask: torch.Tensor) -> torch.Tensor:
+    """[B, C, F] from the per-candidate scores [B, C] (``popularity``: log count), each standardised
+    within its list; ``mask`` [B, C] is true on real candidates (padding is left out of the list
+    statistics and its features are 0).
+
+    Only list-relative values: the collaborative model and the popularity counts are fitted on more
+    interactions at serving time than in the training lists (their scale grows with the data), and a
+    ranker that read raw scores would re-order lists by a shift it never saw.
+    """
+    columns = [_standardise(score, mask) for score in (retrieval, collaborative, popularity)]
+    return torch.stack(columns, dim=-1) * mask.unsqueeze(-1)
+
+
+def _standardise(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.to(x.dtype)
+    n = m.sum(-1, keepdim=True).clamp(min=1.0)
+    mean = (x * m).sum(-1, keepdim=True) / n
+    var = (((x - mean) * m) ** 2).sum(-1, keepdim=True) / n
+    return (x - mean) / (var.sqrt() + 1e-6)
+
+
+class CrossLayer(nn.Module):
+    """DCN-v2 cross layer: x_{l+1} = x_0 * (W x_l + b) + x_l."""
+
+    def __init__(self, width: int) -> None:
+        super().__init__()
+        self.linear = nn.Linear(width, width)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return x0 * self.linear(x) + x
+
+
+class DCNRanker(nn.Module):
+    """DCN-v2 (Wang et al., 2021), the parallel form: ``cross_layers`` cross layers and a two-layer MLP
+    over the candidate's features, their outputs concatenated into one score per candidate.
+
+    The features are scores, not identities: no item or user embedding enters the ranker itself, so
+    it cannot memorise which items a training user did not pick (its lists' negatives include what
+    that user does later) — it learns how to weigh the signals, which carries over to any user.
+    """
+
+    def __init__(self, hidden: int = 64, cross_layers: int = 2) -> None:
+        super().__init__()
+        width = len(FEATURES)
+        self.cross = nn.ModuleList(CrossLayer(width) for _ in range(cross_layers))
+        self.deep = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.out = nn.Linear(width + hidden, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """features [B, C, F] -> scores [B, C]."""
+        x0 = features
+        x = x0
+        for layer in self.cross:
+            x = layer(x0, x)
+        return self.out(torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
+
+
+def rank_scores(ranker: DCNRanker, users: torch.Tensor, items: torch.Tensor, collaborative: torch.Tensor,
+                popularity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scores [B, C] of each user's candidates: users [B, D], items [B, C, D], the other signals [B, C]."""
+    retrieval = (users.unsqueeze(1) * items).sum(-1)
+    return ranker(list_features(retrieval, collaborative, popularity, mask))
+
+
+def listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy over each list, averaged over its positives (``labels`` 1.0), then lists."""
+    log_p = torch.log_softmax(scores.masked_fill(~mask, -1e4), dim=-1)
+    positives = (labels * mask).sum(-1)
+    per_list = -(log_p * labels * mask).sum(-1) / positives.clamp(min=1.0)
+    return per_list[positives > 0].mean() if (positives > 0).any() else scores.sum() * 0.0
+
+
+# --------------------------------------------------------------------------- collaborative signal
+def collaborative_candidates(weights: np.ndarray, context: list[np.ndarray], allowed: np.ndarray,
+                             count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each user's top ``count`` allowed items outside its context by EASE score x_u B:
+    (rows [U, c], scores [U, c], usable count [U]); c = min(count, n)."""
+    from sparkrec.models.scoring import binary_rows, masked_scores, top_indices
+
+    scores = masked_scores(binary_rows(context, weights.shape[0]) @ weights, allowed, context)
+    top, usable = top_indices(scores, count)
+    return top, np.take_along_axis(scores, top, axis=1), usable
+
+
+def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, history_length: int, candidates: int,
+                   max_lists: int, seed: int) -> Any:
+    """The ranker's training lists from ``features.ranking_split`` rows (pandas: ``user_id, item_id,
+    event_ts, event_id, is_label``), ``vocab`` (item id -> index, 1..V) and EASE ``weights`` [V + 1, V + 1]
+    fitted on the contexts.
+
+    A list is a user with a context and a label: its context's latest items (``history``, most recent
+    first, 0-padded), the context's top ``candidates`` by EASE that the context does not hold (0-padded),
+    each candidate's ``collaborative`` score, ``popularity`` (log of 1 + the context users holding it)
+    and ``labels`` (1.0: the user's label part holds it). Lists without a labelled candidate teach
+    nothing and are left out; beyond ``max_lists`` users, a seeded sample is kept.
+    """
+    import pandas as pd
+
+    events = events.assign(idx=events["item_id"].map(vocab).fillna(0).astype(np.int64))
+    events = events[events["idx"] > 0].sort_values(["user_id", "event_ts", "event_id"], ascending=[True, False, False])
+    context = events[~events["is_label"]]
+    n = weights.shape[0]
+    holders = np.zeros(n, dtype=np.float64)
+    users_items = context[["user_id", "idx"]].drop_duplicates()
+    np.add.at(holders, users_items["idx"].to_numpy(), 1.0)
+    popularity = np.log1p(holders).astype(np.float32)
+    by_user = {u: g["idx"].to_numpy() for u, g in context.groupby("user_id", sort=True)}
+    label_sets = {u: set(g["idx"].tolist()) for u, g in events[events["is_label"]].groupby("user_id", sort=True)}
+    users = [u for u in by_user if u in label_sets]
+    if len(users) > max_lists:
+        keep = np.random.default_rng(seed).choice(len(users), max_lists, replace=False)
+        users = [users[i] for i in sorted(keep)]
+    allowed = np.ones(n, dtype=bool)
+    allowed[0] = False
+    rows = []
+    for start in range(0, len(users), 1024):
+        block = users[start : start + 1024]
+        contexts = [np.unique(by_user[u]) for u in block]
+        top, scores, usable = collaborative_candidates(weights, contexts, allowed, candidates)
+        for i, user in enumerate(block):
+            cand = np.zeros(candidates, dtype=np.int64)
+            collab = np.zeros(candidates, dtype=np.float32)
+            u = int(usable[i])
+            cand[:u], collab[:u] = top[i, :u], scores[i, :u]
+            labels = np.array([c in label_sets[user] for c in cand], dtype=np.float32) * (cand > 0)
+            if labels.sum() == 0:
+                continue
+            recent = by_user[user][:history_length]
+            history = np.zeros(history_length, dtype=np.int64)
+            history[: len(recent)] = recent
+            rows.append((history.tolist(), cand.tolist(), collab.tolist(), popularity[cand].tolist(), labels.tolist()))
+    return pd.DataFrame(rows, columns=["history", "candidates", "collaborative", "popularity", "labels"])

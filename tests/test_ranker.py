@@ -1,0 +1,160 @@
+"""The ranking model: its features and loss, its training lists, the multi-task training step, and
+serving it over candidates from two sources."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from sparkrec.loader import make_converter
+from sparkrec.models.ranker import DCNRanker, list_features, listwise_loss, rank_scores, training_lists
+from sparkrec.models.scoring import TwoTowerScorer, UserBlock
+from sparkrec.models.training import train_two_tower
+from sparkrec.models.two_tower import TwoTower
+from sparkrec.ranking import LearnedRanker, RankedScorer
+
+
+def test_list_features_are_standardised_within_the_list_and_zero_on_padding() -> None:
+    retrieval = torch.tensor([[1.0, 2.0, 3.0, 99.0]])
+    mask = torch.tensor([[True, True, True, False]])
+    f = list_features(retrieval, retrieval * 10 + 5, torch.zeros_like(retrieval), mask)
+    assert f.shape == (1, 4, 3)
+    assert torch.allclose(f[0, :3, 0], torch.tensor([-1.2247, 0.0, 1.2247]), atol=1e-3)  # padding not in the mean
+    assert torch.allclose(f[0, :3, 0], f[0, :3, 1], atol=1e-4)  # scale-free: 10x the score plus 5, same feature
+    assert (f[0, 3] == 0).all() and (f[0, :, 2] == 0).all()
+
+
+def test_listwise_loss_averages_over_positives_and_skips_lists_without_one() -> None:
+    scores = torch.tensor([[2.0, 0.0, 0.0, 50.0], [1.0, 1.0, 1.0, 1.0]])
+    labels = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True]])
+    log_p = torch.log_softmax(torch.tensor([2.0, 0.0, 0.0]), dim=0)
+    expected = -(log_p[0] + log_p[1]) / 2
+    assert torch.isclose(listwise_loss(scores, labels, mask), expected)
+
+
+def test_training_lists_take_candidates_outside_the_context_and_label_what_came_next() -> None:
+    vocab = {f"i{i}": i for i in range(1, 7)}
+    # EASE stand-in: item i points to item i + 1 strongly, to everything else weakly
+    weights = np.full((7, 7), 0.01, dtype=np.float32)
+    for i in range(1, 6):
+        weights[i, i + 1] = 1.0
+    weights[4, 6] = 0.5
+    np.fill_diagonal(weights, 0.0)
+    events = pd.DataFrame({
+        "user_id": ["a", "a", "a", "b", "b", "c"],
+        "item_id": ["i1", "i2", "i3", "i4", "i6", "i1"],
+        "event_ts": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-01", "2024-01-02", "2024-01-01"]),
+        "event_id": ["1", "2", "3", "4", "5", "6"],
+        "is_label": [False, False, True, False, True, False],  # c has no label: no list
+    })
+    lists = training_lists(events, vocab, weights, history_length=3, candidates=3, max_lists=10, seed=0)
+    assert len(lists) == 2
+    a = lists.iloc[0]
+    assert a["history"] == [2, 1, 0]  # context, most recent first; the label i3 is not in it
+    assert a["candidates"][0] == 3 and 1 not in a["candidates"] and 2 not in a["candidates"]
+    assert a["labels"] == [1.0, 0.0, 0.0]
+    b = lists.iloc[1]
+    assert b["candidates"][0] == 5 and b["labels"][b["candidates"].index(6)] == 1.0
+    assert all(len(x) == 3 for x in lists["collaborative"]) and np.isclose(a["popularity"][0], np.log1p(0.0))
+
+
+def test_ranking_split_marks_the_latest_share_or_a_seeded_random_share(spark) -> None:
+    from sparkrec.features import ranking_split
+
+    rows = [(u, f"i{n}", f"2024-01-{n + 1:02d} 00:00:00", f"{u}{n}", 1.0) for u in ("a", "b") for n in range(10)]
+    df = spark.createDataFrame(rows, "user_id string, item_id string, event_ts string, event_id string, weight double")
+    df = df.selectExpr("user_id", "item_id", "CAST(event_ts AS timestamp) AS event_ts", "event_id", "weight")
+    latest = ranking_split(df, "latest", 0.2, 0).where("is_label").orderBy("user_id", "item_id").collect()
+    assert [(r["user_id"], r["item_id"]) for r in latest] == [("a", "i8"), ("a", "i9"), ("b", "i8"), ("b", "i9")]
+    random_a = ranking_split(df, "random", 0.5, 1).where("is_label").collect()
+    random_b = ranking_split(df, "random", 0.5, 1).where("is_label").collect()
+    assert sorted(random_a) == sorted(random_b) and 0 < len(random_a) < 20
+    with pytest.raises(ValueError, match="train.ranker.labels"):
+        ranking_split(df, "newest", 0.2, 0)
+
+
+def test_the_ranker_learns_what_the_collaborative_order_gets_wrong(spark, tmp_path: Path) -> None:
+    """Planted: the label is always the candidate with the LOWEST collaborative score among 8, so
+    the collaborative order alone puts it last; the multi-task step must teach the ranker to lift it."""
+    vocab, width, length = 40, 8, 3
+    rng = np.random.default_rng(5)
+
+    def lists(n: int) -> pd.DataFrame:
+        rows = []
+        for _ in range(n):
+            cand = rng.choice(vocab, width, replace=False) + 1
+            collab = rng.random(width).astype(np.float32)
+            labels = (collab == collab.min()).astype(np.float32)
+            rows.append(([int(x) for x in rng.choice(vocab, length) + 1], [int(x) for x in cand], collab.tolist(),
+                         rng.random(width).astype(np.float32).tolist(), labels.tolist()))
+        return pd.DataFrame(rows, columns=["history", "candidates", "collaborative", "popularity", "labels"])
+
+    schema = ("history array<bigint>, candidates array<bigint>, collaborative array<float>, popularity array<float>, "
+              "labels array<float>")
+    train = spark.createDataFrame(lists(256), schema)
+    examples = spark.range(256).selectExpr(f"CAST(id % {vocab} + 1 AS long) AS target",
+                                           f"array(CAST((id + 1) % {vocab} + 1 AS long), 0L, 0L) AS history")
+    np.save(tmp_path / "text.npy", np.vstack([np.zeros((1, 4)), rng.standard_normal((vocab, 4))]).astype(np.float32))
+    np.save(tmp_path / "log_q.npy", np.full(vocab + 1, np.log(1 / vocab), dtype=np.float32))
+    data = {"converter": make_converter(examples, str(tmp_path / "examples")).to_json(),
+            "item_text": str(tmp_path / "text.npy"), "log_q": str(tmp_path / "log_q.npy"),
+            "lists": make_converter(train, str(tmp_path / "lists")).to_json()}
+    params = {"dim": 8, "history_length": length, "temperature": 0.1, "dropout": 0.0, "epochs": 6, "batch_size": 32,
+              "learning_rate": 0.01, "seed": 3, "timeout_s": 60, "use_gpu": False, "ranker_weight": 1.0,
+              "ranker_batch_size": 16, "ranker_hidden": 16, "ranker_cross_layers": 2}
+    result = train_two_tower(data, str(tmp_path / "out"), params)
+    assert len(result["rank_loss"]) == 6 and result["rank_loss"][-1] < result["rank_loss"][0]
+    model = TwoTower(torch.from_numpy(np.load(tmp_path / "text.npy")), 8, length,
+                     ranker={"hidden": 16, "cross_layers": 2}).eval()
+    model.load_state_dict(torch.load(tmp_path / "out" / "weights.pt"))
+    test = lists(200)
+    batch = {c: torch.tensor(np.stack(test[c].to_numpy())) for c in test.columns}
+    with torch.no_grad():
+        _, _, scores = model(batch["history"], batch["history"][:, 0], batch)
+    top1 = float((batch["labels"].gather(1, scores.argmax(1, keepdim=True)) == 1).float().mean())
+    assert top1 > 0.8, top1  # the collaborative order puts the label first never; chance is 1/8
+
+
+def towers(n: int, dim: int = 4) -> TwoTowerScorer:
+    rng = np.random.default_rng(1)
+    model = TwoTower(torch.zeros(n + 1, 3), dim, 3)
+    state = {k: v.detach().numpy() for k, v in model.users.state_dict().items()}
+    return TwoTowerScorer(rng.standard_normal((n, dim)).astype(np.float32), state, dim, 3)
+
+
+def test_learned_ranker_proposes_from_both_sources_and_never_a_seen_or_barred_item() -> None:
+    n = 12
+    weights = np.zeros((n, n), dtype=np.float32)
+    weights[0, 1:4] = [3.0, 2.0, 1.0]  # the collaborative model only knows items 1, 2, 3 (after item 0)
+    module = DCNRanker(hidden=8, cross_layers=1)
+    ranker = LearnedRanker(towers(n), weights, np.zeros(n, dtype=np.float32),
+                           {k: v.detach().numpy() for k, v in module.state_dict().items()},
+                           {"hidden": 8, "cross_layers": 1}, candidates=3, retrieval_candidates=4)
+    allowed = np.ones(n, dtype=bool)
+    allowed[2] = False
+    block = UserBlock(["u"], [np.array([0])], [np.array([0, 5])])
+    candidates, collaborative, usable = ranker.propose(block, allowed, 3)
+    row = candidates[0, : usable[0]]
+    assert usable[0] == 7 and len(set(row)) == 7  # 3 collaborative + 4 from the towers, no duplicates
+    assert row[0] == 1 and not {0, 2, 5} & set(row.tolist())
+    assert collaborative[0, 0] == 3.0
+    scores = RankedScorer(ranker, allowed).scores(block)
+    assert np.isfinite(scores[0]).sum() == 7 and set(np.flatnonzero(np.isfinite(scores[0]))) == set(row.tolist())
+
+
+def test_rank_scores_depend_on_each_signal() -> None:
+    torch.manual_seed(0)
+    ranker = DCNRanker(hidden=8, cross_layers=2)
+    users, items = torch.randn(2, 4), torch.randn(2, 5, 4)
+    collab, pop, mask = torch.randn(2, 5), torch.randn(2, 5), torch.ones(2, 5, dtype=torch.bool)
+    base = rank_scores(ranker, users, items, collab, pop, mask)
+    assert base.shape == (2, 5)
+    for changed in (rank_scores(ranker, users, items, collab ** 3, pop, mask),
+                    rank_scores(ranker, users, items, collab, -pop, mask),
+                    rank_scores(ranker, users, items * torch.randn(2, 5, 1), collab, pop, mask)):
+        assert not torch.allclose(base, changed)
