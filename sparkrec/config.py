@@ -250,7 +250,7 @@ class RecommendConfig:
     # towers' score.
     ranker: str = "learned"
     # With the learned ranker: the towers' best items not among the collaborative candidates join the list.
-    retrieval_candidates: int = 20
+    retrieval_candidates: int = 0
     # Items a user interacted with (any event type) are never recommended: over all history (0) or
     # only the last N days.
     seen_window_days: int = 0
