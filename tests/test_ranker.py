@@ -158,3 +158,19 @@ def test_rank_scores_depend_on_each_signal() -> None:
                     rank_scores(ranker, users, items, collab, -pop, mask),
                     rank_scores(ranker, users, items * torch.randn(2, 5, 1), collab, pop, mask)):
         assert not torch.allclose(base, changed)
+
+
+def test_a_saved_model_brings_its_ranker_back(tmp_path: Path) -> None:
+    from sparkrec.models.packaging import load_model_dir, write_model_dir
+
+    torch.manual_seed(2)
+    text = torch.randn(6, 3)
+    text[0] = 0
+    model = TwoTower(text, 4, 3, ranker={"hidden": 8, "cross_layers": 1})
+    torch.save(model.state_dict(), tmp_path / "weights.pt")
+    meta = {"dim": 4, "history_length": 3, "text_model": "t",
+            "ranker": {"hidden": 8, "cross_layers": 1, "ease_lambda": 50.0, "candidates": 10}}
+    loaded = load_model_dir(write_model_dir(tmp_path / "m", tmp_path / "weights.pt", list("abcde"), text.numpy(), meta))
+    assert loaded.model.ranker is not None and loaded.meta["ranker"]["ease_lambda"] == 50.0
+    for name, value in model.ranker.state_dict().items():
+        assert torch.equal(loaded.model.ranker.state_dict()[name], value)
