@@ -111,7 +111,7 @@ class LearnedRanker:
     ranker_state: dict[str, np.ndarray]
     shape: dict[str, int]  # DCNRanker hidden, cross_layers
     candidates: int = 100
-    retrieval_candidates: int = 20
+    retrieval_candidates: int = 0
     name: str = "dcn"
 
     def __post_init__(self) -> None:
@@ -129,6 +129,8 @@ class LearnedRanker:
         collaborative scores; N = ``candidates`` + ``retrieval_candidates`` at least ``count``."""
         collaborative = masked_scores(binary_rows(block.seen, self.weights.shape[0]) @ self.weights, allowed, block.seen)
         first, usable = top_indices(collaborative, max(self.candidates, count))
+        if self.retrieval_candidates == 0:
+            return first, np.take_along_axis(collaborative, first, axis=1), usable
         extra, _, extra_usable = dot_top_indices(self.towers.user_vectors(block), self.towers.item_vectors, allowed,
                                                  block.seen, first.shape[1] + self.retrieval_candidates)
         width = first.shape[1] + self.retrieval_candidates
@@ -163,7 +165,6 @@ class LearnedRanker:
         with torch.inference_mode():
             out = rank_scores(self._module, users, items, collaborative, popularity, torch.from_numpy(mask)).numpy()
         return np.where(mask, out, -np.inf)
-
 
     def explain(self, block: UserBlock, picked: np.ndarray) -> np.ndarray:
         """For each picked item [B, k], the item of the user's recent history that contributes most to its

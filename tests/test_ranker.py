@@ -3,6 +3,7 @@ serving it over candidates from two sources."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,8 @@ def test_learned_ranker_proposes_from_both_sources_and_never_a_seen_or_barred_it
     assert usable[0] == 7 and len(set(row)) == 7  # 3 collaborative + 4 from the towers, no duplicates
     assert row[0] == 1 and not {0, 2, 5} & set(row.tolist())
     assert collaborative[0, 0] == 3.0
+    only_collaborative = dataclasses.replace(ranker, retrieval_candidates=0).propose(block, allowed, 3)
+    assert only_collaborative[0][0].tolist() == [1, 3, 4] and only_collaborative[2][0] == 3  # ties: lower row
     scores = RankedScorer(ranker, allowed).scores(block)
     assert np.isfinite(scores[0]).sum() == 7 and set(np.flatnonzero(np.isfinite(scores[0]))) == set(row.tolist())
 
