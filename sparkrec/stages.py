@@ -368,13 +368,16 @@ def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab
     marked, as a Parquet converter; None (with a warning: the model is then retrieval only) when the
     data give fewer lists than processes."""
     from sparkrec.loader import make_converter
-    from sparkrec.models.baselines import ease_weights, item_gram
+    from sparkrec.models.baselines import EaseTooLargeError, ease_weights, item_gram
     from sparkrec.models.ranker import training_lists
 
     rc = config.train.ranker
     vocab = {r["item_id"]: int(r["idx"]) for r in vocab_df.collect()}
-    gram = item_gram(marked.where(~F.col("is_label")), vocab_df.select("item_id", F.col("idx").alias("row")),
-                     len(vocab) + 1, config.experiment.ease_max_items)
+    try:
+        gram = item_gram(marked.where(~F.col("is_label")), vocab_df.select("item_id", F.col("idx").alias("row")),
+                         len(vocab) + 1, config.experiment.ease_max_items)
+    except EaseTooLargeError as err:
+        raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set train.ranker.enabled: false") from err
     frame = training_lists(marked.toPandas(), vocab, ease_weights(gram, rc.ease_lambda),
                            config.train.model.history_length, rc.candidates, rc.max_lists, config.train.seed)
     marked.unpersist()
@@ -498,14 +501,17 @@ def learned_ranker(spark: SparkSession, config: Config, loaded: Any, catalog: Ca
     """The model's ranker over the catalogue (``ranking.LearnedRanker``), its collaborative score and
     popularity fitted on ``interactions_df``'s positive events; None when the model was trained
     without one or ``recommend.ranker`` is ``retrieval``."""
-    from sparkrec.models.baselines import ease_weights, fit_popularity, item_gram
+    from sparkrec.models.baselines import EaseTooLargeError, ease_weights, fit_popularity, item_gram
     from sparkrec.ranking import LearnedRanker
 
     meta = loaded.meta.get("ranker")
     if config.recommend.ranker != "learned" or not meta or loaded.model.ranker is None:
         return None
     positives = interactions_df.where(F.col("weight") > 0)
-    gram = item_gram(positives, catalog.index_df, catalog.size, config.experiment.ease_max_items)
+    try:
+        gram = item_gram(positives, catalog.index_df, catalog.size, config.experiment.ease_max_items)
+    except EaseTooLargeError as err:
+        raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set recommend.ranker: retrieval") from err
     popularity = fit_popularity(positives, catalog.index_df, catalog.size).popularity
     state = {k: v.detach().numpy() for k, v in loaded.model.ranker.state_dict().items()}
     return LearnedRanker(towers, ease_weights(gram, float(meta["ease_lambda"])), np.log1p(popularity).astype(np.float32),

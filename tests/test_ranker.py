@@ -177,3 +177,16 @@ def test_a_saved_model_brings_its_ranker_back(tmp_path: Path) -> None:
     assert loaded.model.ranker is not None and loaded.meta["ranker"]["ease_lambda"] == 50.0
     for name, value in model.ranker.state_dict().items():
         assert torch.equal(loaded.model.ranker.state_dict()[name], value)
+
+
+def test_a_vocabulary_too_large_for_the_collaborative_score_is_a_clear_error(spark, config, tmp_path: Path) -> None:
+    from sparkrec import stages
+    from sparkrec.config import with_values
+    from sparkrec.models.baselines import EaseTooLargeError
+
+    small = with_values(config, {"experiment": {"ease_max_items": 3}})
+    marked = spark.createDataFrame([("u", "a", True), ("u", "b", False), ("u", "c", False)],
+                                   "user_id string, item_id string, is_label boolean")
+    vocab = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "item_id string, idx int")
+    with pytest.raises(EaseTooLargeError, match="train.ranker.enabled: false"):
+        stages._ranking_lists(spark, small, marked, vocab, tmp_path)
