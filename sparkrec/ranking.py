@@ -162,10 +162,8 @@ class LearnedRanker:
         items = torch.from_numpy(np.asarray(self.towers.item_vectors, dtype=np.float32)[candidates])
         collaborative = torch.from_numpy(np.where(mask, scores, 0.0).astype(np.float32))
         popularity = torch.from_numpy(self.popularity[candidates].astype(np.float32))
-        activity = torch.from_numpy(np.log1p([len(np.unique(s)) for s in block.seen]).astype(np.float32))
         with torch.inference_mode():
-            out = rank_scores(self._module, users, items, collaborative, popularity, torch.from_numpy(mask),
-                              activity).numpy()
+            out = rank_scores(self._module, users, items, collaborative, popularity, torch.from_numpy(mask)).numpy()
         return np.where(mask, out, -np.inf)
 
     def explain(self, block: UserBlock, picked: np.ndarray) -> np.ndarray:

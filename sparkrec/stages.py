@@ -386,7 +386,7 @@ def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab
                     len(frame), config.train.num_processes)
         return None
     schema = ("history array<bigint>, candidates array<bigint>, collaborative array<float>, "
-              "popularity array<float>, labels array<float>, activity float")
+              "popularity array<float>, labels array<float>")
     lists = make_converter(spark.createDataFrame(frame, schema), str(staging / "lists"))
     log.info("train: %d ranking lists (%s labels, %d candidates each)", lists.num_rows, rc.labels, rc.candidates)
     return lists

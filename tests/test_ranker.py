@@ -22,8 +22,8 @@ from sparkrec.ranking import LearnedRanker, RankedScorer
 def test_list_features_are_standardised_within_the_list_and_zero_on_padding() -> None:
     retrieval = torch.tensor([[1.0, 2.0, 3.0, 99.0]])
     mask = torch.tensor([[True, True, True, False]])
-    f = list_features(retrieval, retrieval * 10 + 5, torch.zeros_like(retrieval), mask, torch.tensor([2.5]))
-    assert f.shape == (1, 4, 4) and (f[0, :3, 3] == 2.5).all()
+    f = list_features(retrieval, retrieval * 10 + 5, torch.zeros_like(retrieval), mask)
+    assert f.shape == (1, 4, 3)
     assert torch.allclose(f[0, :3, 0], torch.tensor([-1.2247, 0.0, 1.2247]), atol=1e-3)  # padding not in the mean
     assert torch.allclose(f[0, :3, 0], f[0, :3, 1], atol=1e-4)  # scale-free: 10x the score plus 5, same feature
     assert (f[0, 3] == 0).all() and (f[0, :, 2] == 0).all()
@@ -62,7 +62,6 @@ def test_training_lists_take_candidates_outside_the_context_and_label_what_came_
     b = lists.iloc[1]
     assert b["candidates"][0] == 5 and b["labels"][b["candidates"].index(6)] == 1.0
     assert all(len(x) == 3 for x in lists["collaborative"]) and np.isclose(a["popularity"][0], np.log1p(0.0))
-    assert np.isclose(a["activity"], np.log1p(2)) and np.isclose(b["activity"], np.log1p(1))
 
 
 def test_ranking_split_marks_the_latest_share_or_a_seeded_random_share(spark) -> None:
@@ -93,11 +92,11 @@ def test_the_ranker_learns_what_the_collaborative_order_gets_wrong(spark, tmp_pa
             collab = rng.random(width).astype(np.float32)
             labels = (collab == collab.min()).astype(np.float32)
             rows.append(([int(x) for x in rng.choice(vocab, length) + 1], [int(x) for x in cand], collab.tolist(),
-                         rng.random(width).astype(np.float32).tolist(), labels.tolist(), float(rng.random())))
-        return pd.DataFrame(rows, columns=["history", "candidates", "collaborative", "popularity", "labels", "activity"])
+                         rng.random(width).astype(np.float32).tolist(), labels.tolist()))
+        return pd.DataFrame(rows, columns=["history", "candidates", "collaborative", "popularity", "labels"])
 
     schema = ("history array<bigint>, candidates array<bigint>, collaborative array<float>, popularity array<float>, "
-              "labels array<float>, activity float")
+              "labels array<float>")
     train = spark.createDataFrame(lists(256), schema)
     examples = spark.range(256).selectExpr(f"CAST(id % {vocab} + 1 AS long) AS target",
                                            f"array(CAST((id + 1) % {vocab} + 1 AS long), 0L, 0L) AS history")
@@ -156,13 +155,11 @@ def test_rank_scores_depend_on_each_signal() -> None:
     ranker = DCNRanker(hidden=8, cross_layers=2)
     users, items = torch.randn(2, 4), torch.randn(2, 5, 4)
     collab, pop, mask = torch.randn(2, 5), torch.randn(2, 5), torch.ones(2, 5, dtype=torch.bool)
-    activity = torch.tensor([1.0, 3.0])
-    base = rank_scores(ranker, users, items, collab, pop, mask, activity)
+    base = rank_scores(ranker, users, items, collab, pop, mask)
     assert base.shape == (2, 5)
-    for changed in (rank_scores(ranker, users, items, collab ** 3, pop, mask, activity),
-                    rank_scores(ranker, users, items, collab, -pop, mask, activity),
-                    rank_scores(ranker, users, items * torch.randn(2, 5, 1), collab, pop, mask, activity),
-                    rank_scores(ranker, users, items, collab, pop, mask, activity * 2)):
+    for changed in (rank_scores(ranker, users, items, collab ** 3, pop, mask),
+                    rank_scores(ranker, users, items, collab, -pop, mask),
+                    rank_scores(ranker, users, items * torch.randn(2, 5, 1), collab, pop, mask)):
         assert not torch.allclose(base, changed)
 
 

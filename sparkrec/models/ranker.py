@@ -23,22 +23,20 @@ import numpy as np
 import torch
 from torch import nn
 
-FEATURES = ("retrieval_z", "collaborative_z", "popularity_z", "user_activity")
+FEATURES = ("retrieval_z", "collaborative_z", "popularity_z")
 
 
 def list_features(retrieval: torch.Tensor, collaborative: torch.Tensor, popularity: torch.Tensor,
-                  mask: torch.Tensor, activity: torch.Tensor) -> torch.Tensor:
+                  mask: torch.Tensor) -> torch.Tensor:
     """[B, C, F] from the per-candidate scores [B, C] (``popularity``: log count), each standardised
-    within its list, and the user feature ``activity`` [B] (log of 1 + the items the user holds: the
-    cross layers let it set how far each signal is trusted); ``mask`` [B, C] is true on real
-    candidates (padding is left out of the list statistics and its features are 0).
+    within its list; ``mask`` [B, C] is true on real candidates (padding is left out of the list
+    statistics and its features are 0).
 
     Only list-relative values: the collaborative model and the popularity counts are fitted on more
     interactions at serving time than in the training lists (their scale grows with the data), and a
     ranker that read raw scores would re-order lists by a shift it never saw.
     """
     columns = [_standardise(score, mask) for score in (retrieval, collaborative, popularity)]
-    columns.append(activity.to(retrieval.dtype).unsqueeze(-1).expand_as(retrieval))
     return torch.stack(columns, dim=-1) * mask.unsqueeze(-1)
 
 
@@ -89,11 +87,10 @@ class DCNRanker(nn.Module):
 
 
 def rank_scores(ranker: DCNRanker, users: torch.Tensor, items: torch.Tensor, collaborative: torch.Tensor,
-                popularity: torch.Tensor, mask: torch.Tensor, activity: torch.Tensor) -> torch.Tensor:
-    """Scores [B, C] of each user's candidates: users [B, D], items [B, C, D], the other signals [B, C],
-    the user's activity [B]."""
+                popularity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Scores [B, C] of each user's candidates: users [B, D], items [B, C, D], the other signals [B, C]."""
     retrieval = (users.unsqueeze(1) * items).sum(-1)
-    return ranker(list_features(retrieval, collaborative, popularity, mask, activity))
+    return ranker(list_features(retrieval, collaborative, popularity, mask))
 
 
 def listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -125,8 +122,7 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
     A list is a user with a context and a label: its context's latest items (``history``, most recent
     first, 0-padded), the context's top ``candidates`` by EASE that the context does not hold (0-padded),
     each candidate's ``collaborative`` score, ``popularity`` (log of 1 + the context users holding it)
-    and ``labels`` (1.0: the user's label part holds it), and the user's ``activity`` (log of 1 + the
-    context's distinct items). Lists without a labelled candidate teach
+    and ``labels`` (1.0: the user's label part holds it). Lists without a labelled candidate teach
     nothing and are left out; beyond ``max_lists`` users, a seeded sample is kept.
     """
     import pandas as pd
@@ -163,6 +159,5 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
             recent = by_user[user][:history_length]
             history = np.zeros(history_length, dtype=np.int64)
             history[: len(recent)] = recent
-            rows.append((history.tolist(), cand.tolist(), collab.tolist(), popularity[cand].tolist(), labels.tolist(),
-                         float(np.log1p(len(contexts[i])))))
-    return pd.DataFrame(rows, columns=["history", "candidates", "collaborative", "popularity", "labels", "activity"])
+            rows.append((history.tolist(), cand.tolist(), collab.tolist(), popularity[cand].tolist(), labels.tolist()))
+    return pd.DataFrame(rows, columns=["history", "candidates", "collaborative", "popularity", "labels"])

@@ -116,7 +116,7 @@ class TwoTower(nn.Module):
         sampled ``negatives`` [S] ids, items is [B + S, D]: the targets' vectors, then theirs.
 
         ``lists`` (a batch of ranking lists: ``history`` [B', L], ``candidates`` [B', C] ids, 0 =
-        padding, ``collaborative`` and ``popularity`` [B', C], ``activity`` [B']) is scored by the ranker in the same
+        padding, ``collaborative`` and ``popularity`` [B', C]) is scored by the ranker in the same
         forward pass — one pass, so DDP synchronises the ranker's gradients with the towers'.
         """
         users = self.users(self.item_vectors(history), history > 0)
@@ -129,7 +129,7 @@ class TwoTower(nn.Module):
             if not self.ranker_trains_towers:
                 list_users, list_items = list_users.detach(), list_items.detach()
             scores = rank_scores(self.ranker, list_users, list_items, lists["collaborative"].float(),
-                                 lists["popularity"].float(), candidates > 0, lists["activity"].float())
+                                 lists["popularity"].float(), candidates > 0)
         items = self.item_vectors(target if negatives is None else torch.cat([target, negatives]))
         return users, items, scores
 
