@@ -216,6 +216,11 @@ class ModelConfig:
     dropout: float = 0.1
     # Fuse the items' category tokens and price bucket into the item tower (when the catalogue has them).
     attributes: bool = True
+    # Extra item vector columns fused into the item tower beside the text (image or other embeddings):
+    # column name -> where it is (a Delta table folder, a Parquet file or folder, or a catalog table
+    # name) holding ``item_id`` and that column, an array of numbers of one size. An item a source does
+    # not hold has no signal from it.
+    item_vectors: dict[str, str] = field(default_factory=dict)
     # Ablations (true is the model): the BERT text vector in the item tower, attention pooling of the
     # history (false: a plain mean), the logQ correction of the in-batch softmax for popular items.
     text: bool = True

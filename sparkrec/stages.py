@@ -21,6 +21,7 @@ import numpy as np
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
 from sparkrec import clean, embed, evaluation, features, splits, tables
 from sparkrec.config import Config
@@ -176,17 +177,53 @@ def _text_matrix(embeddings_df: DataFrame, item_ids: list[str], model: str) -> n
     return _vector_matrix(vectors, item_ids, len(next(iter(vectors.values()))))
 
 
-def _vector_matrix(vectors: dict[str, Any], item_ids: list[str], dim: int) -> np.ndarray:
+def _vector_matrix(vectors: dict[str, Any], item_ids: list[str], dim: int, what: str = "item_embeddings",
+                   fix: str = "embed with the model it was trained on, or train again") -> np.ndarray:
     """``vectors`` in ``item_ids`` order as float32 [n, dim]; zeros for items without one."""
     out = np.zeros((len(item_ids), dim), dtype=np.float32)
     for i, item in enumerate(item_ids):
         vector = vectors.get(item)
         if vector is not None:
             if len(vector) != dim:
-                raise ValueError(f"item_embeddings has {len(vector)}-d vectors but the model expects {dim}-d: "
-                                 "embed with the model it was trained on, or train again")
+                raise ValueError(f"{what} has {len(vector)}-d vectors but the model expects {dim}-d: {fix}")
             out[i] = vector
     return out
+
+
+def _extra_vectors(spark: SparkSession, sources: dict[str, str], item_ids: list[str],
+                   dims: dict[str, int] | None = None) -> tuple[np.ndarray | None, list[int]]:
+    """The extra item vector columns (``train.model.item_vectors``: column -> where) of ``item_ids``,
+    side by side as float32 [n, E] (zeros where a source does not hold the item), and each column's
+    size; None, [] without sources. ``dims``: the sizes a trained model expects (serving), checked.
+
+    Raises:
+        ValueError: a source without ``item_id`` or the column, vectors of mixed sizes, or values that
+            are not finite numbers.
+    """
+    blocks, sizes = [], []
+    for column, where in sources.items():
+        name = f"train.model.item_vectors.{column} ({where})"
+        df = tables.read_source(spark, where)
+        if "item_id" not in df.columns or column not in df.columns:
+            raise ValueError(f"{name} needs the columns item_id and {column}; it has {', '.join(df.columns)}")
+        if not isinstance(df.schema[column].dataType, T.ArrayType):
+            raise ValueError(f"{name}: {column} must be an array of numbers, not {df.schema[column].dataType.simpleString()}")
+        rows = df.where(F.col(column).isNotNull()).select(
+            F.col("item_id").cast("string"), F.col(column).cast("array<double>")).collect()
+        vectors = {item: vector for item, vector in rows}
+        bad = next((item for item, v in vectors.items() if not np.all(np.isfinite(np.asarray(v, dtype=float)))), None)
+        if bad is not None:
+            raise ValueError(f"{name}: item {bad!r} has a null or non-finite value in {column}")
+        found = sorted({len(v) for v in vectors.values()})
+        if dims is None and len(found) > 1:
+            raise ValueError(f"{name}: {column} vectors must all have one size, found sizes {found}")
+        size = dims[column] if dims is not None else (found[0] if found else 0)
+        if size == 0:
+            raise ValueError(f"{name} holds no {column} vectors")
+        blocks.append(_vector_matrix(vectors, item_ids, size, name, "give the vectors the model was trained on, "
+                                     "or train again"))
+        sizes.append(size)
+    return (np.hstack(blocks) if blocks else None), sizes
 
 
 def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
@@ -240,6 +277,10 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     spec, item_attrs = _item_attributes(spark, config, vocab)
     if item_attrs is not None:
         np.save(staging / "item_attrs.npy", item_attrs)
+    item_extra, extra_dims = _extra_vectors(spark, config.train.model.item_vectors, vocab)
+    if item_extra is not None:
+        item_extra = np.vstack([np.zeros((1, item_extra.shape[1]), dtype=np.float32), item_extra])
+        np.save(staging / "item_extra.npy", item_extra)
     length = config.train.model.history_length
     validation = None
     if config.train.patience > 0:
@@ -272,7 +313,9 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     data = {"converter": converter.to_json(), "item_text": str(staging / "item_text.npy"),
             "log_q": str(staging / "log_q.npy"), "validation": validation.to_json() if validation else None,
             "item_attrs": str(staging / "item_attrs.npy") if item_attrs is not None else None,
-            "attr_codes": spec.size if item_attrs is not None else 0, "lists": lists.to_json() if lists else None}
+            "attr_codes": spec.size if item_attrs is not None else 0, "lists": lists.to_json() if lists else None,
+            "item_extra": str(staging / "item_extra.npy") if item_extra is not None else None,
+            "extra_dims": extra_dims}
     cloudpickle.register_pickle_by_value(launch)  # ranks may start before sparkrec is importable
     try:
         result = distributor.run(launch.in_rank, f"{train_two_tower.__module__}:{train_two_tower.__name__}",
@@ -301,8 +344,9 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     _log_loss_curve(result["loss"], result.get("val_loss"), result.get("rank_loss"))
     meta = {**dataclasses.asdict(config.train.model), "text_model": model_name, "trained_on": label,
             "attributes": spec.to_dict() if item_attrs is not None else None,
-            "ranker": _ranker_meta(config) if lists else None}
-    model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta, item_attrs)
+            "ranker": _ranker_meta(config) if lists else None, "extra_dims": extra_dims}
+    model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta, item_attrs,
+                                item_extra)
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=TwoTowerPyfunc(),
@@ -484,14 +528,19 @@ def _text_vectors(spark: SparkSession, config: Config, loaded: Any, catalog: Cat
 def two_tower_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog,
                      text: np.ndarray | None = None) -> Any:
     """A ``TwoTowerScorer`` of a loaded model over the catalogue: every item's fused vector, from its
-    id and its stored text vector."""
+    id, its stored text vector, its attributes and the extra vector columns the model was trained
+    with (read again from ``train.model.item_vectors``, else from where they were at training time)."""
     from sparkrec.models.scoring import TwoTowerScorer
 
     text = _text_vectors(spark, config, loaded, catalog) if text is None else text
     attrs = None
     if catalog.categories is not None and catalog.prices is not None:
         attrs = loaded.attribute_codes(catalog.categories, catalog.prices)
-    vectors = loaded.item_vectors(catalog.item_ids, text, attrs)
+    extra = None
+    if loaded.extra_columns:
+        sources = {c: config.train.model.item_vectors.get(c) or loaded.meta["item_vectors"][c] for c in loaded.extra_columns}
+        extra, _ = _extra_vectors(spark, sources, catalog.item_ids, loaded.extra_columns)
+    vectors = loaded.item_vectors(catalog.item_ids, text, attrs, extra)
     state = {k: v.detach().numpy() for k, v in loaded.model.users.state_dict().items()}
     return TwoTowerScorer(vectors, state, int(loaded.meta["dim"]), int(loaded.meta["history_length"]))
 

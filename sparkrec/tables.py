@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkrec.config import Config
+from sparkrec.config import Config, absolute_path
 from sparkrec.schemas import COLUMN_COMMENTS, PARTITIONS, SCHEMAS, TABLE_COMMENTS, TABLE_PROPERTIES
 
 
@@ -30,6 +30,23 @@ def read_table(spark: SparkSession, config: Config, table: str, *, required: boo
             f"table {table!r} does not exist at {config.table_path(table)}; run the stage that writes it first"
         )
     return spark.createDataFrame([], SCHEMAS[table])
+
+
+def read_source(spark: SparkSession, where: str) -> DataFrame:
+    """A table the project does not own: a Delta folder, Parquet (a file or folder) or a catalog table name."""
+    from delta.tables import DeltaTable
+
+    if "/" not in where and not where.endswith(".parquet"):
+        if not spark.catalog.tableExists(where):
+            raise TableMissingError(f"no table {where!r} in the catalog")
+        return spark.table(where)
+    path = absolute_path(where)
+    if DeltaTable.isDeltaTable(spark, path):
+        return spark.read.format("delta").load(path)
+    try:
+        return spark.read.parquet(path)
+    except Exception as err:  # AnalysisException: path missing or not Parquet
+        raise TableMissingError(f"cannot read {where!r} as a Delta table or Parquet: {str(err).splitlines()[0]}") from err
 
 
 def table_version(spark: SparkSession, config: Config, table: str) -> int | None:

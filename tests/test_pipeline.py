@@ -286,3 +286,45 @@ def test_train_stage_early_stopping_logs_validation_loss(spark, nightly) -> None
     assert int(run.data.params["best_epoch"]) == 1 + min(range(len(val)), key=lambda i: val[i].value)
     assert int(run.data.params["validation_examples"]) > 0
     assert not list((Path(config.lakehouse.root) / "_checkpoints" / "train").glob("*/last.pt"))  # cleaned up
+
+
+def test_an_extra_item_vector_column_is_trained_on_and_read_again_when_serving(spark, nightly, tmp_path) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from sparkrec.registry import load_model
+
+    config, _, _ = nightly
+    ids = [r[0] for r in read_table(spark, config, "items").select("item_id").orderBy("item_id").collect()]
+    rng = np.random.default_rng(0)
+    vectors = {item: rng.standard_normal(4).tolist() for item in ids[:-5]}  # the last 5 items have none
+    source = tmp_path / "image_vectors"
+
+    def write(rows: dict[str, list[float]]) -> None:
+        spark.createDataFrame(list(rows.items()), "item_id string, image array<double>").write.mode(
+            "overwrite").parquet(str(source))
+
+    write(vectors)
+    model = dataclasses.replace(config.train.model, item_vectors={"image": str(source)})
+    extra = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, model=model, epochs=1, num_processes=1,
+        ranker=dataclasses.replace(config.train.ranker, enabled=False)))
+    stages.run_train(spark, extra, DAY)
+    loaded, _ = load_model(extra, config.mlflow.candidate_alias)
+    assert loaded.extra_columns == {"image": 4} and loaded.model.item_extra.shape[1] == 4
+    catalog = stages.item_catalog(spark, extra)
+    before = stages.two_tower_scorer(spark, extra, loaded, catalog).item_vectors
+    assert np.isfinite(before).all()
+
+    changed = ids[0]
+    write({**vectors, changed: [5.0, -5.0, 5.0, -5.0]})  # the source is read again when serving
+    after = stages.two_tower_scorer(spark, extra, loaded, catalog).item_vectors
+    moved = ~np.isclose(before, after, atol=1e-6).all(axis=1)
+    assert moved.tolist() == [item == changed for item in catalog.item_ids]
+
+    write({**vectors, changed: [1.0, 2.0]})
+    with pytest.raises(ValueError, match=r"train.model.item_vectors.image .* has 2-d vectors but the model expects 4-d"):
+        stages.two_tower_scorer(spark, extra, loaded, catalog)
+    with pytest.raises(ValueError, match=r"vectors must all have one size, found sizes \[2, 4\]"):
+        stages.run_train(spark, extra, DAY)

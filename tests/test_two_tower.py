@@ -113,3 +113,34 @@ def test_sampled_negatives_join_the_softmax_with_their_own_correction() -> None:
     plain = users @ items[:3].T / 0.5 - log_q
     assert torch.isclose(in_batch_softmax_loss(users, items[:3], targets, 0.5, log_q),
                          torch.nn.functional.cross_entropy(plain, torch.arange(3)))
+
+
+def test_extra_vector_columns_are_fused_each_on_its_own_and_travel_with_the_model(tmp_path) -> None:
+    torch.manual_seed(0)
+    text = torch.cat([torch.zeros(1, T), torch.randn(V, T)])
+    extra = torch.cat([torch.zeros(1, 5), torch.randn(V, 5)])  # a 3-d column, then a 2-d one
+    extra[2, 3:] = 0.0  # item 2 has no vector in the second column
+    m = TwoTower(text, D, L, item_extra=extra, extra_dims=(3, 2)).eval()
+    assert [p.in_features for p in m.items.extra_projections] == [3, 2]
+    cold_text = torch.randn(3, T)
+    columns = torch.tensor([[1.0, 2.0, 3.0, 0.0, 0.0], [0.0] * 5, [0.0, 0.0, 0.0, 1.0, -1.0]])
+    with torch.no_grad():
+        cold = m.items(torch.zeros(3, dtype=torch.long), cold_text, None, columns)
+        assert torch.allclose(cold[1], m.items.text_projection(cold_text[1]), atol=1e-6)  # no vector: text alone
+        for row in (0, 2):  # a vector in either column changes the item's vector
+            assert not torch.allclose(cold[row], m.items.text_projection(cold_text[row]), atol=1e-4)
+        changed = m.items(torch.tensor([1]), text[1:2], None, extra[1:2] * 2)
+        assert not torch.allclose(changed, m.item_vectors(torch.tensor([1])), atol=1e-4)
+
+    weights = tmp_path / "weights.pt"
+    torch.save(m.state_dict(), weights)
+    vocab = [f"i{j}" for j in range(1, V + 1)]
+    meta = {"dim": D, "history_length": L, "text_model": "t", "item_vectors": {"image": "/a", "colour": "/b"},
+            "extra_dims": [3, 2]}
+    loaded = load_model_dir(write_model_dir(tmp_path / "model", weights, vocab, text.numpy(), meta,
+                                            item_extra=extra.numpy()))
+    assert loaded.extra_columns == {"image": 3, "colour": 2}
+    vectors = loaded.item_vectors(["i1", "new"], np.vstack([text[1].numpy(), cold_text[0].numpy()]), None,
+                                  np.vstack([extra[1].numpy(), columns[0].numpy()]))
+    assert np.allclose(vectors[0], m.item_vectors(torch.tensor([1])).detach().numpy()[0], atol=1e-5)
+    assert np.allclose(vectors[1], cold[0].numpy(), atol=1e-5)

@@ -18,6 +18,7 @@ META = "model.json"
 WEIGHTS = "weights.pt"
 ITEM_TEXT = "item_text.npy"
 ITEM_ATTRS = "item_attrs.npy"
+ITEM_EXTRA = "item_extra.npy"
 
 
 @dataclass
@@ -32,16 +33,25 @@ class LoadedTwoTower:
     def index(self) -> dict[str, int]:
         return {item: i + 1 for i, item in enumerate(self.item_ids)}
 
-    def item_vectors(self, item_ids: list[str], text: np.ndarray, attrs: np.ndarray | None = None) -> np.ndarray:
+    def item_vectors(self, item_ids: list[str], text: np.ndarray, attrs: np.ndarray | None = None,
+                     extra: np.ndarray | None = None) -> np.ndarray:
         """Vectors [n, D] for any items: vocabulary items use their ID, all use their text and (for a
-        model trained with them) their attribute codes (``attribute_codes``)."""
+        model trained with them) their attribute codes (``attribute_codes``) and extra vector columns
+        (``extra`` [n, E], ``extra_dims`` side by side; zeros: none)."""
         import torch
 
         index = self.index
         ids = torch.tensor([index.get(i, 0) for i in item_ids], dtype=torch.long)
         codes = None if attrs is None or self.model.item_attrs is None else torch.from_numpy(np.asarray(attrs))
+        columns = None if extra is None or self.model.item_extra is None else torch.from_numpy(
+            np.asarray(extra, dtype=np.float32))
         with torch.inference_mode():
-            return self.model.items(ids, torch.from_numpy(np.asarray(text, dtype=np.float32)), codes).numpy()
+            return self.model.items(ids, torch.from_numpy(np.asarray(text, dtype=np.float32)), codes, columns).numpy()
+
+    @property
+    def extra_columns(self) -> dict[str, int]:
+        """The extra item vector columns the model was trained with, and their sizes (in input order)."""
+        return dict(zip(self.meta.get("item_vectors") or {}, self.meta.get("extra_dims") or (), strict=True))
 
     def attribute_codes(self, categories: list[str | None], prices: list[float | None]) -> np.ndarray | None:
         """Attribute codes of any items with the vocabulary the model was trained with (None: no attributes)."""
@@ -53,13 +63,16 @@ class LoadedTwoTower:
 
 
 def write_model_dir(path: str | Path, weights: str | Path, item_ids: list[str], item_text: np.ndarray,
-                    meta: dict[str, Any], item_attrs: np.ndarray | None = None) -> Path:
+                    meta: dict[str, Any], item_attrs: np.ndarray | None = None,
+                    item_extra: np.ndarray | None = None) -> Path:
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     (out / WEIGHTS).write_bytes(Path(weights).read_bytes())
     np.save(out / ITEM_TEXT, item_text.astype(np.float32))
     if item_attrs is not None:
         np.save(out / ITEM_ATTRS, item_attrs.astype(np.int64))
+    if item_extra is not None:
+        np.save(out / ITEM_EXTRA, item_extra.astype(np.float32))
     (out / META).write_text(json.dumps({**meta, "item_ids": item_ids}))
     return out
 
@@ -76,9 +89,11 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
     item_text = torch.from_numpy(np.load(folder / ITEM_TEXT))
     attrs = torch.from_numpy(np.load(folder / ITEM_ATTRS)) if (folder / ITEM_ATTRS).exists() else None
     codes = AttributeSpec.from_dict(meta.get("attributes")).size if attrs is not None else 0
+    extra = torch.from_numpy(np.load(folder / ITEM_EXTRA)) if (folder / ITEM_EXTRA).exists() else None
     model = TwoTower(item_text, int(meta["dim"]), int(meta["history_length"]), item_attrs=attrs, attr_codes=codes,
                      text=bool(meta.get("text", True)), history_attention=bool(meta.get("history_attention", True)),
-                     ranker={k: int(meta["ranker"][k]) for k in ("hidden", "cross_layers")} if meta.get("ranker") else None)
+                     ranker={k: int(meta["ranker"][k]) for k in ("hidden", "cross_layers")} if meta.get("ranker") else None,
+                     item_extra=extra, extra_dims=tuple(meta.get("extra_dims") or ()))
     model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
     model.eval()
     item_ids = meta.pop("item_ids")

@@ -101,11 +101,13 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
     item_text = torch.from_numpy(np.load(data["item_text"]))
     log_q = torch.from_numpy(np.load(data["log_q"])).float().to(device)
     attrs = torch.from_numpy(np.load(data["item_attrs"])) if data.get("item_attrs") else None
+    extra = torch.from_numpy(np.load(data["item_extra"])) if data.get("item_extra") else None
     model = TwoTower(item_text, int(params["dim"]), int(params["history_length"]), float(params["dropout"]),
                      item_attrs=attrs, attr_codes=int(data.get("attr_codes") or 0), text=bool(params.get("text", True)),
                      history_attention=bool(params.get("history_attention", True)),
                      ranker=ranker_shape(params) if data.get("lists") else None,
-                     ranker_trains_towers=bool(params.get("ranker_train_towers", False))).to(device)
+                     ranker_trains_towers=bool(params.get("ranker_train_towers", False)),
+                     item_extra=extra, extra_dims=tuple(data.get("extra_dims") or ())).to(device)
     vocabulary = item_text.shape[0] - 1
     sampled = int(params.get("sampled_negatives") or 0)  # uniform negatives per step, beside the in-batch ones
     if not params.get("logq_correction", True):

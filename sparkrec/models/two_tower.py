@@ -15,16 +15,18 @@ from sparkrec.models.ranker import DCNRanker, rank_scores
 
 
 class ItemTower(nn.Module):
-    """ID embedding, projected BERT text vector and (when the catalogue has them) categorical
-    attributes — category tokens, price bucket (``sparkrec.models.attributes``) — fused by a learned
-    attention gate.
+    """ID embedding, projected BERT text vector, (when the catalogue has them) categorical
+    attributes — category tokens, price bucket (``sparkrec.models.attributes``) — and any extra
+    vector columns (``extra_dims``: their sizes, side by side in one [..., E] input, each projected
+    on its own), fused by a learned attention gate.
 
-    An item outside the vocabulary (id 0) has no ID signal and an item without attributes no
-    attribute signal; the gate gives their weight to what is left: cold items still get a vector.
+    An item outside the vocabulary (id 0) has no ID signal, an item without attributes no attribute
+    signal and an all-zero extra vector no signal of that column; the gate gives their weight to
+    what is left: cold items still get a vector.
     """
 
     def __init__(self, num_items: int, text_dim: int, dim: int, dropout: float = 0.0, attr_codes: int = 0,
-                 text: bool = True) -> None:
+                 text: bool = True, extra_dims: tuple[int, ...] = ()) -> None:
         super().__init__()
         self.id_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
         nn.init.normal_(self.id_embedding.weight, std=0.05)
@@ -34,12 +36,15 @@ class ItemTower(nn.Module):
         if attr_codes > 1:
             self.attr_embedding = nn.Embedding(attr_codes, dim, padding_idx=0)
             nn.init.normal_(self.attr_embedding.weight, std=0.05)
-        sources = 1 + (self.text_projection is not None) + (self.attr_embedding is not None)
+        self.extra_dims = tuple(int(d) for d in extra_dims)
+        self.extra_projections = nn.ModuleList(nn.Linear(d, dim) for d in self.extra_dims)
+        sources = 1 + (self.text_projection is not None) + (self.attr_embedding is not None) + len(self.extra_dims)
         self.gate = nn.Linear(sources * dim, sources)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, ids: torch.Tensor, text: torch.Tensor, attrs: torch.Tensor | None = None) -> torch.Tensor:
-        """ids [...]; text [..., T]; attrs [..., A] codes (0 = none) -> item vectors [..., D]."""
+    def forward(self, ids: torch.Tensor, text: torch.Tensor, attrs: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None) -> torch.Tensor:
+        """ids [...]; text [..., T]; attrs [..., A] codes (0 = none); extra [..., E] -> item vectors [..., D]."""
         sources, absent = [self.id_embedding(ids)], [ids == 0]
         if self.text_projection is not None:
             sources.append(self.text_projection(text))
@@ -51,6 +56,13 @@ class ItemTower(nn.Module):
             attr_vec = (self.attr_embedding(attrs) * present).sum(-2) / present.sum(-2).clamp(min=1)
             sources.append(attr_vec)
             absent.append(~present.any(-2).squeeze(-1))
+        if self.extra_dims:
+            if extra is None:
+                extra = torch.zeros((*ids.shape, sum(self.extra_dims)), device=ids.device)
+            for projection, column in zip(self.extra_projections, extra.float().split(self.extra_dims, dim=-1),
+                                          strict=True):
+                sources.append(projection(column))
+                absent.append((column == 0).all(-1))
         logits = self.gate(torch.cat(sources, dim=-1)).masked_fill(torch.stack(absent, -1), -1e4)
         weights = torch.softmax(logits, dim=-1)
         fused = sum(weights[..., i : i + 1] * v for i, v in enumerate(sources))
@@ -86,20 +98,24 @@ class TwoTower(nn.Module):
     """Retrieval by dot product between the user tower and the item tower.
 
     ``item_text`` [V + 1, T] is a fixed buffer of the vocabulary's BERT vectors (row 0 zeros);
-    ``item_attrs`` [V + 1, A] its attribute codes, ``attr_codes`` how many codes exist.
+    ``item_attrs`` [V + 1, A] its attribute codes, ``attr_codes`` how many codes exist;
+    ``item_extra`` [V + 1, E] its extra vector columns, ``extra_dims`` their sizes.
     """
 
     def __init__(self, item_text: torch.Tensor, dim: int, history_length: int, dropout: float = 0.0,
                  item_attrs: torch.Tensor | None = None, attr_codes: int = 0, text: bool = True,
                  history_attention: bool = True, ranker: dict[str, int] | None = None,
-                 ranker_trains_towers: bool = False) -> None:
+                 ranker_trains_towers: bool = False, item_extra: torch.Tensor | None = None,
+                 extra_dims: tuple[int, ...] = ()) -> None:
         super().__init__()
         num_items, text_dim = item_text.shape[0] - 1, item_text.shape[1]
         self.register_buffer("item_text", item_text.float())
         with_attrs = item_attrs is not None and attr_codes > 1
         self.register_buffer("item_attrs", item_attrs.long() if with_attrs else None)
+        with_extra = item_extra is not None and len(extra_dims) > 0
+        self.register_buffer("item_extra", item_extra.float() if with_extra else None)
         self.items = ItemTower(num_items, text_dim, dim, dropout, attr_codes if self.item_attrs is not None else 0,
-                               text=text)
+                               text=text, extra_dims=tuple(extra_dims) if with_extra else ())
         self.users = UserTower(dim, history_length, attention=history_attention)
         # The ranking model (``sparkrec.models.ranker``), trained with the towers; None: retrieval only.
         self.ranker = DCNRanker(**ranker) if ranker is not None else None
@@ -108,7 +124,8 @@ class TwoTower(nn.Module):
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [...] of vocabulary items -> [..., D]."""
-        return self.items(ids, self.item_text[ids], None if self.item_attrs is None else self.item_attrs[ids])
+        return self.items(ids, self.item_text[ids], None if self.item_attrs is None else self.item_attrs[ids],
+                          None if self.item_extra is None else self.item_extra[ids])
 
     def forward(self, history: torch.Tensor, target: torch.Tensor, lists: dict[str, torch.Tensor] | None = None,
                 negatives: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
