@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
@@ -33,37 +33,58 @@ def day_offset(day: str, days: int) -> str:
 
 
 def to_training_examples(interactions_df: DataFrame, history_length: int) -> DataFrame:
-    """One example per positive event that has history: (user_id, item_id, history).
+    """One example per positive event that has history: (user_id, item_id, history, history_types).
 
     ``history`` holds up to ``history_length`` of the user's earlier positive items, most recent
-    first. Events with weight 0 (returns) are neither targets nor history.
+    first, and ``history_types`` their event types. Events with weight 0 (returns) are neither
+    targets nor history.
     """
     require_columns(interactions_df, ["user_id", "item_id", "event_ts", "event_id", "weight"], "to_training_examples")
-    positives = interactions_df.where(F.col("weight") > 0)
+    positives = _with_event_type(interactions_df.where(F.col("weight") > 0))
     order = Window.partitionBy("user_id").orderBy("event_ts", "event_id")
     earlier = order.rowsBetween(-history_length, -1)
     return (
-        positives.withColumn("history", F.reverse(F.collect_list("item_id").over(earlier)))
-        .where(F.size("history") > 0)
-        .select("event_id", "user_id", "item_id", "history", "event_ts")
+        positives.withColumn("_h", F.reverse(F.collect_list(F.struct("item_id", "event_type")).over(earlier)))
+        .where(F.size("_h") > 0)
+        .select("event_id", "user_id", "item_id", F.col("_h.item_id").alias("history"),
+                F.col("_h.event_type").alias("history_types"), "event_ts")
     )
+
+
+def _with_event_type(df: DataFrame) -> DataFrame:
+    return df if "event_type" in df.columns else df.withColumn("event_type", F.lit(""))
+
+
+def event_types(interactions_df: DataFrame) -> list[str]:
+    """The event types of the positive events, sorted: the user tower's type vocabulary (type i has
+    code i + 1, 0 = unknown). Empty when there is only one type: nothing to tell apart."""
+    require_columns(interactions_df, ["event_type", "weight"], "event_types")
+    found = sorted(r[0] for r in interactions_df.where(F.col("weight") > 0).select("event_type").distinct().collect())
+    return found if len(found) > 1 else []
+
+
+def type_codes(types: list[str]) -> dict[str, int]:
+    return {t: i + 1 for i, t in enumerate(types)}
 
 
 def to_user_histories(interactions_df: DataFrame, history_length: int) -> DataFrame:
-    """Per user: the recent positive items (most recent first) and every item seen, any event type."""
+    """Per user: the recent positive items (most recent first), their event types (``history_types``)
+    and every item seen, any event type."""
     require_columns(interactions_df, ["user_id", "item_id", "event_ts", "weight"], "to_user_histories")
     recent = Window.partitionBy("user_id").orderBy(F.desc("event_ts"), F.desc("item_id"))
     history = (
-        interactions_df.where(F.col("weight") > 0)
+        _with_event_type(interactions_df.where(F.col("weight") > 0))
         .withColumn("n", F.row_number().over(recent))
         .where(F.col("n") <= history_length)
         .groupBy("user_id")
-        .agg(F.sort_array(F.collect_list(F.struct("n", "item_id"))).alias("h"))
-        .select("user_id", F.col("h.item_id").alias("history"))
+        .agg(F.sort_array(F.collect_list(F.struct("n", "item_id", "event_type"))).alias("h"))
+        .select("user_id", F.col("h.item_id").alias("history"), F.col("h.event_type").alias("history_types"))
     )
     seen = interactions_df.groupBy("user_id").agg(F.collect_set("item_id").alias("seen"))
+    empty = F.array().cast("array<string>")
     return seen.join(history, "user_id", "left").select(
-        "user_id", F.coalesce("history", F.array().cast("array<string>")).alias("history"), "seen"
+        "user_id", F.coalesce("history", empty).alias("history"), "seen",
+        F.coalesce("history_types", empty).alias("history_types"),
     )
 
 
@@ -73,8 +94,11 @@ def active_users(interactions_df: DataFrame, last_day: str, active_days: int) ->
     return recent.select("user_id").distinct()
 
 
-def encode_examples(examples_df: DataFrame, vocab_df: DataFrame, history_length: int) -> DataFrame:
-    """Item ids to vocabulary indices: ``target`` int, ``history`` int[history_length] (0-padded).
+def encode_examples(examples_df: DataFrame, vocab_df: DataFrame, history_length: int,
+                    types: list[str] | None = None) -> DataFrame:
+    """Item ids to vocabulary indices: ``target`` int, ``history`` int[history_length] (0-padded) and
+    ``history_types`` int[history_length]: each history item's event type code in ``types`` (type i
+    has code i + 1; 0: padding, an unknown type, or no ``types``).
 
     Joins, not map lookups: looking an id up in a Spark map column scans the map, which is
     quadratic in the vocabulary over a whole training set. Rows come out in ``event_id`` order, so
@@ -82,29 +106,47 @@ def encode_examples(examples_df: DataFrame, vocab_df: DataFrame, history_length:
     """
     require_columns(examples_df, ["event_id", "item_id", "history"], "encode_examples")
     require_columns(vocab_df, ["item_id", "idx"], "encode_examples vocabulary")
+    if "history_types" not in examples_df.columns:
+        examples_df = examples_df.withColumn("history_types", F.transform("history", lambda _: F.lit("")))
     targets = examples_df.select("event_id", "item_id").join(vocab_df, "item_id").select(
         "event_id", F.col("idx").alias("target"))
-    history = positions_to_ids(examples_df, "event_id", "history", vocab_df.withColumnRenamed("idx", "id"))
-    padded = F.slice(F.concat("history", F.array_repeat(F.lit(0), history_length)), 1, history_length)
+    history = positions_to_ids(examples_df, "event_id", "history", vocab_df.withColumnRenamed("idx", "id"),
+                               parallel="history_types")
+    known = F.array(*[F.lit(t) for t in types]) if types else F.array().cast("array<string>")
+    codes = F.transform("history_types", lambda t: F.array_position(known, t))
+
+    def pad(col: Column) -> Column:
+        return F.slice(F.concat(col, F.array_repeat(F.lit(0), history_length)), 1, history_length)
+
     return (
         targets.join(history, "event_id")
         .orderBy("event_id")
-        .select(F.col("target").cast("long").alias("target"), padded.cast("array<long>").alias("history"))
+        .select(F.col("target").cast("long").alias("target"), pad(F.col("history")).cast("array<long>").alias("history"),
+                pad(codes).cast("array<long>").alias("history_types"))
     )
 
 
-def positions_to_ids(df: DataFrame, key: str, column: str, index_df: DataFrame) -> DataFrame:
+def positions_to_ids(df: DataFrame, key: str, column: str, index_df: DataFrame, parallel: str | None = None) -> DataFrame:
     """``key``, ``column``: the array of item ids in ``column`` mapped through ``index_df``
     (``item_id``, ``id``), order kept, unknown ids dropped; rows with an empty or null array get an
-    empty one. ``key`` must be unique in ``df``."""
-    exploded = df.select(key, F.posexplode(column).alias("pos", "item_id")).join(index_df, "item_id")
-    mapped = exploded.groupBy(key).agg(F.sort_array(F.collect_list(F.struct("pos", "id"))).alias("_p"))
+    empty one. ``parallel``: an array column of ``df`` beside ``column`` (one entry per item) that
+    keeps step with it (its entries of dropped items dropped too). ``key`` must be unique in ``df``."""
+    if parallel is None:
+        exploded = df.select(key, F.posexplode(column).alias("pos", "item_id"))
+        carried = [F.lit(None).alias("_par")]
+    else:
+        zipped = F.arrays_zip(F.col(column).alias("a"), F.col(parallel).alias("b"))
+        exploded = df.select(key, F.posexplode(zipped).alias("pos", "_z")).select(
+            key, "pos", F.col("_z.a").alias("item_id"), F.col("_z.b").alias("_par"))
+        carried = [F.col("_par")]
+    exploded = exploded.select(key, "pos", "item_id", *carried).join(index_df, "item_id")
+    mapped = exploded.groupBy(key).agg(F.sort_array(F.collect_list(F.struct("pos", "id", "_par"))).alias("_p"))
     empty = F.array().cast(T.ArrayType(index_df.schema["id"].dataType))
-    return (
-        df.select(key)
-        .join(mapped, key, "left")
-        .select(key, F.coalesce(F.col("_p.id"), empty).alias(column))
-    )
+    out = df.select(key).join(mapped, key, "left")
+    columns = [key, F.coalesce(F.col("_p.id"), empty).alias(column)]
+    if parallel is not None:
+        columns.append(F.coalesce(F.col("_p._par"), F.array().cast(df.schema[parallel].dataType)).alias(parallel))
+    return out.select(*columns)
 
 
 LABEL_MODES = ("latest", "random")
@@ -119,14 +161,15 @@ def ranking_split(interactions_df: DataFrame, mode: str, fraction: float, seed: 
     event of a chosen item), for protocols that hold out random interactions.
 
     Returns:
-        ``user_id, item_id, event_ts, event_id, is_label``.
+        ``user_id, item_id, event_ts, event_id, event_type, is_label``.
     """
     require_columns(interactions_df, ["user_id", "item_id", "event_ts", "event_id", "weight"], "ranking_split")
     if mode not in LABEL_MODES:
         raise ValueError(f"train.ranker.labels must be one of {', '.join(LABEL_MODES)}, got {mode!r}")
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"train.ranker.label_fraction must be between 0 and 1, got {fraction}")
-    positives = interactions_df.where(F.col("weight") > 0).select("user_id", "item_id", "event_ts", "event_id")
+    positives = _with_event_type(interactions_df.where(F.col("weight") > 0)).select(
+        "user_id", "item_id", "event_ts", "event_id", "event_type")
     if mode == "random":
         draw = F.pmod(F.xxhash64("user_id", "item_id", F.lit(int(seed))), F.lit(1_000_000)) / F.lit(1_000_000.0)
         return positives.withColumn("is_label", draw < F.lit(float(fraction)))

@@ -375,7 +375,8 @@ def _fallback(users: UserBlock, rules: ListRules, items: np.ndarray) -> pd.DataF
 def _subset(users: UserBlock, mask: np.ndarray) -> UserBlock:
     idx = np.flatnonzero(mask)
     return UserBlock([users.user_ids[i] for i in idx], [users.history[i] for i in idx], [users.seen[i] for i in idx],
-                     None if users.vectors is None else users.vectors[idx])
+                     None if users.vectors is None else users.vectors[idx],
+                     None if users.history_types is None else [users.history_types[i] for i in idx])
 
 
 def category_codes(categories: list[str | None]) -> np.ndarray | None:

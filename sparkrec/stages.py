@@ -282,13 +282,15 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
         item_extra = np.vstack([np.zeros((1, item_extra.shape[1]), dtype=np.float32), item_extra])
         np.save(staging / "item_extra.npy", item_extra)
     length = config.train.model.history_length
+    types = features.event_types(history_df)
     validation = None
     if config.train.patience > 0:
         examples, held_out = _validation_split(examples, config.train.validation_fraction)
-        validation = make_converter(features.encode_examples(held_out, vocab_df, length), str(staging / "validation"))
-    encoded = features.encode_examples(examples, vocab_df, length)
+        validation = make_converter(features.encode_examples(held_out, vocab_df, length, types),
+                                    str(staging / "validation"))
+    encoded = features.encode_examples(examples, vocab_df, length, types)
     np.save(staging / "log_q.npy", _log_target_frequency(encoded, len(vocab)))
-    lists = _ranking_lists(spark, config, marked, vocab_df, staging) if marked is not None else None
+    lists = _ranking_lists(spark, config, marked, vocab_df, staging, types) if marked is not None else None
     converter = make_converter(encoded, str(staging / "examples"))
     examples.unpersist()
     params = _train_params(config)
@@ -315,7 +317,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
             "item_attrs": str(staging / "item_attrs.npy") if item_attrs is not None else None,
             "attr_codes": spec.size if item_attrs is not None else 0, "lists": lists.to_json() if lists else None,
             "item_extra": str(staging / "item_extra.npy") if item_extra is not None else None,
-            "extra_dims": extra_dims}
+            "extra_dims": extra_dims, "event_types": types}
     cloudpickle.register_pickle_by_value(launch)  # ranks may start before sparkrec is importable
     try:
         result = distributor.run(launch.in_rank, f"{train_two_tower.__module__}:{train_two_tower.__name__}",
@@ -344,7 +346,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     _log_loss_curve(result["loss"], result.get("val_loss"), result.get("rank_loss"))
     meta = {**dataclasses.asdict(config.train.model), "text_model": model_name, "trained_on": label,
             "attributes": spec.to_dict() if item_attrs is not None else None,
-            "ranker": _ranker_meta(config) if lists else None, "extra_dims": extra_dims}
+            "ranker": _ranker_meta(config) if lists else None, "extra_dims": extra_dims, "event_types": types}
     model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta, item_attrs,
                                 item_extra)
     info = mlflow.pyfunc.log_model(
@@ -407,7 +409,7 @@ def _item_attributes(spark: SparkSession, config: Config, vocab: list[str]) -> t
 
 
 def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab_df: DataFrame,
-                   staging: Path) -> Any:
+                   staging: Path, types: list[str]) -> Any:
     """The ranker's training lists (``ranker.training_lists``) from the events ``features.ranking_split``
     marked, as a Parquet converter; None (with a warning: the model is then retrieval only) when the
     data give fewer lists than processes."""
@@ -423,14 +425,14 @@ def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab
     except EaseTooLargeError as err:
         raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set train.ranker.enabled: false") from err
     frame = training_lists(marked.toPandas(), vocab, ease_weights(gram, rc.ease_lambda),
-                           config.train.model.history_length, rc.candidates, rc.max_lists, config.train.seed)
+                           config.train.model.history_length, rc.candidates, rc.max_lists, config.train.seed, types)
     marked.unpersist()
     if len(frame) < config.train.num_processes:
         log.warning("train: %d ranking list(s) for %d process(es): the ranker is not trained (retrieval only)",
                     len(frame), config.train.num_processes)
         return None
-    schema = ("history array<bigint>, candidates array<bigint>, collaborative array<float>, "
-              "popularity array<float>, labels array<float>")
+    schema = ("history array<bigint>, history_types array<bigint>, candidates array<bigint>, "
+              "collaborative array<float>, popularity array<float>, labels array<float>")
     lists = make_converter(spark.createDataFrame(frame, schema), str(staging / "lists"))
     log.info("train: %d ranking lists (%s labels, %d candidates each)", lists.num_rows, rc.labels, rc.candidates)
     return lists
@@ -542,7 +544,8 @@ def two_tower_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: 
         extra, _ = _extra_vectors(spark, sources, catalog.item_ids, loaded.extra_columns)
     vectors = loaded.item_vectors(catalog.item_ids, text, attrs, extra)
     state = {k: v.detach().numpy() for k, v in loaded.model.users.state_dict().items()}
-    return TwoTowerScorer(vectors, state, int(loaded.meta["dim"]), int(loaded.meta["history_length"]))
+    return TwoTowerScorer(vectors, state, int(loaded.meta["dim"]), int(loaded.meta["history_length"]),
+                          tuple(loaded.meta.get("event_types") or ()))
 
 
 def learned_ranker(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog, interactions_df: DataFrame,

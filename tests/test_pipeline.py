@@ -328,3 +328,41 @@ def test_an_extra_item_vector_column_is_trained_on_and_read_again_when_serving(s
         stages.two_tower_scorer(spark, extra, loaded, catalog)
     with pytest.raises(ValueError, match=r"vectors must all have one size, found sizes \[2, 4\]"):
         stages.run_train(spark, extra, DAY)
+
+
+def test_views_beside_purchases_reach_the_user_tower_from_training_to_serving(spark, nightly) -> None:
+    import dataclasses
+
+    import numpy as np
+
+    from sparkrec import features
+    from sparkrec.models.scoring import to_matrix_rows, top_k, user_block
+    from sparkrec.registry import load_model
+    from sparkrec.tracking import stage_run
+
+    config, _, _ = nightly
+    purchases = features.filter_until(read_table(spark, config, "interactions"), "2010-12-05")
+    views = (purchases.where(F.col("weight") > 0).sample(0.3, seed=1)  # each viewed an hour before a purchase
+             .withColumn("event_id", F.concat(F.lit("view-"), "event_id")).withColumn("event_type", F.lit("view"))
+             .withColumn("event_ts", F.col("event_ts") - F.expr("INTERVAL 1 HOUR")).withColumn("weight", F.lit(0.2)))
+    history = purchases.unionByName(views)
+    typed = dataclasses.replace(config, train=dataclasses.replace(
+        config.train, epochs=1, num_processes=1, ranker=dataclasses.replace(config.train.ranker, labels="random")))
+    with stage_run(typed, "train", DAY) as run_id:
+        stages.fit_two_tower(spark, typed, history, run_id, "purchases and views")
+    loaded, _ = load_model(typed, config.mlflow.candidate_alias)
+    assert loaded.meta["event_types"] == ["purchase", "view"]
+    assert float(loaded.model.users.event_type.weight[1:].abs().sum()) > 0  # trained
+    catalog = stages.item_catalog(spark, typed)
+    scorer = stages.two_tower_scorer(spark, typed, loaded, catalog)
+    assert scorer.event_types == ("purchase", "view")
+    users = to_matrix_rows(features.to_user_histories(history, loaded.meta["history_length"]), catalog.index_df)
+    recs = top_k(users, scorer, catalog.item_ids, catalog.eligible, 5, 64)
+    assert recs.select("user_id").distinct().count() == users.count()
+    frame = users.toPandas()
+    block = user_block(frame)
+    assert any("view" in list(t) for t in block.history_types)
+    untyped = dataclasses.replace(block, history_types=None)
+    moved = ~np.isclose(scorer.user_vectors(block), scorer.user_vectors(untyped), atol=1e-6).all(axis=1)
+    has_view = np.array(["view" in list(t) for t in block.history_types])
+    assert moved[has_view].all()

@@ -189,4 +189,4 @@ def test_a_vocabulary_too_large_for_the_collaborative_score_is_a_clear_error(spa
                                    "user_id string, item_id string, is_label boolean")
     vocab = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "item_id string, idx int")
     with pytest.raises(EaseTooLargeError, match="train.ranker.enabled: false"):
-        stages._ranking_lists(spark, small, marked, vocab, tmp_path)
+        stages._ranking_lists(spark, small, marked, vocab, tmp_path, [])

@@ -75,6 +75,58 @@ def test_training_examples_encode_to_padded_vocabulary_indices(spark) -> None:
     assert rows == [(3, [1, 0]), (2, [1, 3])]  # event_id order; truncated or zero-padded to 2
 
 
+def test_event_types_keep_step_with_the_history_from_interactions_to_codes(spark) -> None:
+    import datetime as dt
+
+    from sparkrec.features import encode_examples, event_types, to_training_examples, to_user_histories
+
+    t = dt.datetime(2024, 1, 1)
+    events = spark.createDataFrame(
+        [("e1", "u", "a", "view", 1.0, t), ("e2", "u", "zz", "cart", 1.0, t + dt.timedelta(hours=1)),
+         ("e3", "u", "b", "purchase", 1.0, t + dt.timedelta(hours=2)),
+         ("e4", "u", "c", "return", 0.0, t + dt.timedelta(hours=3)),
+         ("e5", "u", "c", "purchase", 1.0, t + dt.timedelta(hours=4))],
+        "event_id string, user_id string, item_id string, event_type string, weight double, event_ts timestamp")
+    types = event_types(events)
+    assert types == ["cart", "purchase", "view"]  # positive events only
+    assert event_types(events.where("event_type = 'purchase'")) == []  # one type: nothing to tell apart
+
+    examples = to_training_examples(events, 3)
+    last = examples.where("event_id = 'e5'").first()
+    assert last["history"] == ["b", "zz", "a"] and last["history_types"] == ["purchase", "cart", "view"]
+    vocab = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "item_id string, idx int")  # zz unknown
+    encoded = {r["target"]: (r["history"], r["history_types"]) for r in encode_examples(examples, vocab, 3, types).collect()}
+    assert encoded[3] == ([2, 1, 0], [2, 3, 0])  # zz and its type dropped together, then padding
+
+    histories = to_user_histories(events, 4)  # c, b, zz, a: zz is not in the catalogue
+    index = spark.createDataFrame([("a", 0), ("b", 1), ("c", 2)], "item_id string, row int")
+    row = to_matrix_rows(histories, index).first()
+    assert row["history"] == [2, 1, 0] and row["history_types"] == ["purchase", "purchase", "view"]
+
+
+def test_the_user_tower_reads_event_types_by_the_trained_vocabulary() -> None:
+    import torch
+
+    from sparkrec.models.scoring import TwoTowerScorer, UserBlock
+    from sparkrec.models.two_tower import UserTower
+
+    torch.manual_seed(0)
+    tower = UserTower(4, 3, event_types=2)
+    with torch.no_grad():
+        tower.event_type.weight[1:] = torch.randn(2, 4)
+    state = {k: v.numpy() for k, v in tower.state_dict().items()}
+    items = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    scorer = TwoTowerScorer(items, state, 4, 3, ("purchase", "view"))
+    history = [np.array([1, 2])] * 4
+    types = [np.array(["purchase", "view"]), np.array(["view", "view"]), np.array(["refund", "refund"]), None]
+    block = UserBlock(["a", "b", "c", "d"], history, history, None, [*types[:3], np.array([], dtype=object)])
+    users = scorer.user_vectors(block)
+    assert not np.allclose(users[0], users[1])  # the types move the user
+    assert np.allclose(users[2], users[3], atol=1e-6)  # a type unknown at training time counts as none
+    untyped = scorer.user_vectors(UserBlock(["d"], history[:1], history[:1]))
+    assert np.allclose(untyped[0], users[3], atol=1e-6)
+
+
 def test_chunked_dot_product_top_k_equals_the_dense_one() -> None:
     from sparkrec.models.scoring import dot_top_indices, masked_scores, top_indices
 

@@ -135,3 +135,50 @@ def test_planted_clusters_are_learned_far_above_popularity(spark, tmp_path: Path
     # hit@5: the target is one of the 6 unseen items of the user's cluster, so finding the cluster
     # gives 5/6; popularity only serves cluster 0's users
     assert hits["model"] > 0.75 and hits["model"] > 2 * hits["popularity"], hits
+
+
+def test_event_types_let_the_user_tower_tell_purchases_from_views(spark, tmp_path: Path) -> None:
+    """Each history is one purchase of the user's cluster and three views of another cluster; the next
+    item is a purchase of the first. Only a user tower that reads the event types can tell which
+    cluster counts: without them the views outvote the purchase."""
+    import torch
+
+    from sparkrec.models.two_tower import TwoTower
+
+    clusters, size, length = 8, 10, 4
+    rng = np.random.default_rng(5)
+    vocab = clusters * size
+
+    def draw(n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cluster = rng.integers(0, clusters, n)
+        other = (cluster + rng.integers(1, clusters, n)) % clusters
+        bought = cluster[:, None] * size + np.stack([rng.choice(size, 2, replace=False) for _ in range(n)]) + 1
+        viewed = other[:, None] * size + np.stack([rng.choice(size, 3, replace=False) for _ in range(n)]) + 1
+        order = np.argsort(rng.random((n, length)), axis=1)  # the purchase anywhere among the views
+        history = np.take_along_axis(np.hstack([bought[:, :1], viewed]), order, axis=1)
+        types = np.take_along_axis(np.array([[1, 2, 2, 2]] * n), order, axis=1)  # 1 purchase, 2 view
+        return history, types, bought[:, 1]
+
+    history, types, target = draw(4000)
+    frame = spark.createDataFrame(
+        [(int(t), [int(x) for x in h], [int(x) for x in k]) for h, k, t in zip(history, types, target, strict=True)],
+        "target long, history array<long>, history_types array<long>")
+    np.save(tmp_path / "text.npy", np.vstack([np.zeros((1, 6)), rng.standard_normal((vocab, 6))]).astype(np.float32))
+    np.save(tmp_path / "log_q.npy", np.full(vocab + 1, np.log(1 / vocab), dtype=np.float32))
+    params = {**PARAMS, "dim": 16, "history_length": length, "epochs": 8, "batch_size": 64, "dropout": 0.1}
+    test_history, test_types, test_target = draw(500)
+    hits = {}
+    for name, known in (("with types", ["purchase", "view"]), ("without", [])):
+        data = {"converter": make_converter(frame, str(tmp_path / name / "examples")).to_json(),
+                "item_text": str(tmp_path / "text.npy"), "log_q": str(tmp_path / "log_q.npy"), "event_types": known}
+        train_two_tower(data, str(tmp_path / name / "out"), params)
+        model = TwoTower(torch.from_numpy(np.load(tmp_path / "text.npy")), 16, length, event_types=len(known)).eval()
+        model.load_state_dict(torch.load(tmp_path / name / "out" / "weights.pt"))
+        with torch.no_grad():
+            users = model.users(model.item_vectors(torch.from_numpy(test_history)),
+                                torch.ones(500, length, dtype=torch.bool), torch.from_numpy(test_types))
+            scores = (users @ model.item_vectors(torch.arange(1, vocab + 1)).T).numpy()
+        np.put_along_axis(scores, test_history - 1, -np.inf, axis=1)
+        hits[name] = float(((np.argsort(-scores, axis=1)[:, :5] + 1) == test_target[:, None]).any(axis=1).mean())
+    # hit@5 with the right cluster found: 5 of its 9 unseen items
+    assert hits["with types"] > 0.45 and hits["with types"] > 2 * hits["without"], hits

@@ -114,13 +114,13 @@ def collaborative_candidates(weights: np.ndarray, context: list[np.ndarray], all
 
 
 def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, history_length: int, candidates: int,
-                   max_lists: int, seed: int) -> Any:
+                   max_lists: int, seed: int, types: list[str] | None = None) -> Any:
     """The ranker's training lists from ``features.ranking_split`` rows (pandas: ``user_id, item_id,
-    event_ts, event_id, is_label``), ``vocab`` (item id -> index, 1..V) and EASE ``weights`` [V + 1, V + 1]
+    event_ts, event_id, event_type, is_label``), ``vocab`` (item id -> index, 1..V) and EASE ``weights`` [V + 1, V + 1]
     fitted on the contexts.
 
     A list is a user with a context and a label: its context's latest items (``history``, most recent
-    first, 0-padded), the context's top ``candidates`` by EASE that the context does not hold (0-padded),
+    first, 0-padded) and their event type codes in ``types`` (``history_types``, 0: unknown), the context's top ``candidates`` by EASE that the context does not hold (0-padded),
     each candidate's ``collaborative`` score, ``popularity`` (log of 1 + the context users holding it)
     and ``labels`` (1.0: the user's label part holds it). Lists without a labelled candidate teach
     nothing and are left out; beyond ``max_lists`` users, a seeded sample is kept.
@@ -136,6 +136,11 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
     np.add.at(holders, users_items["idx"].to_numpy(), 1.0)
     popularity = np.log1p(holders).astype(np.float32)
     by_user = {u: g["idx"].to_numpy() for u, g in context.groupby("user_id", sort=True)}
+    code = {t: i + 1 for i, t in enumerate(types or [])}
+    types_by_user = {}
+    if code and "event_type" in context.columns:
+        types_by_user = {u: g["event_type"].map(code).fillna(0).to_numpy(dtype=np.int64)
+                         for u, g in context.groupby("user_id", sort=True)}
     label_sets = {u: set(g["idx"].tolist()) for u, g in events[events["is_label"]].groupby("user_id", sort=True)}
     users = [u for u in by_user if u in label_sets]
     if len(users) > max_lists:
@@ -159,5 +164,9 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
             recent = by_user[user][:history_length]
             history = np.zeros(history_length, dtype=np.int64)
             history[: len(recent)] = recent
-            rows.append((history.tolist(), cand.tolist(), collab.tolist(), popularity[cand].tolist(), labels.tolist()))
-    return pd.DataFrame(rows, columns=["history", "candidates", "collaborative", "popularity", "labels"])
+            history_types = np.zeros(history_length, dtype=np.int64)
+            if user in types_by_user:
+                history_types[: len(recent)] = types_by_user[user][:history_length]
+            rows.append((history.tolist(), history_types.tolist(), cand.tolist(), collab.tolist(),
+                         popularity[cand].tolist(), labels.tolist()))
+    return pd.DataFrame(rows, columns=["history", "history_types", "candidates", "collaborative", "popularity", "labels"])

@@ -40,6 +40,7 @@ class UserBlock:
     history: list[np.ndarray]  # recent positive items, most recent first
     seen: list[np.ndarray]  # every item the user interacted with
     vectors: np.ndarray | None = None  # [B, D] precomputed user vectors, when the frame has ``vector``
+    history_types: list[np.ndarray] | None = None  # the event type of each history item (strings)
 
 
 @dataclass
@@ -50,6 +51,7 @@ class TwoTowerScorer:
     user_tower_state: dict[str, np.ndarray]
     dim: int
     history_length: int
+    event_types: tuple[str, ...] = ()  # the type vocabulary the user tower was trained with
     name: str = "two_tower"
 
     def __post_init__(self) -> None:
@@ -74,19 +76,25 @@ class TwoTowerScorer:
 
         if self._tower is None:
             # a tower trained without history attention (an ablation) has no query to load
-            tower = UserTower(self.dim, self.history_length, attention="query" in self.user_tower_state)
+            tower = UserTower(self.dim, self.history_length, attention="query" in self.user_tower_state,
+                              event_types=len(self.event_types))
             tower.load_state_dict({k: torch.from_numpy(v) for k, v in self.user_tower_state.items()})
             self._tower = tower.eval()
         length = self.history_length
         rows = np.zeros((len(block.history), length), dtype=np.int64)
         mask = np.zeros((len(block.history), length), dtype=bool)
+        types = np.zeros((len(block.history), length), dtype=np.int64)
+        code = {t: i + 1 for i, t in enumerate(self.event_types)}  # unknown types: 0
         for i, h in enumerate(block.history):
             h = np.asarray(h, dtype=np.int64)[:length]
             rows[i, : len(h)] = h
             mask[i, : len(h)] = True
+            if code and block.history_types is not None:
+                named = block.history_types[i][: len(h)]
+                types[i, : len(named)] = [code.get(t, 0) for t in named]
         vectors = torch.from_numpy(self.item_vectors)
         with torch.inference_mode():
-            users = self._tower(vectors[torch.from_numpy(rows)], torch.from_numpy(mask))
+            users = self._tower(vectors[torch.from_numpy(rows)], torch.from_numpy(mask), torch.from_numpy(types))
         return users.numpy()
 
 
@@ -180,12 +188,16 @@ def _top_k_block(block: pd.DataFrame, scorer: Scorer, items: np.ndarray, eligibl
 
 
 def user_block(frame: pd.DataFrame) -> UserBlock:
-    """The rows of a ``mapInPandas`` batch (``user_id``, ``history``, ``seen``, optional ``vector``)."""
+    """The rows of a ``mapInPandas`` batch (``user_id``, ``history``, ``seen``, optional ``vector`` and
+    ``history_types``)."""
     as_rows = lambda col: [np.asarray(h if h is not None else [], dtype=np.int64) for h in frame[col]]  # noqa: E731
     vectors = None
     if "vector" in frame.columns:
         vectors = np.stack([np.asarray(v, dtype=np.float32) for v in frame["vector"]]) if len(frame) else None
-    return UserBlock(list(frame["user_id"]), as_rows("history"), as_rows("seen"), vectors)
+    types = None
+    if "history_types" in frame.columns:
+        types = [np.asarray(t if t is not None else [], dtype=object) for t in frame["history_types"]]
+    return UserBlock(list(frame["user_id"]), as_rows("history"), as_rows("seen"), vectors, types)
 
 
 def binary_rows(rows: list[np.ndarray], n: int) -> np.ndarray:
@@ -331,7 +343,8 @@ def _top_indices_exact(row: np.ndarray, kk: int) -> np.ndarray:
 
 
 def to_matrix_rows(histories_df: DataFrame, item_index_df: DataFrame) -> DataFrame:
-    """Map the ``history`` and ``seen`` item ids of each user to item-matrix rows.
+    """Map the ``history`` and ``seen`` item ids of each user to item-matrix rows (``history_types``,
+    when there, keeps step with ``history``).
 
     ``item_index_df``: ``item_id``, ``row`` (int). Items not in the matrix are dropped from both.
     """
@@ -339,6 +352,7 @@ def to_matrix_rows(histories_df: DataFrame, item_index_df: DataFrame) -> DataFra
 
     require_columns(histories_df, ["user_id", "history", "seen"], "to_matrix_rows")
     index = item_index_df.select("item_id", F.col("row").alias("id"))
-    history = positions_to_ids(histories_df, "user_id", "history", index)
+    types = "history_types" if "history_types" in histories_df.columns else None
+    history = positions_to_ids(histories_df, "user_id", "history", index, parallel=types)
     seen = positions_to_ids(histories_df, "user_id", "seen", index)
-    return history.join(seen, "user_id").select("user_id", "history", "seen")
+    return history.join(seen, "user_id").select("user_id", "history", "seen", *([types] if types else []))

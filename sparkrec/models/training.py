@@ -107,7 +107,8 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
                      history_attention=bool(params.get("history_attention", True)),
                      ranker=ranker_shape(params) if data.get("lists") else None,
                      ranker_trains_towers=bool(params.get("ranker_train_towers", False)),
-                     item_extra=extra, extra_dims=tuple(data.get("extra_dims") or ())).to(device)
+                     item_extra=extra, extra_dims=tuple(data.get("extra_dims") or ()),
+                     event_types=len(data.get("event_types") or ())).to(device)
     vocabulary = item_text.shape[0] - 1
     sampled = int(params.get("sampled_negatives") or 0)  # uniform negatives per step, beside the in-batch ones
     if not params.get("logq_correction", True):
@@ -156,7 +157,8 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
             ranking = {k: v.to(device) for k, v in next(lists).items()} if lists_loader is not None else None
             target = batch["target"].to(device)
             negatives = torch.randint(1, vocabulary + 1, (sampled,), device=device) if sampled else None
-            users, items, rank_out = trained(batch["history"].to(device), target, ranking, negatives)
+            users, items, rank_out = trained(batch["history"].to(device), target, ranking, negatives,
+                                             _types(batch, device))
             retrieval_loss = in_batch_softmax_loss(users, items, target, float(params["temperature"]),
                                                    None if log_q is None else log_q[target],
                                                    negatives, math.log(max(sampled, 1) / vocabulary))
@@ -297,7 +299,7 @@ def _validation_loss(model: Any, loader: Any, params: dict[str, Any], log_q: Any
     with torch.no_grad():
         for batch in loader:
             target = batch["target"].to(device)
-            users, items, _ = model(batch["history"].to(device), target)
+            users, items, _ = model(batch["history"].to(device), target, history_types=_types(batch, device))
             total += float(in_batch_softmax_loss(users, items, target, float(params["temperature"]),
                                                  None if log_q is None else log_q[target]))
             steps += 1
@@ -315,3 +317,8 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     partial = path.with_suffix(".partial")
     torch.save(state, partial)
     os.replace(partial, path)
+
+
+def _types(batch: dict[str, Any], device: Any) -> Any:
+    """The batch's history event type codes on ``device`` (None: examples written without them)."""
+    return batch["history_types"].to(device) if "history_types" in batch else None
