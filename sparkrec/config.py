@@ -221,6 +221,8 @@ class ModelConfig:
     # name) holding ``item_id`` and that column, an array of numbers of one size. An item a source does
     # not hold has no signal from it.
     item_vectors: dict[str, str] = field(default_factory=dict)
+    # Add the user's features (``features.USER_FEATURES``: activity, tenure) to the user vector.
+    user_features: bool = True
     # Ablations (true is the model): the BERT text vector in the item tower, attention pooling of the
     # history (false: a plain mean), the logQ correction of the in-batch softmax for popular items.
     text: bool = True

@@ -33,22 +33,38 @@ def day_offset(day: str, days: int) -> str:
 
 
 def to_training_examples(interactions_df: DataFrame, history_length: int) -> DataFrame:
-    """One example per positive event that has history: (user_id, item_id, history, history_types).
+    """One example per positive event that has history: (user_id, item_id, history, history_types,
+    user_features).
 
     ``history`` holds up to ``history_length`` of the user's earlier positive items, most recent
-    first, and ``history_types`` their event types. Events with weight 0 (returns) are neither
-    targets nor history.
+    first, ``history_types`` their event types and ``user_features`` the ``USER_FEATURES`` of all the
+    earlier ones. Events with weight 0 (returns) are neither targets nor history.
     """
     require_columns(interactions_df, ["user_id", "item_id", "event_ts", "event_id", "weight"], "to_training_examples")
     positives = _with_event_type(interactions_df.where(F.col("weight") > 0))
     order = Window.partitionBy("user_id").orderBy("event_ts", "event_id")
     earlier = order.rowsBetween(-history_length, -1)
+    before = user_features(F.row_number().over(order) - 1, F.min("event_ts").over(Window.partitionBy("user_id")),
+                           F.lag("event_ts").over(order))
     return (
         positives.withColumn("_h", F.reverse(F.collect_list(F.struct("item_id", "event_type")).over(earlier)))
+        .withColumn("user_features", before)
         .where(F.size("_h") > 0)
         .select("event_id", "user_id", "item_id", F.col("_h.item_id").alias("history"),
-                F.col("_h.event_type").alias("history_types"), "event_ts")
+                F.col("_h.event_type").alias("history_types"), "user_features", "event_ts")
     )
+
+
+# What the user tower knows of a user beside the history, from the user's positive events so far:
+# log(1 + how many), log(1 + days from the first to the latest). The same at training time (the events
+# before the target) as at serving time (all of them), so the model meets no shift between the two.
+USER_FEATURES = ("activity", "tenure_days")
+
+
+def user_features(count: Column, first_ts: Column, last_ts: Column) -> Column:
+    """``USER_FEATURES`` as an array<double> column."""
+    days = (last_ts.cast("double") - first_ts.cast("double")) / 86400.0
+    return F.array(F.log1p(count.cast("double")), F.log1p(F.greatest(F.coalesce(days, F.lit(0.0)), F.lit(0.0))))
 
 
 def _with_event_type(df: DataFrame) -> DataFrame:
@@ -68,8 +84,8 @@ def type_codes(types: list[str]) -> dict[str, int]:
 
 
 def to_user_histories(interactions_df: DataFrame, history_length: int) -> DataFrame:
-    """Per user: the recent positive items (most recent first), their event types (``history_types``)
-    and every item seen, any event type."""
+    """Per user: the recent positive items (most recent first), their event types (``history_types``),
+    every item seen (any event type) and the ``USER_FEATURES`` of all the positive events."""
     require_columns(interactions_df, ["user_id", "item_id", "event_ts", "weight"], "to_user_histories")
     recent = Window.partitionBy("user_id").orderBy(F.desc("event_ts"), F.desc("item_id"))
     history = (
@@ -80,11 +96,15 @@ def to_user_histories(interactions_df: DataFrame, history_length: int) -> DataFr
         .agg(F.sort_array(F.collect_list(F.struct("n", "item_id", "event_type"))).alias("h"))
         .select("user_id", F.col("h.item_id").alias("history"), F.col("h.event_type").alias("history_types"))
     )
+    stats = interactions_df.where(F.col("weight") > 0).groupBy("user_id").agg(
+        user_features(F.count(F.lit(1)), F.min("event_ts"), F.max("event_ts")).alias("user_features"))
     seen = interactions_df.groupBy("user_id").agg(F.collect_set("item_id").alias("seen"))
     empty = F.array().cast("array<string>")
-    return seen.join(history, "user_id", "left").select(
+    none = F.array(*[F.lit(0.0)] * len(USER_FEATURES))
+    return seen.join(history, "user_id", "left").join(stats, "user_id", "left").select(
         "user_id", F.coalesce("history", empty).alias("history"), "seen",
         F.coalesce("history_types", empty).alias("history_types"),
+        F.coalesce("user_features", none).alias("user_features"),
     )
 
 
@@ -98,7 +118,7 @@ def encode_examples(examples_df: DataFrame, vocab_df: DataFrame, history_length:
                     types: list[str] | None = None) -> DataFrame:
     """Item ids to vocabulary indices: ``target`` int, ``history`` int[history_length] (0-padded) and
     ``history_types`` int[history_length]: each history item's event type code in ``types`` (type i
-    has code i + 1; 0: padding, an unknown type, or no ``types``).
+    has code i + 1; 0: padding, an unknown type, or no ``types``); ``user_features`` passes through.
 
     Joins, not map lookups: looking an id up in a Spark map column scans the map, which is
     quadratic in the vocabulary over a whole training set. Rows come out in ``event_id`` order, so
@@ -108,8 +128,9 @@ def encode_examples(examples_df: DataFrame, vocab_df: DataFrame, history_length:
     require_columns(vocab_df, ["item_id", "idx"], "encode_examples vocabulary")
     if "history_types" not in examples_df.columns:
         examples_df = examples_df.withColumn("history_types", F.transform("history", lambda _: F.lit("")))
-    targets = examples_df.select("event_id", "item_id").join(vocab_df, "item_id").select(
-        "event_id", F.col("idx").alias("target"))
+    carried = ["user_features"] if "user_features" in examples_df.columns else []
+    targets = examples_df.select("event_id", "item_id", *carried).join(vocab_df, "item_id").select(
+        "event_id", F.col("idx").alias("target"), *carried)
     history = positions_to_ids(examples_df, "event_id", "history", vocab_df.withColumnRenamed("idx", "id"),
                                parallel="history_types")
     known = F.array(*[F.lit(t) for t in types]) if types else F.array().cast("array<string>")
@@ -122,7 +143,8 @@ def encode_examples(examples_df: DataFrame, vocab_df: DataFrame, history_length:
         targets.join(history, "event_id")
         .orderBy("event_id")
         .select(F.col("target").cast("long").alias("target"), pad(F.col("history")).cast("array<long>").alias("history"),
-                pad(codes).cast("array<long>").alias("history_types"))
+                pad(codes).cast("array<long>").alias("history_types"),
+                *[F.col(c).cast("array<float>").alias(c) for c in carried])
     )
 
 

@@ -36,6 +36,7 @@ from pyspark.sql import DataFrame
 
 from sparkrec.models.scoring import (
     TOP_K_SCHEMA,
+    LazyModule,
     Scorer,
     UserBlock,
     binary_rows,
@@ -95,7 +96,7 @@ class RetrievalRanker:
 
 
 @dataclass
-class LearnedRanker:
+class LearnedRanker(LazyModule):
     """The model's DCN-v2 ranker (``sparkrec.models.ranker``) over candidates from two sources: each
     user's top ``candidates`` by the collaborative score (EASE over the catalogue, ``weights``: what the
     ranker's training lists were built from) and the towers' top ``retrieval_candidates`` not already
@@ -113,16 +114,6 @@ class LearnedRanker:
     candidates: int = 100
     retrieval_candidates: int = 0
     name: str = "dcn"
-
-    def __post_init__(self) -> None:
-        self._module = None
-
-    def __getstate__(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if k != "_module"}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._module = None
 
     def propose(self, block: UserBlock, allowed: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Candidates [B, N] (item rows; ``usable`` [B] of them are real, the rest padding) and their
@@ -376,7 +367,8 @@ def _subset(users: UserBlock, mask: np.ndarray) -> UserBlock:
     idx = np.flatnonzero(mask)
     return UserBlock([users.user_ids[i] for i in idx], [users.history[i] for i in idx], [users.seen[i] for i in idx],
                      None if users.vectors is None else users.vectors[idx],
-                     None if users.history_types is None else [users.history_types[i] for i in idx])
+                     None if users.history_types is None else [users.history_types[i] for i in idx],
+                     None if users.user_features is None else users.user_features[idx])
 
 
 def category_codes(categories: list[str | None]) -> np.ndarray | None:

@@ -283,6 +283,9 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
         np.save(staging / "item_extra.npy", item_extra)
     length = config.train.model.history_length
     types = features.event_types(history_df)
+    user_names = list(features.USER_FEATURES) if config.train.model.user_features else []
+    if not user_names:
+        examples = examples.drop("user_features")
     validation = None
     if config.train.patience > 0:
         examples, held_out = _validation_split(examples, config.train.validation_fraction)
@@ -317,7 +320,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
             "item_attrs": str(staging / "item_attrs.npy") if item_attrs is not None else None,
             "attr_codes": spec.size if item_attrs is not None else 0, "lists": lists.to_json() if lists else None,
             "item_extra": str(staging / "item_extra.npy") if item_extra is not None else None,
-            "extra_dims": extra_dims, "event_types": types}
+            "extra_dims": extra_dims, "event_types": types, "user_features": user_names}
     cloudpickle.register_pickle_by_value(launch)  # ranks may start before sparkrec is importable
     try:
         result = distributor.run(launch.in_rank, f"{train_two_tower.__module__}:{train_two_tower.__name__}",
@@ -346,7 +349,8 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     _log_loss_curve(result["loss"], result.get("val_loss"), result.get("rank_loss"))
     meta = {**dataclasses.asdict(config.train.model), "text_model": model_name, "trained_on": label,
             "attributes": spec.to_dict() if item_attrs is not None else None,
-            "ranker": _ranker_meta(config) if lists else None, "extra_dims": extra_dims, "event_types": types}
+            "ranker": _ranker_meta(config) if lists else None, "extra_dims": extra_dims, "event_types": types,
+            "user_feature_names": user_names}
     model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta, item_attrs,
                                 item_extra)
     info = mlflow.pyfunc.log_model(
@@ -431,8 +435,8 @@ def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab
         log.warning("train: %d ranking list(s) for %d process(es): the ranker is not trained (retrieval only)",
                     len(frame), config.train.num_processes)
         return None
-    schema = ("history array<bigint>, history_types array<bigint>, candidates array<bigint>, "
-              "collaborative array<float>, popularity array<float>, labels array<float>")
+    schema = ("history array<bigint>, history_types array<bigint>, user_features array<float>, "
+              "candidates array<bigint>, collaborative array<float>, popularity array<float>, labels array<float>")
     lists = make_converter(spark.createDataFrame(frame, schema), str(staging / "lists"))
     log.info("train: %d ranking lists (%s labels, %d candidates each)", lists.num_rows, rc.labels, rc.candidates)
     return lists
@@ -672,8 +676,8 @@ def _recommend_histories(interactions: DataFrame, active: DataFrame, config: Con
         return histories
     recent = features.filter_until(interactions, day, window).groupBy("user_id").agg(
         F.collect_set("item_id").alias("recent_seen"))
-    return histories.join(recent, "user_id", "left").select(
-        "user_id", "history", F.coalesce("recent_seen", F.array().cast("array<string>")).alias("seen"))
+    return histories.join(recent, "user_id", "left").withColumn(
+        "seen", F.coalesce("recent_seen", F.array().cast("array<string>"))).drop("recent_seen")
 
 
 def _list_rules(config: Config, catalog: Catalog, interactions: DataFrame, active: DataFrame, n_active: int,

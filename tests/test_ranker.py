@@ -59,6 +59,8 @@ def test_training_lists_take_candidates_outside_the_context_and_label_what_came_
     assert a["history"] == [2, 1, 0]  # context, most recent first; the label i3 is not in it
     assert a["candidates"][0] == 3 and 1 not in a["candidates"] and 2 not in a["candidates"]
     assert a["labels"] == [1.0, 0.0, 0.0]
+    assert np.allclose(a["user_features"], [np.log1p(2), np.log1p(1.0)])  # the context: 2 events over 1 day
+    assert a["history_types"] == [0, 0, 0]  # no type vocabulary: no codes
     b = lists.iloc[1]
     assert b["candidates"][0] == 5 and b["labels"][b["candidates"].index(6)] == 1.0
     assert all(len(x) == 3 for x in lists["collaborative"]) and np.isclose(a["popularity"][0], np.log1p(0.0))

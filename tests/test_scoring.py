@@ -94,6 +94,8 @@ def test_event_types_keep_step_with_the_history_from_interactions_to_codes(spark
     examples = to_training_examples(events, 3)
     last = examples.where("event_id = 'e5'").first()
     assert last["history"] == ["b", "zz", "a"] and last["history_types"] == ["purchase", "cart", "view"]
+    # the user's features before e5: 3 positive events over 2 hours
+    assert np.allclose(last["user_features"], [np.log1p(3), np.log1p(2 / 24)])
     vocab = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "item_id string, idx int")  # zz unknown
     encoded = {r["target"]: (r["history"], r["history_types"]) for r in encode_examples(examples, vocab, 3, types).collect()}
     assert encoded[3] == ([2, 1, 0], [2, 3, 0])  # zz and its type dropped together, then padding
@@ -102,6 +104,7 @@ def test_event_types_keep_step_with_the_history_from_interactions_to_codes(spark
     index = spark.createDataFrame([("a", 0), ("b", 1), ("c", 2)], "item_id string, row int")
     row = to_matrix_rows(histories, index).first()
     assert row["history"] == [2, 1, 0] and row["history_types"] == ["purchase", "purchase", "view"]
+    assert np.allclose(row["user_features"], [np.log1p(4), np.log1p(4 / 24)])  # all 4 positives, over 4 hours
 
 
 def test_the_user_tower_reads_event_types_by_the_trained_vocabulary() -> None:
@@ -125,6 +128,27 @@ def test_the_user_tower_reads_event_types_by_the_trained_vocabulary() -> None:
     assert np.allclose(users[2], users[3], atol=1e-6)  # a type unknown at training time counts as none
     untyped = scorer.user_vectors(UserBlock(["d"], history[:1], history[:1]))
     assert np.allclose(untyped[0], users[3], atol=1e-6)
+
+
+def test_the_user_tower_adds_the_user_features() -> None:
+    import torch
+
+    from sparkrec.models.scoring import TwoTowerScorer, UserBlock
+    from sparkrec.models.two_tower import UserTower
+
+    tower = UserTower(4, 3, user_features=2)
+    history = [np.array([1, 2])] * 2
+    feats = np.array([[0.0, 0.0], [2.0, 1.0]], dtype=np.float32)
+    items = np.random.default_rng(0).standard_normal((5, 4)).astype(np.float32)
+    state = {k: v.numpy().copy() for k, v in tower.state_dict().items()}
+    fresh = TwoTowerScorer(items, state, 4, 3).user_vectors(UserBlock(["a", "b"], history, history, None, None, feats))
+    assert np.allclose(fresh[0], fresh[1])  # starts at zero: the history alone
+    state["features.weight"] = np.random.default_rng(1).standard_normal((4, 2)).astype(np.float32)
+    scorer = TwoTowerScorer(items, state, 4, 3)
+    users = scorer.user_vectors(UserBlock(["a", "b"], history, history, None, None, feats))
+    assert np.allclose(users[1] - users[0], state["features.weight"] @ feats[1], atol=1e-5)
+    with torch.no_grad():
+        assert tower.features is not None
 
 
 def test_chunked_dot_product_top_k_equals_the_dense_one() -> None:

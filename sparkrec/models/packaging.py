@@ -94,7 +94,8 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
                      text=bool(meta.get("text", True)), history_attention=bool(meta.get("history_attention", True)),
                      ranker={k: int(meta["ranker"][k]) for k in ("hidden", "cross_layers")} if meta.get("ranker") else None,
                      item_extra=extra, extra_dims=tuple(meta.get("extra_dims") or ()),
-                     event_types=len(meta.get("event_types") or ()))
+                     event_types=len(meta.get("event_types") or ()),
+                     user_features=len(meta.get("user_feature_names") or ()))
     model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
     model.eval()
     item_ids = meta.pop("item_ids")

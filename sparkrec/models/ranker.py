@@ -120,7 +120,8 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
     fitted on the contexts.
 
     A list is a user with a context and a label: its context's latest items (``history``, most recent
-    first, 0-padded) and their event type codes in ``types`` (``history_types``, 0: unknown), the context's top ``candidates`` by EASE that the context does not hold (0-padded),
+    first, 0-padded) and their event type codes in ``types`` (``history_types``, 0: unknown), the
+    context's ``user_features`` (``features.USER_FEATURES``), the context's top ``candidates`` by EASE that the context does not hold (0-padded),
     each candidate's ``collaborative`` score, ``popularity`` (log of 1 + the context users holding it)
     and ``labels`` (1.0: the user's label part holds it). Lists without a labelled candidate teach
     nothing and are left out; beyond ``max_lists`` users, a seeded sample is kept.
@@ -136,6 +137,10 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
     np.add.at(holders, users_items["idx"].to_numpy(), 1.0)
     popularity = np.log1p(holders).astype(np.float32)
     by_user = {u: g["idx"].to_numpy() for u, g in context.groupby("user_id", sort=True)}
+    spans = context.groupby("user_id", sort=True)["event_ts"].agg(["count", "min", "max"])
+    tenure = (spans["max"] - spans["min"]).dt.total_seconds() / 86400.0
+    user_features = {u: [float(np.log1p(n)), float(np.log1p(max(d, 0.0)))]
+                     for u, n, d in zip(spans.index, spans["count"], tenure, strict=True)}
     code = {t: i + 1 for i, t in enumerate(types or [])}
     types_by_user = {}
     if code and "event_type" in context.columns:
@@ -167,6 +172,7 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
             history_types = np.zeros(history_length, dtype=np.int64)
             if user in types_by_user:
                 history_types[: len(recent)] = types_by_user[user][:history_length]
-            rows.append((history.tolist(), history_types.tolist(), cand.tolist(), collab.tolist(),
+            rows.append((history.tolist(), history_types.tolist(), user_features[user], cand.tolist(), collab.tolist(),
                          popularity[cand].tolist(), labels.tolist()))
-    return pd.DataFrame(rows, columns=["history", "history_types", "candidates", "collaborative", "popularity", "labels"])
+    return pd.DataFrame(rows, columns=["history", "history_types", "user_features", "candidates", "collaborative",
+                                       "popularity", "labels"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
@@ -41,10 +41,26 @@ class UserBlock:
     seen: list[np.ndarray]  # every item the user interacted with
     vectors: np.ndarray | None = None  # [B, D] precomputed user vectors, when the frame has ``vector``
     history_types: list[np.ndarray] | None = None  # the event type of each history item (strings)
+    user_features: np.ndarray | None = None  # [B, F] ``features.USER_FEATURES``
+
+
+class LazyModule:
+    """For a scorer that builds its torch module from plain arrays on first use (``_module``): the
+    module is never pickled, so Spark ships the arrays to each Python worker and the worker builds
+    its own module once."""
+
+    _module: Any = None
+
+    def __getstate__(self) -> dict[str, object]:
+        return {k: v for k, v in self.__dict__.items() if k != "_module"}
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        self._module = None
 
 
 @dataclass
-class TwoTowerScorer:
+class TwoTowerScorer(LazyModule):
     """Dot product of attention-pooled history vectors with the item vectors."""
 
     item_vectors: np.ndarray  # [n_items, D]
@@ -53,16 +69,6 @@ class TwoTowerScorer:
     history_length: int
     event_types: tuple[str, ...] = ()  # the type vocabulary the user tower was trained with
     name: str = "two_tower"
-
-    def __post_init__(self) -> None:
-        self._tower = None
-
-    def __getstate__(self) -> dict[str, object]:
-        return {k: v for k, v in self.__dict__.items() if k != "_tower"}
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        self._tower = None
 
     def scores(self, block: UserBlock) -> np.ndarray:
         """Scores [B, n_items]."""
@@ -74,12 +80,14 @@ class TwoTowerScorer:
 
         from sparkrec.models.two_tower import UserTower
 
-        if self._tower is None:
+        if self._module is None:
             # a tower trained without history attention (an ablation) has no query to load
+            features = self.user_tower_state.get("features.weight")
             tower = UserTower(self.dim, self.history_length, attention="query" in self.user_tower_state,
-                              event_types=len(self.event_types))
+                              event_types=len(self.event_types),
+                              user_features=0 if features is None else features.shape[1])
             tower.load_state_dict({k: torch.from_numpy(v) for k, v in self.user_tower_state.items()})
-            self._tower = tower.eval()
+            self._module = tower.eval()
         length = self.history_length
         rows = np.zeros((len(block.history), length), dtype=np.int64)
         mask = np.zeros((len(block.history), length), dtype=bool)
@@ -94,7 +102,8 @@ class TwoTowerScorer:
                 types[i, : len(named)] = [code.get(t, 0) for t in named]
         vectors = torch.from_numpy(self.item_vectors)
         with torch.inference_mode():
-            users = self._tower(vectors[torch.from_numpy(rows)], torch.from_numpy(mask), torch.from_numpy(types))
+            feats = None if block.user_features is None else torch.from_numpy(block.user_features)
+            users = self._module(vectors[torch.from_numpy(rows)], torch.from_numpy(mask), torch.from_numpy(types), feats)
         return users.numpy()
 
 
@@ -188,8 +197,8 @@ def _top_k_block(block: pd.DataFrame, scorer: Scorer, items: np.ndarray, eligibl
 
 
 def user_block(frame: pd.DataFrame) -> UserBlock:
-    """The rows of a ``mapInPandas`` batch (``user_id``, ``history``, ``seen``, optional ``vector`` and
-    ``history_types``)."""
+    """The rows of a ``mapInPandas`` batch (``user_id``, ``history``, ``seen``, optional ``vector``,
+    ``history_types`` and ``user_features``)."""
     as_rows = lambda col: [np.asarray(h if h is not None else [], dtype=np.int64) for h in frame[col]]  # noqa: E731
     vectors = None
     if "vector" in frame.columns:
@@ -197,7 +206,10 @@ def user_block(frame: pd.DataFrame) -> UserBlock:
     types = None
     if "history_types" in frame.columns:
         types = [np.asarray(t if t is not None else [], dtype=object) for t in frame["history_types"]]
-    return UserBlock(list(frame["user_id"]), as_rows("history"), as_rows("seen"), vectors, types)
+    feats = None
+    if "user_features" in frame.columns and len(frame):
+        feats = np.stack([np.asarray(f, dtype=np.float32) for f in frame["user_features"]])
+    return UserBlock(list(frame["user_id"]), as_rows("history"), as_rows("seen"), vectors, types, feats)
 
 
 def binary_rows(rows: list[np.ndarray], n: int) -> np.ndarray:
@@ -344,7 +356,7 @@ def _top_indices_exact(row: np.ndarray, kk: int) -> np.ndarray:
 
 def to_matrix_rows(histories_df: DataFrame, item_index_df: DataFrame) -> DataFrame:
     """Map the ``history`` and ``seen`` item ids of each user to item-matrix rows (``history_types``,
-    when there, keeps step with ``history``).
+    when there, keeps step with ``history``; ``user_features`` passes through).
 
     ``item_index_df``: ``item_id``, ``row`` (int). Items not in the matrix are dropped from both.
     """
@@ -355,4 +367,7 @@ def to_matrix_rows(histories_df: DataFrame, item_index_df: DataFrame) -> DataFra
     types = "history_types" if "history_types" in histories_df.columns else None
     history = positions_to_ids(histories_df, "user_id", "history", index, parallel=types)
     seen = positions_to_ids(histories_df, "user_id", "seen", index)
-    return history.join(seen, "user_id").select("user_id", "history", "seen", *([types] if types else []))
+    out = history.join(seen, "user_id").select("user_id", "history", "seen", *([types] if types else []))
+    if "user_features" in histories_df.columns:
+        out = out.join(histories_df.select("user_id", "user_features"), "user_id")
+    return out

@@ -108,7 +108,8 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
                      ranker=ranker_shape(params) if data.get("lists") else None,
                      ranker_trains_towers=bool(params.get("ranker_train_towers", False)),
                      item_extra=extra, extra_dims=tuple(data.get("extra_dims") or ()),
-                     event_types=len(data.get("event_types") or ())).to(device)
+                     event_types=len(data.get("event_types") or ()),
+                     user_features=len(data.get("user_features") or ())).to(device)
     vocabulary = item_text.shape[0] - 1
     sampled = int(params.get("sampled_negatives") or 0)  # uniform negatives per step, beside the in-batch ones
     if not params.get("logq_correction", True):
@@ -158,7 +159,7 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
             target = batch["target"].to(device)
             negatives = torch.randint(1, vocabulary + 1, (sampled,), device=device) if sampled else None
             users, items, rank_out = trained(batch["history"].to(device), target, ranking, negatives,
-                                             _types(batch, device))
+                                             *_user_inputs(batch, device))
             retrieval_loss = in_batch_softmax_loss(users, items, target, float(params["temperature"]),
                                                    None if log_q is None else log_q[target],
                                                    negatives, math.log(max(sampled, 1) / vocabulary))
@@ -299,7 +300,7 @@ def _validation_loss(model: Any, loader: Any, params: dict[str, Any], log_q: Any
     with torch.no_grad():
         for batch in loader:
             target = batch["target"].to(device)
-            users, items, _ = model(batch["history"].to(device), target, history_types=_types(batch, device))
+            users, items, _ = model(batch["history"].to(device), target, None, None, *_user_inputs(batch, device))
             total += float(in_batch_softmax_loss(users, items, target, float(params["temperature"]),
                                                  None if log_q is None else log_q[target]))
             steps += 1
@@ -319,6 +320,7 @@ def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
     os.replace(partial, path)
 
 
-def _types(batch: dict[str, Any], device: Any) -> Any:
-    """The batch's history event type codes on ``device`` (None: examples written without them)."""
-    return batch["history_types"].to(device) if "history_types" in batch else None
+def _user_inputs(batch: dict[str, Any], device: Any) -> tuple[Any, Any]:
+    """The batch's history event type codes and user features on ``device`` (None: examples written
+    without them)."""
+    return tuple(batch[k].to(device) if k in batch else None for k in ("history_types", "user_features"))

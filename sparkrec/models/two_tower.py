@@ -73,10 +73,18 @@ class UserTower(nn.Module):
     """The user's recent history of item vectors pooled by attention (or, as an ablation, averaged),
     then projected. With ``event_types`` (how many types the training events had, when more than one)
     each history item's vector is shifted by a learned vector of its event type (a purchase can
-    weigh more than a view); code 0 (padding, a type unknown at training time) shifts nothing."""
+    weigh more than a view); code 0 (padding, a type unknown at training time) shifts nothing. With
+    ``user_features`` (their count; ``features.USER_FEATURES``) a linear map of the user's features is
+    added to the user vector (starting at zero: the history alone)."""
 
-    def __init__(self, dim: int, history_length: int, attention: bool = True, event_types: int = 0) -> None:
+    def __init__(self, dim: int, history_length: int, attention: bool = True, event_types: int = 0,
+                 user_features: int = 0) -> None:
         super().__init__()
+        self.features = None
+        if user_features > 0:
+            self.features = nn.Linear(user_features, dim)
+            nn.init.zeros_(self.features.weight)
+            nn.init.zeros_(self.features.bias)
         self.event_type = None
         if event_types > 0:
             self.event_type = nn.Embedding(event_types + 1, dim, padding_idx=0)
@@ -88,9 +96,10 @@ class UserTower(nn.Module):
             nn.init.zeros_(self.recency.weight)
         self.output = nn.Linear(dim, dim)
 
-    def forward(self, history: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, history: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None,
+                features: torch.Tensor | None = None) -> torch.Tensor:
         """history [B, L, D] (most recent first); mask [B, L] true where an item is; types [B, L] event
-        type codes -> users [B, D]."""
+        type codes; features [B, F] -> users [B, D]."""
         if self.event_type is not None and types is not None:
             history = history + self.event_type(types)
         if self.query is not None and self.recency is not None:
@@ -100,7 +109,10 @@ class UserTower(nn.Module):
         else:
             weights = mask.to(history.dtype)
         pooled = (weights.unsqueeze(-1) * history).sum(1) / weights.sum(1, keepdim=True).clamp(min=1e-6)
-        return pooled + self.output(pooled)
+        users = pooled + self.output(pooled)
+        if self.features is not None and features is not None:
+            users = users + self.features(features.to(users.dtype))
+        return users
 
 
 class TwoTower(nn.Module):
@@ -115,7 +127,7 @@ class TwoTower(nn.Module):
                  item_attrs: torch.Tensor | None = None, attr_codes: int = 0, text: bool = True,
                  history_attention: bool = True, ranker: dict[str, int] | None = None,
                  ranker_trains_towers: bool = False, item_extra: torch.Tensor | None = None,
-                 extra_dims: tuple[int, ...] = (), event_types: int = 0) -> None:
+                 extra_dims: tuple[int, ...] = (), event_types: int = 0, user_features: int = 0) -> None:
         super().__init__()
         num_items, text_dim = item_text.shape[0] - 1, item_text.shape[1]
         self.register_buffer("item_text", item_text.float())
@@ -125,7 +137,8 @@ class TwoTower(nn.Module):
         self.register_buffer("item_extra", item_extra.float() if with_extra else None)
         self.items = ItemTower(num_items, text_dim, dim, dropout, attr_codes if self.item_attrs is not None else 0,
                                text=text, extra_dims=tuple(extra_dims) if with_extra else ())
-        self.users = UserTower(dim, history_length, attention=history_attention, event_types=event_types)
+        self.users = UserTower(dim, history_length, attention=history_attention, event_types=event_types,
+                               user_features=user_features)
         # The ranking model (``sparkrec.models.ranker``), trained with the towers; None: retrieval only.
         self.ranker = DCNRanker(**ranker) if ranker is not None else None
         # Whether the ranking loss also reaches the towers (through the retrieval score it reads).
@@ -138,20 +151,21 @@ class TwoTower(nn.Module):
 
     def forward(self, history: torch.Tensor, target: torch.Tensor, lists: dict[str, torch.Tensor] | None = None,
                 negatives: torch.Tensor | None = None, history_types: torch.Tensor | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                user_features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """history [B, L] ids, target [B] ids -> (users [B, D], items [B, D], ranking scores); with
         sampled ``negatives`` [S] ids, items is [B + S, D]: the targets' vectors, then theirs.
-        ``history_types`` [B, L]: the history items' event type codes (``UserTower``).
+        ``history_types`` [B, L]: the history items' event type codes, ``user_features`` [B, F] (``UserTower``).
 
-        ``lists`` (a batch of ranking lists: ``history`` [B', L] and its ``history_types``, ``candidates``
+        ``lists`` (a batch of ranking lists: ``history`` [B', L], its ``history_types``, ``user_features``, ``candidates``
         [B', C] ids, 0 = padding, ``collaborative`` and ``popularity`` [B', C]) is scored by the ranker in the same
         forward pass — one pass, so DDP synchronises the ranker's gradients with the towers'.
         """
-        users = self.users(self.item_vectors(history), history > 0, history_types)
+        users = self.users(self.item_vectors(history), history > 0, history_types, user_features)
         scores = None
         if lists is not None and self.ranker is not None:
             context = lists["history"]
-            list_users = self.users(self.item_vectors(context), context > 0, lists.get("history_types"))
+            list_users = self.users(self.item_vectors(context), context > 0, lists.get("history_types"),
+                                    lists.get("user_features"))
             candidates = lists["candidates"]
             list_items = self.item_vectors(candidates)
             if not self.ranker_trains_towers:
