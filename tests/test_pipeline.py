@@ -352,6 +352,7 @@ def test_views_beside_purchases_reach_the_user_tower_from_training_to_serving(sp
         stages.fit_two_tower(spark, typed, history, run_id, "purchases and views")
     loaded, _ = load_model(typed, config.mlflow.candidate_alias)
     assert loaded.meta["event_types"] == ["purchase", "view"]
+    assert loaded.meta["user_feature_names"] == ["activity", "tenure_days"]
     assert float(loaded.model.users.event_type.weight[1:].abs().sum()) > 0  # trained
     catalog = stages.item_catalog(spark, typed)
     scorer = stages.two_tower_scorer(spark, typed, loaded, catalog)
@@ -362,6 +363,8 @@ def test_views_beside_purchases_reach_the_user_tower_from_training_to_serving(sp
     frame = users.toPandas()
     block = user_block(frame)
     assert any("view" in list(t) for t in block.history_types)
+    bought = np.array([len(h) > 0 for h in block.history])
+    assert block.user_features.shape == (len(frame), 2) and (block.user_features[bought, 0] > 0).all()
     untyped = dataclasses.replace(block, history_types=None)
     moved = ~np.isclose(scorer.user_vectors(block), scorer.user_vectors(untyped), atol=1e-6).all(axis=1)
     has_view = np.array(["view" in list(t) for t in block.history_types])
