@@ -353,7 +353,7 @@ def test_views_beside_purchases_reach_the_user_tower_from_training_to_serving(sp
     loaded, _ = load_model(typed, config.mlflow.candidate_alias)
     assert loaded.meta["event_types"] == ["purchase", "view"]
     assert loaded.meta["user_feature_names"] == ["activity", "tenure_days"]
-    assert float(loaded.model.users.event_type.weight[1:].abs().sum()) > 0  # trained
+    assert float(loaded.model.users.event_type.weight[1:].detach().abs().sum()) > 0  # trained
     catalog = stages.item_catalog(spark, typed)
     scorer = stages.two_tower_scorer(spark, typed, loaded, catalog)
     assert scorer.event_types == ("purchase", "view")
