@@ -117,24 +117,30 @@ class LearnedRanker(LazyModule):
 
     def propose(self, block: UserBlock, allowed: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Candidates [B, N] (item rows; ``usable`` [B] of them are real, the rest padding) and their
-        collaborative scores; N = ``candidates`` + ``retrieval_candidates`` at least ``count``."""
-        collaborative = masked_scores(binary_rows(block.seen, self.weights.shape[0]) @ self.weights, allowed, block.seen)
+        collaborative scores; N = ``candidates`` + ``retrieval_candidates`` at least ``count``.
+
+        EASE proposes only items with interactions (it has no score for the others); where those are
+        fewer than ``candidates`` (a catalogue of mostly new items), the towers fill the rest.
+        """
+        raw = binary_rows(block.seen, self.weights.shape[0]) @ self.weights
+        collaborative = masked_scores(raw.copy(), allowed & (self.popularity > 0), block.seen)
         first, usable = top_indices(collaborative, max(self.candidates, count))
-        if self.retrieval_candidates == 0:
+        short = first.shape[1] - usable  # slots EASE cannot fill
+        if self.retrieval_candidates == 0 and not short.any():
             return first, np.take_along_axis(collaborative, first, axis=1), usable
-        extra, _, extra_usable = dot_top_indices(self.towers.user_vectors(block), self.towers.item_vectors, allowed,
-                                                 block.seen, first.shape[1] + self.retrieval_candidates)
         width = first.shape[1] + self.retrieval_candidates
+        extra, _, extra_usable = dot_top_indices(self.towers.user_vectors(block), self.towers.item_vectors, allowed,
+                                                 block.seen, width)
         rows = np.zeros((len(first), width), dtype=np.int64)
         count_ = np.zeros(len(first), dtype=np.int64)
         for i in range(len(first)):
             mine = first[i, : usable[i]]
             more = extra[i, : extra_usable[i]]
-            more = more[~np.isin(more, mine)][: self.retrieval_candidates]
+            more = more[~np.isin(more, mine)][: self.retrieval_candidates + short[i]]
             row = np.concatenate([mine, more])
             rows[i, : len(row)] = row
             count_[i] = len(row)
-        scores = np.take_along_axis(collaborative, rows, axis=1)
+        scores = np.take_along_axis(raw, rows, axis=1)
         scores[np.arange(width)[None, :] >= count_[:, None]] = -np.inf  # padding
         return rows, scores, count_
 

@@ -135,7 +135,8 @@ def test_learned_ranker_proposes_from_both_sources_and_never_a_seen_or_barred_it
     weights = np.zeros((n, n), dtype=np.float32)
     weights[0, 1:4] = [3.0, 2.0, 1.0]  # the collaborative model only knows items 1, 2, 3 (after item 0)
     module = DCNRanker(hidden=8, cross_layers=1)
-    ranker = LearnedRanker(towers(n), weights, np.zeros(n, dtype=np.float32),
+    popularity = np.where(np.arange(n) < 7, 1.0, 0.0).astype(np.float32)  # items 7.. have no interactions yet
+    ranker = LearnedRanker(towers(n), weights, popularity,
                            {k: v.detach().numpy() for k, v in module.state_dict().items()},
                            {"hidden": 8, "cross_layers": 1}, candidates=3, retrieval_candidates=4)
     allowed = np.ones(n, dtype=bool)
@@ -150,6 +151,18 @@ def test_learned_ranker_proposes_from_both_sources_and_never_a_seen_or_barred_it
     assert only_collaborative[0][0].tolist() == [1, 3, 4] and only_collaborative[2][0] == 3  # ties: lower row
     scores = RankedScorer(ranker, allowed).scores(block)
     assert np.isfinite(scores[0]).sum() == 7 and set(np.flatnonzero(np.isfinite(scores[0]))) == set(row.tolist())
+
+    # EASE has no score for items without interactions: where it knows too few, the towers fill the list
+    few = dataclasses.replace(ranker, popularity=np.where(np.isin(np.arange(n), [0, 1, 3]), 1.0, 0.0).astype(np.float32),
+                              retrieval_candidates=0)
+    candidates, collaborative, usable = few.propose(block, allowed, 3)
+    assert usable[0] == 3 and candidates[0, :2].tolist() == [1, 3] and candidates[0, 2] not in {0, 1, 2, 3, 5}
+    assert collaborative[0].tolist()[:2] == [3.0, 1.0] and np.isfinite(collaborative[0]).all()
+    cold = dataclasses.replace(few, popularity=np.zeros(n, dtype=np.float32))  # only new items: all from the towers
+    candidates, _, usable = cold.propose(block, allowed, 3)
+    dot = (cold.towers.user_vectors(block) @ cold.towers.item_vectors.T)[0]
+    expected = [i for i in np.argsort(-dot, kind="stable") if i not in (0, 2, 5)][:3]
+    assert usable[0] == 3 and candidates[0].tolist() == expected
 
 
 def test_rank_scores_depend_on_each_signal() -> None:
