@@ -79,10 +79,6 @@ def event_types(interactions_df: DataFrame) -> list[str]:
     return found if len(found) > 1 else []
 
 
-def type_codes(types: list[str]) -> dict[str, int]:
-    return {t: i + 1 for i, t in enumerate(types)}
-
-
 def to_user_histories(interactions_df: DataFrame, history_length: int) -> DataFrame:
     """Per user: the recent positive items (most recent first), their event types (``history_types``),
     every item seen (any event type) and the ``USER_FEATURES`` of all the positive events."""
