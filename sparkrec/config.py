@@ -151,6 +151,10 @@ class TrainConfig:
     window_days: int = 0
     # Model hyper-parameters.
     model: ModelConfig = field(default_factory=lambda: ModelConfig())
+    # Which items are a training example's history: "earlier" (the user's items before the target:
+    # learn what comes next) or "others" (the user's latest items other than the target: for
+    # protocols that hide random interactions; `sparkrec experiment` picks it by protocol).
+    example_history: str = "earlier"
     # Passes over the training examples.
     epochs: int = 10
     # Examples per rank and step; the in-batch negatives come from the same batch.

@@ -89,9 +89,11 @@ def experiment_config(config: Config, spec: ExperimentSpec) -> tuple[Config, str
     }
     if profile.get("clean"):
         values["clean"] = dict(profile["clean"])
-    # The ranker learns to find what the protocol hides: the next events (chrono) or random ones.
-    labels = "latest" if spec.split == "chrono" else "random"
-    values["train"] = {"ranker": {**dataclasses.asdict(config.train.ranker), "labels": labels}}
+    # The towers and the ranker learn to find what the protocol hides: the next events (chrono) or
+    # random ones.
+    chrono = spec.split == "chrono"
+    values["train"] = {"example_history": "earlier" if chrono else "others",
+                       "ranker": {**dataclasses.asdict(config.train.ranker), "labels": "latest" if chrono else "random"}}
     return with_values(config, values), name
 
 
@@ -254,7 +256,8 @@ def _tune(spark: SparkSession, config: Config, model: str, valid: EvalSet | None
         t = config.train
         return {"dim": t.model.dim, "history_length": t.model.history_length, "temperature": t.model.temperature,
                 "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
-                "ranker": t.ranker.enabled, "ranker_labels": t.ranker.labels}, []
+                "example_history": t.example_history, "ranker": t.ranker.enabled,
+                "ranker_labels": t.ranker.labels}, []
     assert valid is not None
     if model == "als":
         grid = _als_grid(config.experiment.als_grid)

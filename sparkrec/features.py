@@ -32,24 +32,52 @@ def day_offset(day: str, days: int) -> str:
     return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
 
 
-def to_training_examples(interactions_df: DataFrame, history_length: int) -> DataFrame:
-    """One example per positive event that has history: (user_id, item_id, history, history_types,
-    user_features).
+HISTORY_MODES = ("earlier", "others")
 
-    ``history`` holds up to ``history_length`` of the user's earlier positive items, most recent
-    first, ``history_types`` their event types and ``user_features`` the ``USER_FEATURES`` of all the
-    earlier ones. Events with weight 0 (returns) are neither targets nor history.
+
+def to_training_examples(interactions_df: DataFrame, history_length: int, mode: str = "earlier") -> DataFrame:
+    """One example per positive event that has history: (event_id, user_id, item_id, history,
+    history_types, user_features, event_ts).
+
+    ``mode`` says which of the user's items are the target's history:
+    ``earlier``: up to ``history_length`` of the user's positive items before it, most recent first
+    (what the user did next: the nightly job and chronological protocols), ``user_features`` over
+    those earlier events; ``others``: up to ``history_length`` of the user's latest positive items
+    other than the target itself, most recent first, and ``user_features`` over all the user's events
+    (protocols that hide random interactions, where a held-out item can be older than the history).
+    Either way the history reads as the served history does: the latest items a user has, up to
+    ``history_length``. ``history_types`` are the history's event types. Events with weight 0
+    (returns) are neither targets nor history.
     """
     require_columns(interactions_df, ["user_id", "item_id", "event_ts", "event_id", "weight"], "to_training_examples")
+    if mode not in HISTORY_MODES:
+        raise ValueError(f"train.example_history must be one of {', '.join(HISTORY_MODES)}, got {mode!r}")
     positives = _with_event_type(interactions_df.where(F.col("weight") > 0))
-    order = Window.partitionBy("user_id").orderBy("event_ts", "event_id")
-    earlier = order.rowsBetween(-history_length, -1)
-    before = user_features(F.row_number().over(order) - 1, F.min("event_ts").over(Window.partitionBy("user_id")),
-                           F.lag("event_ts").over(order))
+    if mode == "earlier":
+        order = Window.partitionBy("user_id").orderBy("event_ts", "event_id")
+        earlier = order.rowsBetween(-history_length, -1)
+        examples = positives.withColumn(
+            "_h", F.reverse(F.collect_list(F.struct("item_id", "event_type")).over(earlier))
+        ).withColumn("user_features", user_features(F.row_number().over(order) - 1,
+                                                    F.min("event_ts").over(Window.partitionBy("user_id")),
+                                                    F.lag("event_ts").over(order)))
+    else:
+        # The latest history_length + 1 events hold history_length other than any one target (fewer
+        # where the target's item repeats among them).
+        user = Window.partitionBy("user_id")
+        latest = user.orderBy(F.desc("event_ts"), F.desc("event_id"))
+        recent = (
+            positives.withColumn("_n", F.row_number().over(latest))
+            .withColumn("user_features", user_features(F.count(F.lit(1)).over(user), F.min("event_ts").over(user),
+                                                       F.max("event_ts").over(user)))
+            .where(F.col("_n") <= history_length + 1)
+            .groupBy("user_id", "user_features")
+            .agg(F.sort_array(F.collect_list(F.struct("_n", "item_id", "event_type"))).alias("_r"))
+        )
+        others = F.filter(F.col("_r"), lambda e: e["item_id"] != F.col("item_id"))
+        examples = positives.join(recent, "user_id").withColumn("_h", F.slice(others, 1, history_length))
     return (
-        positives.withColumn("_h", F.reverse(F.collect_list(F.struct("item_id", "event_type")).over(earlier)))
-        .withColumn("user_features", before)
-        .where(F.size("_h") > 0)
+        examples.where(F.size("_h") > 0)
         .select("event_id", "user_id", "item_id", F.col("_h.item_id").alias("history"),
                 F.col("_h.event_type").alias("history_types"), "user_features", "event_ts")
     )

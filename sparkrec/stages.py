@@ -261,7 +261,8 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
         rc = config.train.ranker
         marked = features.ranking_split(history_df, rc.labels, rc.label_fraction, config.train.seed).cache()
         history_df = history_df.join(marked.where("is_label").select("event_id"), "event_id", "left_anti")
-    examples = features.to_training_examples(history_df, config.train.model.history_length).cache()
+    examples = features.to_training_examples(history_df, config.train.model.history_length,
+                                             config.train.example_history).cache()
     vocab = sorted(
         r[0] for r in examples.select(F.explode(F.array_union(F.array("item_id"), "history"))).distinct().collect()
     )

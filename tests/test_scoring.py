@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from sparkrec.loader import make_converter
 from sparkrec.models.scoring import PopularityScorer, to_matrix_rows, top_k
@@ -105,6 +106,32 @@ def test_event_types_keep_step_with_the_history_from_interactions_to_codes(spark
     row = to_matrix_rows(histories, index).first()
     assert row["history"] == [2, 1, 0] and row["history_types"] == ["purchase", "purchase", "view"]
     assert np.allclose(row["user_features"], [np.log1p(4), np.log1p(4 / 24)])  # all 4 positives, over 4 hours
+
+
+def test_others_history_is_the_latest_items_but_the_target_as_served(spark) -> None:
+    import datetime as dt
+
+    from sparkrec.features import to_training_examples, to_user_histories
+
+    t = dt.datetime(2024, 1, 1)
+    rows = [(f"e{i}", "u", item, "purchase", 1.0, t + dt.timedelta(days=i)) for i, item in enumerate("abcbd")]
+    rows += [("e9", "u", "x", "return", 0.0, t + dt.timedelta(days=9)), ("f0", "v", "a", "purchase", 1.0, t)]
+    events = spark.createDataFrame(
+        rows, "event_id string, user_id string, item_id string, event_type string, weight double, event_ts timestamp")
+    examples = {r["event_id"]: r for r in to_training_examples(events, 3, "others").collect()}
+    assert set(examples) == {"e0", "e1", "e2", "e3", "e4"}  # v has no other item; a return is no target
+    assert examples["e0"]["history"] == ["d", "b", "c"]  # older than the history: the latest 3 others
+    assert examples["e4"]["history"] == ["b", "c", "b"]
+    assert examples["e1"]["history"] == ["d", "c"]  # every event of the target's item left out
+    served = to_user_histories(events, 3).where("user_id = 'u'").first()
+    assert served["history"] == ["d", "b", "c"]
+    # the features of all the user's positive events, as served
+    assert all(np.allclose(r["user_features"], served["user_features"]) for r in examples.values())
+    assert np.allclose(served["user_features"], [np.log1p(5), np.log1p(4)])
+    earlier = {r["event_id"]: r["history"] for r in to_training_examples(events, 3).collect()}
+    assert earlier["e4"] == ["b", "c", "b"] and "e0" not in earlier  # what came before: e0 has none
+    with pytest.raises(ValueError, match="example_history"):
+        to_training_examples(events, 3, "future")
 
 
 def test_the_user_tower_reads_event_types_by_the_trained_vocabulary() -> None:
