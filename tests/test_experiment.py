@@ -110,3 +110,14 @@ def test_cold_items_split_holds_out_whole_items_by_a_seeded_hash(spark) -> None:
     other, _ = split(df, "cold-items", ratio=0.75, seed=8)
     assert {r[0] for r in other.select("item_id").distinct().collect()} != warm
     assert test.where(F.col("item_id").isin(list(warm))).count() == 0
+
+
+def test_the_towers_and_the_ranker_learn_what_the_protocol_hides(tmp_path: Path, mlflow_db: Path) -> None:
+    from sparkrec.experiment import experiment_config
+
+    config = make_config(tmp_path, mlflow_db, "train.ranker.candidates=7")
+    for split, history, labels in (("chrono", "earlier", "latest"), ("stratified-by-item", "others", "random"),
+                                   ("random-by-user", "others", "random"), ("cold-items", "others", "random")):
+        chosen, _ = experiment_config(config, ExperimentSpec(landing=str(tmp_path / "landing"), split=split))
+        assert (chosen.train.example_history, chosen.train.ranker.labels) == (history, labels), split
+        assert chosen.train.ranker.candidates == 7  # the rest of the ranker's settings kept

@@ -346,8 +346,10 @@ def test_views_beside_purchases_reach_the_user_tower_from_training_to_serving(sp
              .withColumn("event_id", F.concat(F.lit("view-"), "event_id")).withColumn("event_type", F.lit("view"))
              .withColumn("event_ts", F.col("event_ts") - F.expr("INTERVAL 1 HOUR")).withColumn("weight", F.lit(0.2)))
     history = purchases.unionByName(views)
+    # a random-holdout protocol's settings: histories of the user's other items, random labels
     typed = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, epochs=1, num_processes=1, ranker=dataclasses.replace(config.train.ranker, labels="random")))
+        config.train, epochs=1, num_processes=1, example_history="others",
+        ranker=dataclasses.replace(config.train.ranker, labels="random")))
     with stage_run(typed, "train", DAY) as run_id:
         stages.fit_two_tower(spark, typed, history, run_id, "purchases and views")
     loaded, _ = load_model(typed, config.mlflow.candidate_alias)
