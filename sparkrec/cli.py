@@ -162,6 +162,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             landing=absolute_path(args.landing), split=args.split, ratio=args.ratio, seed=args.seed, k=args.k,
             models=tuple(m.strip() for m in args.models.split(",") if m.strip()), repeat=args.repeat,
             holdout_days=args.holdout_days, min_rating=args.min_rating,
+            fixed=tuple(o.split("=", 1)[0].strip() for o in args.overrides),
         )
         spec.check()
         result = run_experiment(spark, config, spec, absolute_path(args.output) if args.output else None)

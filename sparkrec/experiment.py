@@ -54,6 +54,7 @@ class ExperimentSpec:
     repeat: int = 1
     holdout_days: int = 0  # chrono split; 0 = evaluate.holdout_days
     min_rating: float | None = None  # ratings below are not relevant in the test part
+    fixed: tuple[str, ...] = ()  # config keys the user set (--set): the protocol leaves them alone
 
     def check(self) -> None:
         unknown = [m for m in self.models if m not in MODELS]
@@ -92,8 +93,12 @@ def experiment_config(config: Config, spec: ExperimentSpec) -> tuple[Config, str
     # The towers and the ranker learn to find what the protocol hides: the next events (chrono) or
     # random ones.
     chrono = spec.split == "chrono"
-    values["train"] = {"example_history": "earlier" if chrono else "others",
-                       "ranker": {**dataclasses.asdict(config.train.ranker), "labels": "latest" if chrono else "random"}}
+    train: dict[str, Any] = {"ranker": dataclasses.asdict(config.train.ranker)}
+    if "train.example_history" not in spec.fixed:
+        train["example_history"] = "earlier" if chrono else "others"
+    if "train.ranker.labels" not in spec.fixed:
+        train["ranker"]["labels"] = "latest" if chrono else "random"
+    values["train"] = train
     return with_values(config, values), name
 
 

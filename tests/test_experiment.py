@@ -121,3 +121,7 @@ def test_the_towers_and_the_ranker_learn_what_the_protocol_hides(tmp_path: Path,
         chosen, _ = experiment_config(config, ExperimentSpec(landing=str(tmp_path / "landing"), split=split))
         assert (chosen.train.example_history, chosen.train.ranker.labels) == (history, labels), split
         assert chosen.train.ranker.candidates == 7  # the rest of the ranker's settings kept
+    mine = make_config(tmp_path, mlflow_db, "train.example_history=earlier", "train.ranker.labels=latest")
+    fixed = ("train.example_history", "train.ranker.labels")
+    chosen, _ = experiment_config(mine, ExperimentSpec(landing=str(tmp_path / "landing"), split="cold-items", fixed=fixed))
+    assert (chosen.train.example_history, chosen.train.ranker.labels) == ("earlier", "latest")  # the user's --set wins
