@@ -148,6 +148,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "sql":
         from pyspark.errors import AnalysisException, ParseException
 
+        if not args.verbose:  # PySpark logs a query error with its JVM stack trace before raising it
+            for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+                logging.getLogger(name).setLevel(logging.CRITICAL)
         try:
             spark.sql(args.query).show(args.limit, truncate=False)
         except (AnalysisException, ParseException) as err:

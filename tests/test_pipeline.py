@@ -113,9 +113,11 @@ def test_a_new_session_reads_the_tables_by_name(nightly) -> None:
     row = [line for line in out.stdout.splitlines() if line.startswith("|") and "users" not in line][0]
     users, k = (int(x) for x in row.strip("|").split("|"))
     assert k == config.recommend.k and users > 100
-    bad = subprocess.run([sys.executable, "-m", "sparkrec.cli", "sql", "SELECT * FROM sparkrec.nope", *cli_args],
-                         capture_output=True, text=True, timeout=300)
-    assert bad.returncode == 2 and "SQL error" in bad.stderr and "Traceback" not in bad.stderr
+    for wrong in ("SELECT * FROM sparkrec.nope", "SELECT nope FROM sparkrec.recommendations"):
+        bad = subprocess.run([sys.executable, "-m", "sparkrec.cli", "sql", wrong, *cli_args],
+                             capture_output=True, text=True, timeout=300)
+        assert bad.returncode == 2 and "SQL error" in bad.stderr, bad.stderr[-2000:]
+        assert "Traceback" not in bad.stderr and "at org.apache.spark" not in bad.stderr, bad.stderr[-2000:]
 
 
 def test_a_worse_model_is_not_promoted_and_the_champion_stays_served(spark, nightly) -> None:
