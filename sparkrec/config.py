@@ -408,11 +408,16 @@ def with_values(config: Config, values: dict[str, Any]) -> Config:
     return _resolve_paths(_build(Config, raw, ""))
 
 
+def override_key(item: str) -> str:
+    """The dotted key of a ``--set key=value`` item."""
+    return item.partition("=")[0].strip()
+
+
 def _apply_override(raw: dict[str, Any], item: str) -> None:
     key, sep, value = item.partition("=")
-    if not sep or not key.strip():
+    if not sep or not override_key(item):
         raise ConfigError(f"--set expects key=value, got {item!r}")
-    parts = key.strip().split(".")
+    parts = override_key(item).split(".")
     node = raw
     for part in parts[:-1]:
         node = node.setdefault(part, {})
