@@ -165,7 +165,8 @@ class TrainConfig:
     seed: int = 42
     # Seconds a rank waits for the others before the process group gives up.
     timeout_s: int = 300
-    # Early stopping: the latest validation_fraction of the training examples (by time) is held out;
+    # Early stopping: the latest validation_fraction of the training examples (by time) is held out
+    # (with example_history "others": every example of that share of the users);
     # training stops when its loss has not improved for `patience` epochs and keeps the best epoch's
     # weights (0: no early stopping, every example trains).
     patience: int = 0

@@ -83,6 +83,27 @@ def to_training_examples(interactions_df: DataFrame, history_length: int, mode: 
     )
 
 
+def validation_split(examples_df: DataFrame, fraction: float, mode: str, seed: int) -> tuple[DataFrame, DataFrame]:
+    """(train, validation) of ``to_training_examples`` rows, for early stopping; ``mode`` is the
+    examples' history mode.
+
+    ``earlier``: the latest ``fraction`` of the examples by event time (their targets are in no
+    training example's history: those hold only earlier items). ``others``: every example of a seeded
+    ``fraction`` of the users, because an ``others`` history holds the user's other items, later ones
+    included: a user's held-out target would sit in that user's training histories, and the
+    validation loss would read optimistic.
+    """
+    require_columns(examples_df, ["user_id", "event_ts"], "validation_split")
+    if not 0 < fraction < 1:
+        raise ValueError(f"train.validation_fraction must be between 0 and 1, got {fraction}")
+    if mode == "others":
+        held = F.pmod(F.xxhash64("user_id", F.lit(int(seed))), F.lit(1_000_000)) < F.lit(fraction * 1_000_000)
+        return examples_df.where(~held), examples_df.where(held)
+    seconds = F.col("event_ts").cast("double")
+    cutoff = examples_df.select(seconds.alias("t")).approxQuantile("t", [1.0 - fraction], 0.001)[0]
+    return examples_df.where(seconds < cutoff), examples_df.where(seconds >= cutoff)
+
+
 # What the user tower knows of a user beside the history, from the user's positive events so far:
 # log(1 + how many), log(1 + days from the first to the latest). The same at training time (the events
 # before the target) as at serving time (all of them), so the model meets no shift between the two.

@@ -289,7 +289,8 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
         examples = examples.drop("user_features")
     validation = None
     if config.train.patience > 0:
-        examples, held_out = _validation_split(examples, config.train.validation_fraction)
+        examples, held_out = features.validation_split(examples, config.train.validation_fraction,
+                                                       config.train.example_history, config.train.seed)
         validation = make_converter(features.encode_examples(held_out, vocab_df, length, types),
                                     str(staging / "validation"))
     encoded = features.encode_examples(examples, vocab_df, length, types)
@@ -448,15 +449,6 @@ def _ranker_meta(config: Config) -> dict[str, Any]:
     rc = config.train.ranker
     return {"hidden": rc.hidden, "cross_layers": rc.cross_layers, "ease_lambda": rc.ease_lambda,
             "candidates": rc.candidates}
-
-
-def _validation_split(examples: DataFrame, fraction: float) -> tuple[DataFrame, DataFrame]:
-    """(train, validation): the latest ``fraction`` of the examples by event time are held out."""
-    if not 0 < fraction < 1:
-        raise ValueError(f"train.validation_fraction must be between 0 and 1, got {fraction}")
-    seconds = F.col("event_ts").cast("double")
-    cutoff = examples.select(seconds.alias("t")).approxQuantile("t", [1.0 - fraction], 0.001)[0]
-    return examples.where(seconds < cutoff), examples.where(seconds >= cutoff)
 
 
 def _log_target_frequency(encoded_df: DataFrame, vocabulary: int) -> np.ndarray:

@@ -134,6 +134,30 @@ def test_others_history_is_the_latest_items_but_the_target_as_served(spark) -> N
         to_training_examples(events, 3, "future")
 
 
+def test_early_stopping_holds_out_no_target_that_a_training_history_holds(spark) -> None:
+    import datetime as dt
+
+    from sparkrec.features import to_training_examples, validation_split
+
+    t = dt.datetime(2024, 1, 1)
+    rows = [(f"{u}{i}", f"u{u}", f"i{(u * 7 + i) % 40}", "purchase", 1.0, t + dt.timedelta(days=u + i))
+            for u in range(40) for i in range(6)]
+    events = spark.createDataFrame(
+        rows, "event_id string, user_id string, item_id string, event_type string, weight double, event_ts timestamp")
+    for mode in ("earlier", "others"):
+        examples = to_training_examples(events, 3, mode)
+        train, held = (df.collect() for df in validation_split(examples, 0.25, mode, seed=42))
+        assert held and train and len(train) + len(held) == examples.count()
+        in_histories = {(r["user_id"], item) for r in train for item in r["history"]}
+        assert not [r for r in held if (r["user_id"], r["item_id"]) in in_histories], mode
+    # others: whole users are held out, a seeded share of them
+    held_users = {r["user_id"] for r in validation_split(examples, 0.25, "others", seed=42)[1].collect()}
+    assert 3 <= len(held_users) <= 18
+    assert held_users == {r["user_id"] for r in validation_split(examples, 0.25, "others", seed=42)[1].collect()}
+    assert held_users != {r["user_id"] for r in validation_split(examples, 0.25, "others", seed=7)[1].collect()}
+    with pytest.raises(ValueError, match="validation_fraction"):
+        validation_split(examples, 1.0, "others", seed=42)
+
 def test_the_user_tower_reads_event_types_by_the_trained_vocabulary() -> None:
     import torch
 
