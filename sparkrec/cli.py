@@ -20,7 +20,7 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from sparkrec.config import ConfigError, load_config, override_key
+from sparkrec.config import ConfigError, keys_set_in, load_config, override_key
 from sparkrec.experiment import MODELS
 
 STAGES = ("clean", "embed", "train", "recommend", "evaluate", "nightly")
@@ -165,7 +165,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             landing=absolute_path(args.landing), split=args.split, ratio=args.ratio, seed=args.seed, k=args.k,
             models=tuple(m.strip() for m in args.models.split(",") if m.strip()), repeat=args.repeat,
             holdout_days=args.holdout_days, min_rating=args.min_rating,
-            fixed=tuple(override_key(o) for o in args.overrides),
+            fixed=tuple(override_key(o) for o in args.overrides) + (keys_set_in(args.conf) if args.conf else ()),
         )
         spec.check()
         result = run_experiment(spark, config, spec, absolute_path(args.output) if args.output else None)

@@ -376,8 +376,22 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
     return _resolve_paths(config)
 
 
-def _read_yaml(conf_path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
-    """The file's mapping; with ``extends: other.yaml`` (relative to the file), merged over that file's."""
+def keys_set_in(path: str | os.PathLike[str]) -> tuple[str, ...]:
+    """The dotted keys (``train.ranker.labels``) a config file sets itself or through the files it
+    extends, short of the project's defaults (``conf/local.yaml``): what the user chose."""
+    def walk(raw: dict[str, Any], prefix: str) -> list[str]:
+        return [key for name, value in raw.items()
+                for key in (walk(value, f"{prefix}{name}.") if isinstance(value, dict) and value
+                            else [f"{prefix}{name}"])]
+
+    return tuple(sorted(walk(_read_yaml(Path(path), (), stop=DEFAULT_CONF.resolve()), "")))
+
+
+def _read_yaml(conf_path: Path, seen: tuple[Path, ...], stop: Path | None = None) -> dict[str, Any]:
+    """The file's mapping; with ``extends: other.yaml`` (relative to the file), merged over that file's
+    (up to, not including, ``stop``)."""
+    if stop is not None and conf_path.resolve() == stop:
+        return {}
     if not conf_path.exists():
         raise ConfigError(f"config file not found: {conf_path}")
     raw = yaml.safe_load(conf_path.read_text()) or {}
@@ -389,7 +403,7 @@ def _read_yaml(conf_path: Path, seen: tuple[Path, ...]) -> dict[str, Any]:
     base_path = (conf_path.parent / str(base)).resolve()
     if base_path in seen or base_path == conf_path.resolve():
         raise ConfigError(f"config files extend each other in a loop: {conf_path} -> {base_path}")
-    return _merged(_read_yaml(base_path, (*seen, conf_path.resolve())), raw)
+    return _merged(_read_yaml(base_path, (*seen, conf_path.resolve()), stop), raw)
 
 
 def _merged(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

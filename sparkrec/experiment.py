@@ -54,7 +54,7 @@ class ExperimentSpec:
     repeat: int = 1
     holdout_days: int = 0  # chrono split; 0 = evaluate.holdout_days
     min_rating: float | None = None  # ratings below are not relevant in the test part
-    fixed: tuple[str, ...] = ()  # config keys the user set (--set): the protocol leaves them alone
+    fixed: tuple[str, ...] = ()  # config keys the user set (--set, --conf): the protocol leaves them alone
 
     def check(self) -> None:
         unknown = [m for m in self.models if m not in MODELS]

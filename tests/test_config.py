@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from sparkrec.config import ConfigError, load_config
+from sparkrec.config import DEFAULT_CONF, ConfigError, keys_set_in, load_config
 
 
 def test_defaults_load_with_absolute_paths(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -70,6 +70,18 @@ def test_a_file_extends_another_and_changes_only_what_it_sets(tmp_path: Path) ->
     (tmp_path / "b.yaml").write_text("recommend:\n  k: 7\n  candidates: 50\n")
     config = load_config(tmp_path / "a.yaml")
     assert (config.recommend.k, config.recommend.candidates) == (5, 50)
+
+
+def test_the_keys_a_user_file_sets_are_those_above_the_project_defaults(tmp_path: Path) -> None:
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    cluster = keys_set_in(conf / "cluster-local.yaml")
+    assert {"spark.master", "train.num_processes", "train.local_mode", "spark.conf.spark.executor.cores"} <= set(cluster)
+    assert "train.epochs" not in cluster and "clean" not in " ".join(cluster)  # local.yaml's own keys are defaults
+    assert keys_set_in(DEFAULT_CONF) == ()
+    (tmp_path / "mine.yaml").write_text(f"extends: {conf / 'cluster-local.yaml'}\ntrain:\n  example_history: others\n")
+    assert set(keys_set_in(tmp_path / "mine.yaml")) == {*cluster, "train.example_history"}
+    (tmp_path / "alone.yaml").write_text("recommend:\n  k: 5\n  gate: {}\n")
+    assert keys_set_in(tmp_path / "alone.yaml") == ("recommend.gate", "recommend.k")
 
 
 def test_training_files_need_a_mounted_path() -> None:
