@@ -128,6 +128,8 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
     """
     import pandas as pd
 
+    from sparkrec.models.scoring import event_type_codes
+
     events = events.assign(idx=events["item_id"].map(vocab).fillna(0).astype(np.int64))
     events = events[events["idx"] > 0].sort_values(["user_id", "event_ts", "event_id"], ascending=[True, False, False])
     context = events[~events["is_label"]]
@@ -141,7 +143,7 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
     tenure = (spans["max"] - spans["min"]).dt.total_seconds() / 86400.0
     user_features = {u: [float(np.log1p(n)), float(np.log1p(max(d, 0.0)))]
                      for u, n, d in zip(spans.index, spans["count"], tenure, strict=True)}
-    code = {t: i + 1 for i, t in enumerate(types or [])}
+    code = event_type_codes(types)
     types_by_user = {}
     if code and "event_type" in context.columns:
         types_by_user = {u: g["event_type"].map(code).fillna(0).to_numpy(dtype=np.int64)

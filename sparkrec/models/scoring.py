@@ -44,6 +44,12 @@ class UserBlock:
     user_features: np.ndarray | None = None  # [B, F] ``features.USER_FEATURES``
 
 
+def event_type_codes(types: list[str] | tuple[str, ...] | None) -> dict[str, int]:
+    """The user tower's code of each event type in its vocabulary ``types``: type i has code i + 1
+    (0, left out here, is padding and any type the vocabulary lacks), as ``features.encode_examples``."""
+    return {t: i + 1 for i, t in enumerate(types or ())}
+
+
 class LazyModule:
     """For a scorer that builds its torch module from plain arrays on first use (``_module``): the
     module is never pickled, so Spark ships the arrays to each Python worker and the worker builds
@@ -92,7 +98,7 @@ class TwoTowerScorer(LazyModule):
         rows = np.zeros((len(block.history), length), dtype=np.int64)
         mask = np.zeros((len(block.history), length), dtype=bool)
         types = np.zeros((len(block.history), length), dtype=np.int64)
-        code = {t: i + 1 for i, t in enumerate(self.event_types)}  # unknown types: 0
+        code = event_type_codes(self.event_types)
         for i, h in enumerate(block.history):
             h = np.asarray(h, dtype=np.int64)[:length]
             rows[i, : len(h)] = h
