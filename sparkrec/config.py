@@ -200,9 +200,12 @@ class RankerConfig:
     ease_lambda: float = 200.0
     # At most this many training lists (users; a seeded sample beyond it).
     max_lists: int = 20000
-    # Lists per rank and step, DCN-v2 width and cross layers.
+    # Lists per rank and step.
     batch_size: int = 32
-    hidden: int = 64
+    # DCN-v2's shape: the width of the MLP beside the cross layers (0: none, the cross network alone;
+    # with no cross layers either, a linear ranker). The lists are seen many times per epoch, and a
+    # 64-wide MLP over a few hundred of them fits them rather than the signals' weights.
+    hidden: int = 0
     cross_layers: int = 2
 
 

@@ -41,6 +41,18 @@ MODELS = ("sparkrec", "popularity", "als", "ease")
 SEEDED = ("sparkrec", "als")  # the others are deterministic: --repeat fits them once
 
 
+# The towers and the ranker learn to find what the protocol hides. chrono: what the user does next (the
+# nightly job's question). Every other protocol hides random interactions: a hidden item can be older
+# than the history the user tower reads, so an example's history is the user's other items; the
+# ranker's labels are a small random share of each user's items, so the EASE its training lists are
+# built with (fitted on the rest) sees nearly all that the EASE it is served with sees. A key the user
+# sets (--set, or the --conf file) is left alone.
+PROTOCOL_TRAINING: dict[str, dict[str, Any]] = {
+    "chrono": {"example_history": "earlier", "ranker.labels": "latest"},
+    "random": {"example_history": "others", "ranker.labels": "random", "ranker.label_fraction": 0.05},
+}
+
+
 @dataclass(frozen=True)
 class ExperimentSpec:
     """What to compare, on which split."""
@@ -90,14 +102,11 @@ def experiment_config(config: Config, spec: ExperimentSpec) -> tuple[Config, str
     }
     if profile.get("clean"):
         values["clean"] = dict(profile["clean"])
-    # The towers and the ranker learn to find what the protocol hides: the next events (chrono) or
-    # random ones.
-    chrono = spec.split == "chrono"
     train: dict[str, Any] = {"ranker": dataclasses.asdict(config.train.ranker)}
-    if "train.example_history" not in spec.fixed:
-        train["example_history"] = "earlier" if chrono else "others"
-    if "train.ranker.labels" not in spec.fixed:
-        train["ranker"]["labels"] = "latest" if chrono else "random"
+    for key, value in PROTOCOL_TRAINING["chrono" if spec.split == "chrono" else "random"].items():
+        if f"train.{key}" not in spec.fixed:
+            section, _, leaf = key.rpartition(".")
+            (train[section] if section else train)[leaf] = value
     values["train"] = train
     return with_values(config, values), name
 

@@ -178,16 +178,35 @@ def test_rank_scores_depend_on_each_signal() -> None:
         assert not torch.allclose(base, changed)
 
 
-def test_a_saved_model_brings_its_ranker_back(tmp_path: Path) -> None:
+def test_without_the_mlp_the_ranker_is_the_cross_network_and_without_cross_layers_linear() -> None:
+    from sparkrec.config import RankerConfig
+    from sparkrec.models.training import ranker_shape
+
+    torch.manual_seed(0)
+    features = torch.randn(2, 5, 3)
+    linear = DCNRanker(hidden=0, cross_layers=0)
+    expected = features @ linear.out.weight.squeeze(0) + linear.out.bias
+    assert torch.allclose(linear(features), expected)
+    assert sum(p.numel() for p in linear.parameters()) == 4
+    cross = DCNRanker(hidden=0, cross_layers=2)
+    assert sum(p.numel() for p in cross.parameters()) == 4 + 2 * (9 + 3) and cross(features).shape == (2, 5)
+    assert ranker_shape({"ranker_hidden": 0, "ranker_cross_layers": 0}) == {"hidden": 0, "cross_layers": 0}
+    assert ranker_shape({}) == {"hidden": 0, "cross_layers": 2} == {k: v for k, v in RankerConfig().__dict__.items() if k in ("hidden", "cross_layers")}
+    with pytest.raises(ValueError, match="hidden and cross_layers"):
+        DCNRanker(hidden=-1)
+
+
+@pytest.mark.parametrize("shape", [{"hidden": 8, "cross_layers": 1}, {"hidden": 0, "cross_layers": 0}])
+def test_a_saved_model_brings_its_ranker_back(tmp_path: Path, shape: dict[str, int]) -> None:
     from sparkrec.models.packaging import load_model_dir, write_model_dir
 
     torch.manual_seed(2)
     text = torch.randn(6, 3)
     text[0] = 0
-    model = TwoTower(text, 4, 3, ranker={"hidden": 8, "cross_layers": 1})
+    model = TwoTower(text, 4, 3, ranker=shape)
     torch.save(model.state_dict(), tmp_path / "weights.pt")
     meta = {"dim": 4, "history_length": 3, "text_model": "t",
-            "ranker": {"hidden": 8, "cross_layers": 1, "ease_lambda": 50.0, "candidates": 10}}
+            "ranker": {**shape, "ease_lambda": 50.0, "candidates": 10}}
     loaded = load_model_dir(write_model_dir(tmp_path / "m", tmp_path / "weights.pt", list("abcde"), text.numpy(), meta))
     assert loaded.model.ranker is not None and loaded.meta["ranker"]["ease_lambda"] == 50.0
     for name, value in model.ranker.state_dict().items():

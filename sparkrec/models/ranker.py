@@ -63,18 +63,22 @@ class CrossLayer(nn.Module):
 
 class DCNRanker(nn.Module):
     """DCN-v2 (Wang et al., 2021), the parallel form: ``cross_layers`` cross layers and a two-layer MLP
-    over the candidate's features, their outputs concatenated into one score per candidate.
+    over the candidate's features, their outputs concatenated into one score per candidate
+    (``hidden`` 0: no MLP, the cross network alone; with no cross layers too, a linear ranker).
 
     The features are scores, not identities: no item or user embedding enters the ranker itself, so
     it cannot memorise which items a training user did not pick (its lists' negatives include what
     that user does later) — it learns how to weigh the signals, which carries over to any user.
     """
 
-    def __init__(self, hidden: int = 64, cross_layers: int = 2) -> None:
+    def __init__(self, hidden: int = 0, cross_layers: int = 2) -> None:
         super().__init__()
+        if hidden < 0 or cross_layers < 0:
+            raise ValueError(f"the ranker's hidden and cross_layers must be >= 0, got {hidden} and {cross_layers}")
         width = len(FEATURES)
         self.cross = nn.ModuleList(CrossLayer(width) for _ in range(cross_layers))
-        self.deep = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+        self.deep = (nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
+                     if hidden else None)
         self.out = nn.Linear(width + hidden, 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -83,7 +87,7 @@ class DCNRanker(nn.Module):
         x = x0
         for layer in self.cross:
             x = layer(x0, x)
-        return self.out(torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
+        return self.out(x if self.deep is None else torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
 
 
 def rank_scores(ranker: DCNRanker, users: torch.Tensor, items: torch.Tensor, collaborative: torch.Tensor,

@@ -243,7 +243,7 @@ def _placement(world: int) -> list[dict[str, Any]]:
 
 def ranker_shape(params: dict[str, Any]) -> dict[str, int]:
     """The ranker's size settings (``DCNRanker`` arguments) from the flat training params."""
-    return {"hidden": int(params.get("ranker_hidden") or 64), "cross_layers": int(params.get("ranker_cross_layers") or 2)}
+    return {"hidden": int(params.get("ranker_hidden", 0)), "cross_layers": int(params.get("ranker_cross_layers", 2))}
 
 
 def _lists_loader(data: dict[str, Any], batch_size: int, rank: int, world: int, seed: int) -> Any:
