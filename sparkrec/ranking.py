@@ -158,9 +158,15 @@ class LearnedRanker(LazyModule):
         users = torch.from_numpy(np.ascontiguousarray(self.towers.user_vectors(block), dtype=np.float32))
         items = torch.from_numpy(np.asarray(self.towers.item_vectors, dtype=np.float32)[candidates])
         collaborative = torch.from_numpy(np.where(mask, scores, 0.0).astype(np.float32))
-        popularity = torch.from_numpy(self.popularity[candidates].astype(np.float32))
+        popularity = torch.from_numpy(np.where(mask, self.popularity[candidates], 0.0).astype(np.float32))
         with torch.inference_mode():
             out = rank_scores(self._module, users, items, collaborative, popularity, torch.from_numpy(mask)).numpy()
+            # A list that no signal but the towers' tells apart (items without interactions: no
+            # collaborative score, no popularity) keeps the towers' order: the ranker has nothing to
+            # weigh there, and its cross layers need not keep the order of one signal.
+            blind = ~((collaborative != 0) | (popularity != 0)).any(1).numpy()
+            if blind.any():
+                out[blind] = (users[blind].unsqueeze(1) * items[blind]).sum(-1).numpy()
         return np.where(mask, out, -np.inf)
 
     def explain(self, block: UserBlock, picked: np.ndarray) -> np.ndarray:

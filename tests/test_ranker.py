@@ -159,10 +159,13 @@ def test_learned_ranker_proposes_from_both_sources_and_never_a_seen_or_barred_it
     assert usable[0] == 3 and candidates[0, :2].tolist() == [1, 3] and candidates[0, 2] not in {0, 1, 2, 3, 5}
     assert collaborative[0].tolist()[:2] == [3.0, 1.0] and np.isfinite(collaborative[0]).all()
     cold = dataclasses.replace(few, popularity=np.zeros(n, dtype=np.float32))  # only new items: all from the towers
-    candidates, _, usable = cold.propose(block, allowed, 3)
+    candidates, collaborative, usable = cold.propose(block, allowed, 3)
     dot = (cold.towers.user_vectors(block) @ cold.towers.item_vectors.T)[0]
     expected = [i for i in np.argsort(-dot, kind="stable") if i not in (0, 2, 5)][:3]
     assert usable[0] == 3 and candidates[0].tolist() == expected
+    # no signal but the towers' tells these apart: the list keeps the towers' score, whatever the ranker
+    assert np.allclose(cold.rescore(block, candidates, collaborative)[0], dot[candidates[0]], atol=1e-5)
+    assert not np.allclose(ranker.rescore(block, candidates, collaborative + 1.0)[0], dot[candidates[0]], atol=1e-5)
 
 
 def test_rank_scores_depend_on_each_signal() -> None:
