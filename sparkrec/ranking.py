@@ -148,7 +148,7 @@ class LearnedRanker(LazyModule):
         """The ranker's scores [B, N]; ``scores`` are the collaborative scores ``propose`` gave."""
         import torch
 
-        from sparkrec.models.ranker import DCNRanker, rank_scores
+        from sparkrec.models.ranker import DCNRanker, rank_scores, retrieval_scores
 
         if self._module is None:
             module = DCNRanker(**self.shape)
@@ -166,7 +166,7 @@ class LearnedRanker(LazyModule):
             # weigh there, and its cross layers need not keep the order of one signal.
             blind = ~((collaborative != 0) | (popularity != 0)).any(1).numpy()
             if blind.any():
-                out[blind] = (users[blind].unsqueeze(1) * items[blind]).sum(-1).numpy()
+                out[blind] = retrieval_scores(users[blind], items[blind]).numpy()
         return np.where(mask, out, -np.inf)
 
     def explain(self, block: UserBlock, picked: np.ndarray) -> np.ndarray:

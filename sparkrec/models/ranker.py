@@ -90,11 +90,15 @@ class DCNRanker(nn.Module):
         return self.out(x if self.deep is None else torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
 
 
+def retrieval_scores(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """The towers' score [B, C] of each user's candidates: users [B, D], items [B, C, D]."""
+    return (users.unsqueeze(1) * items).sum(-1)
+
+
 def rank_scores(ranker: DCNRanker, users: torch.Tensor, items: torch.Tensor, collaborative: torch.Tensor,
                 popularity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Scores [B, C] of each user's candidates: users [B, D], items [B, C, D], the other signals [B, C]."""
-    retrieval = (users.unsqueeze(1) * items).sum(-1)
-    return ranker(list_features(retrieval, collaborative, popularity, mask))
+    return ranker(list_features(retrieval_scores(users, items), collaborative, popularity, mask))
 
 
 def listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
