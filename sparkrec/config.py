@@ -198,6 +198,11 @@ class RankerConfig:
     # EASE regularisation of the collaborative score; it inverts an items x items matrix on the
     # driver, so the training vocabulary is bounded by experiment.ease_max_items.
     ease_lambda: float = 200.0
+    # Text in the collaborative score (with train.model.text): EASE's gram gains one pseudo-user per
+    # item that holds the item and its text_neighbours nearest items by text vector, weighted
+    # text_weight, so an item few users hold borrows from the items that read alike (0: plain EASE).
+    text_weight: float = 2.0
+    text_neighbours: int = 10
     # At most this many training lists (users; a seeded sample beyond it).
     max_lists: int = 20000
     # Lists per rank and step.

@@ -295,7 +295,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
                                     str(staging / "validation"))
     encoded = features.encode_examples(examples, vocab_df, length, types)
     np.save(staging / "log_q.npy", _log_target_frequency(encoded, len(vocab)))
-    lists = _ranking_lists(spark, config, marked, vocab_df, staging, types) if marked is not None else None
+    lists = _ranking_lists(spark, config, marked, vocab_df, staging, types, text) if marked is not None else None
     converter = make_converter(encoded, str(staging / "examples"))
     examples.unpersist()
     params = _train_params(config)
@@ -414,13 +414,22 @@ def _item_attributes(spark: SparkSession, config: Config, vocab: list[str]) -> t
     return spec, np.vstack([np.zeros((1, codes.shape[1]), dtype=np.int64), codes])
 
 
+def _collaborative_weights(gram: np.ndarray, text: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """The ranker's collaborative score, EASE B, with the text neighbours ``meta`` (``_ranker_meta``)
+    asks for (a model saved without them: plain EASE); ``text`` [n, d] in the gram's row order."""
+    from sparkrec.models.baselines import ease_weights, with_text_neighbours
+
+    gram = with_text_neighbours(gram, text, int(meta.get("text_neighbours", 0)), float(meta.get("text_weight", 0.0)))
+    return ease_weights(gram, float(meta["ease_lambda"]))
+
+
 def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab_df: DataFrame,
-                   staging: Path, types: list[str]) -> Any:
+                   staging: Path, types: list[str], text: np.ndarray) -> Any:
     """The ranker's training lists (``ranker.training_lists``) from the events ``features.ranking_split``
     marked, as a Parquet converter; None (with a warning: the model is then retrieval only) when the
-    data give fewer lists than processes."""
+    data give fewer lists than processes. ``text``: the vocabulary's text vectors [V + 1, d]."""
     from sparkrec.loader import make_converter
-    from sparkrec.models.baselines import EaseTooLargeError, ease_weights, item_gram
+    from sparkrec.models.baselines import EaseTooLargeError, item_gram
     from sparkrec.models.ranker import training_lists
 
     rc = config.train.ranker
@@ -430,7 +439,7 @@ def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab
                          len(vocab) + 1, config.experiment.ease_max_items)
     except EaseTooLargeError as err:
         raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set train.ranker.enabled: false") from err
-    frame = training_lists(marked.toPandas(), vocab, ease_weights(gram, rc.ease_lambda),
+    frame = training_lists(marked.toPandas(), vocab, _collaborative_weights(gram, text, _ranker_meta(config)),
                            config.train.model.history_length, rc.candidates, rc.max_lists, config.train.seed, types)
     marked.unpersist()
     if len(frame) < config.train.num_processes:
@@ -447,8 +456,10 @@ def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab
 def _ranker_meta(config: Config) -> dict[str, Any]:
     """What serving needs of the ranker: its shape and how its collaborative score was made."""
     rc = config.train.ranker
+    text = config.train.model.text  # the "without text" ablation takes text out of EASE as well
     return {"hidden": rc.hidden, "cross_layers": rc.cross_layers, "ease_lambda": rc.ease_lambda,
-            "candidates": rc.candidates}
+            "candidates": rc.candidates, "text_weight": rc.text_weight if text else 0.0,
+            "text_neighbours": rc.text_neighbours if text else 0}
 
 
 def _log_target_frequency(encoded_df: DataFrame, vocabulary: int) -> np.ndarray:
@@ -546,11 +557,12 @@ def two_tower_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: 
 
 
 def learned_ranker(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog, interactions_df: DataFrame,
-                   towers: Any) -> Any:
+                   towers: Any, text: np.ndarray) -> Any:
     """The model's ranker over the catalogue (``ranking.LearnedRanker``), its collaborative score and
-    popularity fitted on ``interactions_df``'s positive events; None when the model was trained
-    without one or ``recommend.ranker`` is ``retrieval``."""
-    from sparkrec.models.baselines import EaseTooLargeError, ease_weights, fit_popularity, item_gram
+    popularity fitted on ``interactions_df``'s positive events (``text``: the catalogue's text vectors,
+    for the text neighbours the model was trained with); None when the model was trained without one
+    or ``recommend.ranker`` is ``retrieval``."""
+    from sparkrec.models.baselines import EaseTooLargeError, fit_popularity, item_gram
     from sparkrec.ranking import LearnedRanker
 
     meta = loaded.meta.get("ranker")
@@ -563,7 +575,7 @@ def learned_ranker(spark: SparkSession, config: Config, loaded: Any, catalog: Ca
         raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set recommend.ranker: retrieval") from err
     popularity = fit_popularity(positives, catalog.index_df, catalog.size).popularity
     state = {k: v.detach().numpy() for k, v in loaded.model.ranker.state_dict().items()}
-    return LearnedRanker(towers, ease_weights(gram, float(meta["ease_lambda"])), np.log1p(popularity).astype(np.float32),
+    return LearnedRanker(towers, _collaborative_weights(gram, text, meta), np.log1p(popularity).astype(np.float32),
                          state, {"hidden": int(meta["hidden"]), "cross_layers": int(meta["cross_layers"])},
                          candidates=int(meta["candidates"]), retrieval_candidates=config.recommend.retrieval_candidates)
 
@@ -574,8 +586,9 @@ def model_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: Cata
     (``ranking.RankedScorer``) when it has one, else the towers' dot product."""
     from sparkrec.ranking import RankedScorer
 
+    text = _text_vectors(spark, config, loaded, catalog) if text is None else text
     towers = two_tower_scorer(spark, config, loaded, catalog, text)
-    ranker = learned_ranker(spark, config, loaded, catalog, interactions_df, towers)
+    ranker = learned_ranker(spark, config, loaded, catalog, interactions_df, towers, text)
     return towers if ranker is None else RankedScorer(ranker, catalog.eligible)
 
 
@@ -612,7 +625,7 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
         rules = _list_rules(config, catalog, interactions, active, n_active, text, day)
         histories = _recommend_histories(interactions, active, config, day)
         towers = two_tower_scorer(spark, config, loaded, catalog, text)
-        ranker = learned_ranker(spark, config, loaded, catalog, features.without_bots(interactions), towers)
+        ranker = learned_ranker(spark, config, loaded, catalog, features.without_bots(interactions), towers, text)
         if ranker is None:
             if rc.ranker == "learned":
                 log.info("recommend: model version %s has no ranker; lists keep the retrieval order", version)

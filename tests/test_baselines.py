@@ -13,6 +13,7 @@ from sparkrec.models.baselines import (
     fit_als,
     fit_popularity,
     item_gram,
+    with_text_neighbours,
 )
 from sparkrec.models.scoring import UserBlock
 
@@ -52,6 +53,36 @@ def test_ease_weights_by_hand_for_two_items() -> None:
     # B = -P / diag(P): B[0, 1] = (1/5) / (3/5) = 1/3, B[1, 0] = (1/5) / (2/5) = 1/2.
     b = ease_weights(np.array([[2.0, 1.0], [1.0, 1.0]]), 1.0)
     np.testing.assert_allclose(b, [[0.0, 1 / 3], [1 / 2, 0.0]], rtol=1e-6)
+
+
+def test_text_neighbours_add_one_pseudo_user_per_item_with_interactions() -> None:
+    gram = np.zeros((5, 5))
+    gram[:4, :4] = X.T @ X  # item e (row 4) has no interactions
+    # a and b read the same, c is nearest d (cosine 0.8) and d nearest c; e reads like a but takes no part.
+    text = np.array([[1, 0], [2, 0], [0, 1], [0.6, 0.8], [1, 0]], dtype=np.float32)
+    pseudo = np.array([[1, 1, 0, 0, 0],     # a: itself, b (cosine 1)
+                       [1, 1, 0, 0, 0],     # b: itself, a
+                       [0, 0, 1, 0.8, 0],   # c: itself, d
+                       [0, 0, 0.8, 1, 0]])  # d: itself, c
+    out = with_text_neighbours(gram, text, neighbours=1, weight=0.5)
+    np.testing.assert_allclose(out, gram + 0.5 * pseudo.T @ pseudo, rtol=1e-6)
+    assert not out[4].any() and not out[:, 4].any()
+    assert with_text_neighbours(gram, text, neighbours=1, weight=0.0) is gram
+    with pytest.raises(ValueError, match="weight >= 0"):
+        with_text_neighbours(gram, text, neighbours=1, weight=-1.0)
+    with pytest.raises(ValueError, match="4 text vectors for a 5-item gram"):
+        with_text_neighbours(gram, text[:4], neighbours=1, weight=1.0)
+
+
+def test_text_neighbours_let_ease_score_an_item_no_user_holds_with_it() -> None:
+    # Item 2 is held only by users who hold nothing else, so plain EASE gives a holder of item 3 no
+    # score for it; item 2 reads like item 3, and with text it does.
+    x = np.array([[1, 1, 0, 1], [1, 1, 0, 1], [1, 0, 0, 1], [0, 0, 1, 0], [0, 0, 1, 0]], dtype=np.float64)
+    text = np.array([[1, 0, 0], [0, 1, 0], [0, 0.1, 1], [0, 0, 1]], dtype=np.float32)
+    plain = ease_weights(x.T @ x, 1.0)
+    fused = ease_weights(with_text_neighbours(x.T @ x, text, neighbours=1, weight=1.0), 1.0)
+    assert plain[3, 2] == 0
+    assert fused[3, 2] > 0.25
 
 
 def test_ease_refuses_a_catalogue_above_the_limit_with_the_setting_to_change(spark) -> None:

@@ -7,6 +7,7 @@
   and G = X^T X (built in Spark), P = (G + lambda I)^-1 and B = -P / diag(P) with a zero diagonal;
   a user's scores are x_u B. The inverse is dense on the driver: catalogues above
   ``experiment.ease_max_items`` are refused with ``EaseTooLargeError`` instead of running out of memory.
+  ``with_text_neighbours`` adds text to G (the model's collaborative score uses it; the baseline does not).
 
 Items are the rows of the catalogue matrix (``item_index_df``: ``item_id``, ``row``), as in scoring.
 """
@@ -138,6 +139,42 @@ def item_gram(train_df: DataFrame, item_index_df: DataFrame, n_items: int, max_i
     gram[i, j] = n
     gram[j, i] = n
     return gram
+
+
+def with_text_neighbours(gram: np.ndarray, vectors: np.ndarray, neighbours: int, weight: float,
+                         block: int = 2048) -> np.ndarray:
+    """G + weight * R^T R: EASE's gram with one pseudo-user per item that holds the item (1) and its
+    ``neighbours`` nearest items by the cosine of their text vectors (the similarity, at least 0).
+
+    EASE then learns item-item weights from what users hold together and from what reads alike, so
+    an item few users hold borrows from the items its text is near. Only items with interactions
+    (diag(G) > 0) and a text vector (``vectors`` [n, d] in G's row order, zeros: none) take part: an
+    item without interactions keeps no collaborative score, as in plain EASE. ``weight`` 0 or
+    ``neighbours`` 0 returns G unchanged.
+    """
+    if weight < 0 or neighbours < 0:
+        raise ValueError(f"text neighbours need weight >= 0 and neighbours >= 0, got {weight}, {neighbours}")
+    if vectors.shape[0] != gram.shape[0]:
+        raise ValueError(f"{vectors.shape[0]} text vectors for a {gram.shape[0]}-item gram")
+    norms = np.linalg.norm(vectors, axis=1)
+    rows = np.flatnonzero((np.diag(gram) > 0) & (norms > 0))
+    k = min(neighbours, len(rows) - 1)
+    if weight == 0 or k <= 0:
+        return gram
+    unit = (vectors[rows] / norms[rows, None]).astype(np.float32)
+    out = gram.copy()
+    for start in range(0, len(rows), block):
+        sims = unit[start:start + block] @ unit.T  # [b, m]
+        own = np.arange(sims.shape[0])
+        sims[own, start + own] = -np.inf  # an item is its own neighbour with weight 1, below
+        near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
+        members = np.concatenate([(start + own)[:, None], near], axis=1)  # [b, k + 1]
+        values = np.concatenate([np.ones((len(own), 1), np.float32),
+                                 np.maximum(np.take_along_axis(sims, near, 1), 0.0)], axis=1)
+        for a in range(k + 1):
+            for b in range(k + 1):
+                np.add.at(out, (rows[members[:, a]], rows[members[:, b]]), weight * values[:, a] * values[:, b])
+    return out
 
 
 def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:

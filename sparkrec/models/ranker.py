@@ -2,15 +2,16 @@
 
 The retrieval towers propose; the ranker re-scores a user's candidate list with what retrieval
 alone cannot weigh together: the towers' own score, a collaborative score (EASE, Steck 2019, fitted
-on the interactions the towers see) and the item's popularity. Scores are also standardised within the list (``_z`` features), so a
+on the interactions the towers see, with the items' text neighbours: ``baselines.with_text_neighbours``)
+and the item's popularity. Scores are also standardised within the list (``_z`` features), so a
 collaborative model fitted on more data at serving time than at training time still reads the same.
 
 Training lists come from the training interactions themselves (``stages``): each user's
 interactions are split into a context (what the user tower and EASE see) and labels (what the user
 did next, or a random share of it), and the candidates are the context's top ``candidates`` by EASE.
 The loss is listwise: softmax cross-entropy over the list, averaged over the list's positives; the
-training step minimises ``L = L_retrieval + weight * L_ranking`` with the retrieval score inside the
-graph, so the ranking loss also trains the towers.
+training step minimises ``L = L_retrieval + weight * L_ranking``; the ranking loss reaches the towers
+through the retrieval score only with ``train.ranker.train_towers``.
 
 Shapes: B lists, C candidates per list, D the towers' vector size, F = len(FEATURES).
 """
