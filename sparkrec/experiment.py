@@ -152,7 +152,8 @@ def run_experiment(spark: SparkSession, config: Config, spec: ExperimentSpec, ou
         }
         mlflow.log_params({f"protocol.{mlflow_metric_name(k)}": v for k, v in protocol.items() if k != "landing"})
         log.info("experiment %s: %s", name, json.dumps(protocol))
-        valid = _eval_set(fit_df, valid_df, catalog, history, spec.min_rating) if {"als", "ease"} & set(spec.models) else None
+        valid = (_eval_set(fit_df, valid_df, catalog, history, spec.min_rating)
+                 if {"als", "ease"} & set(spec.models) or _tunes_collaborative(xconfig, spec) else None)
         vectors = _text_vectors(spark, xconfig) if "sparkrec" in spec.models else None
         results: dict[str, dict[str, Any]] = {}
         lists: dict[str, Any] = {}
@@ -160,7 +161,7 @@ def run_experiment(spark: SparkSession, config: Config, spec: ExperimentSpec, ou
         for model in spec.models:
             with mlflow.start_run(run_name=model, nested=True):
                 mlflow.set_tags({"sparkrec.stage": "experiment", "sparkrec.model": model})
-                params, tuning = _tune(spark, xconfig, model, valid, catalog, spec)
+                params, tuning = _tune(spark, xconfig, model, valid, catalog, spec, vectors)
                 runs = []
                 for r in range(spec.repeat if model in SEEDED else 1):
                     start = time.perf_counter()
@@ -236,6 +237,7 @@ def _text_vectors(spark: SparkSession, config: Config) -> DataFrame:
 # ------------------------------------------------------------------------------------ fit and tune
 def _fit(spark: SparkSession, config: Config, model: str, train_df: DataFrame, catalog: Catalog,
          params: dict[str, Any], seed: int, label: str, gram: np.ndarray | None = None) -> Scorer:
+    """``model`` fitted on ``train_df`` with the ``params`` ``_tune`` chose."""
     if model == "popularity":
         return baselines.fit_popularity(train_df, catalog.index_df, catalog.size)
     if model == "als":
@@ -244,16 +246,19 @@ def _fit(spark: SparkSession, config: Config, model: str, train_df: DataFrame, c
         if gram is None:
             gram = baselines.item_gram(train_df, catalog.index_df, catalog.size, config.experiment.ease_max_items)
         return baselines.fit_ease(gram, float(params["lambda"]))
-    return _fit_two_tower(spark, config, train_df, catalog, seed, label)
+    return _fit_two_tower(spark, config, train_df, catalog, seed, label, params.get("ranker_ease_lambda"))
 
 
 def _fit_two_tower(spark: SparkSession, config: Config, train_df: DataFrame, catalog: Catalog, seed: int,
-                   label: str) -> Scorer:
+                   label: str, ease_lambda: float | None = None) -> Scorer:
     import mlflow
 
     from sparkrec.registry import load_model
 
-    seeded = with_values(config, {"train": {"seed": seed}})
+    train: dict[str, Any] = {"seed": seed}
+    if ease_lambda is not None:
+        train["ranker"] = {"ease_lambda": ease_lambda}
+    seeded = with_values(config, {"train": train})
     with mlflow.start_run(run_name=f"sparkrec seed {seed}", nested=True) as run:
         result = stages.fit_two_tower(spark, seeded, train_df, run.info.run_id, f"{label} train part")
     loaded, _ = load_model(seeded, seeded.mlflow.candidate_alias)
@@ -261,17 +266,33 @@ def _fit_two_tower(spark: SparkSession, config: Config, train_df: DataFrame, cat
     return stages.model_scorer(spark, seeded, loaded, catalog, train_df)
 
 
+def _tunes_collaborative(config: Config, spec: ExperimentSpec) -> bool:
+    """Whether sparkrec's collaborative score (its ranker's EASE) is tuned on validation: it has a
+    ranker and the user did not set ``train.ranker.ease_lambda``."""
+    return ("sparkrec" in spec.models and config.train.ranker.enabled
+            and "train.ranker.ease_lambda" not in spec.fixed and bool(config.experiment.ease_lambdas))
+
+
 def _tune(spark: SparkSession, config: Config, model: str, valid: EvalSet | None, catalog: Catalog,
-          spec: ExperimentSpec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """The grid point with the best validation ndcg@k (first wins a tie), and every point's score."""
+          spec: ExperimentSpec, vectors: DataFrame | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The grid point with the best validation ndcg@k (first wins a tie), and every point's score.
+
+    sparkrec trains once per seed, so only its collaborative score is tuned: the EASE lambda of its
+    ranker, with its text neighbours (``vectors``: the text vectors), scored alone on validation as
+    the ``ease`` baseline's lambda is."""
     if model == "popularity":
         return {}, []
     if model == "sparkrec":
         t = config.train
-        return {"dim": t.model.dim, "history_length": t.model.history_length, "temperature": t.model.temperature,
-                "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
-                "example_history": t.example_history, "ranker": t.ranker.enabled,
-                "ranker_labels": t.ranker.labels}, []
+        fixed = {"dim": t.model.dim, "history_length": t.model.history_length, "temperature": t.model.temperature,
+                 "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
+                 "example_history": t.example_history, "ranker": t.ranker.enabled, "ranker_labels": t.ranker.labels,
+                 "ranker_text_weight": t.ranker.text_weight if t.model.text else 0.0}
+        if not _tunes_collaborative(config, spec):
+            return {**fixed, "ranker_ease_lambda": t.ranker.ease_lambda}, []
+        assert valid is not None and vectors is not None
+        best, scored = _tune_collaborative(spark, config, valid, catalog, spec, vectors)
+        return {**fixed, **best}, scored
     assert valid is not None
     if model == "als":
         grid = _als_grid(config.experiment.als_grid)
@@ -281,6 +302,25 @@ def _tune(spark: SparkSession, config: Config, model: str, valid: EvalSet | None
         gram = baselines.item_gram(valid.train_df, catalog.index_df, catalog.size, config.experiment.ease_max_items)
         grid = [{"lambda": float(lam)} for lam in config.experiment.ease_lambdas]
         fit = lambda p: baselines.fit_ease(gram, p["lambda"])  # noqa: E731
+    return _grid_search(config, model, grid, fit, valid, catalog, spec)
+
+
+def _tune_collaborative(spark: SparkSession, config: Config, valid: EvalSet, catalog: Catalog, spec: ExperimentSpec,
+                        vectors: DataFrame) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """sparkrec's collaborative score (EASE with the text neighbours of ``stages.ranker_meta``) alone on
+    validation, over ``experiment.ease_lambdas``."""
+    gram = baselines.item_gram(valid.train_df, catalog.index_df, catalog.size, config.experiment.ease_max_items)
+    stored = dict(vectors.select("item_id", "embedding").collect())
+    dim = len(next(iter(stored.values()))) if stored else 1
+    text = stages.vector_matrix(stored, catalog.item_ids, dim)
+    meta = stages.ranker_meta(config)
+    grid = [{"ranker_ease_lambda": float(lam)} for lam in config.experiment.ease_lambdas]
+    return _grid_search(config, "sparkrec", grid, lambda p: baselines.EaseScorer(
+        stages.collaborative_weights(gram, text, {**meta, "ease_lambda": p["ranker_ease_lambda"]})), valid, catalog, spec)
+
+
+def _grid_search(config: Config, model: str, grid: list[dict[str, Any]], fit: Callable[[dict[str, Any]], Scorer],
+                 valid: EvalSet, catalog: Catalog, spec: ExperimentSpec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not grid:
         raise ValueError(f"experiment grid of {model} is empty in the config")
     key = f"ndcg@{spec.k}"

@@ -174,10 +174,10 @@ def _text_matrix(embeddings_df: DataFrame, item_ids: list[str], model: str) -> n
     if not rows:
         raise tables.TableMissingError(f"item_embeddings holds no vectors of model {model!r}; run the embed stage first")
     vectors = {r["item_id"]: r["embedding"] for r in rows}
-    return _vector_matrix(vectors, item_ids, len(next(iter(vectors.values()))))
+    return vector_matrix(vectors, item_ids, len(next(iter(vectors.values()))))
 
 
-def _vector_matrix(vectors: dict[str, Any], item_ids: list[str], dim: int, what: str = "item_embeddings",
+def vector_matrix(vectors: dict[str, Any], item_ids: list[str], dim: int, what: str = "item_embeddings",
                    fix: str = "embed with the model it was trained on, or train again") -> np.ndarray:
     """``vectors`` in ``item_ids`` order as float32 [n, dim]; zeros for items without one."""
     out = np.zeros((len(item_ids), dim), dtype=np.float32)
@@ -220,7 +220,7 @@ def _extra_vectors(spark: SparkSession, sources: dict[str, str], item_ids: list[
         size = dims[column] if dims is not None else (found[0] if found else 0)
         if size == 0:
             raise ValueError(f"{name} holds no {column} vectors")
-        blocks.append(_vector_matrix(vectors, item_ids, size, name, "give the vectors the model was trained on, "
+        blocks.append(vector_matrix(vectors, item_ids, size, name, "give the vectors the model was trained on, "
                                      "or train again"))
         sizes.append(size)
     return (np.hstack(blocks) if blocks else None), sizes
@@ -351,7 +351,7 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     _log_loss_curve(result["loss"], result.get("val_loss"), result.get("rank_loss"))
     meta = {**dataclasses.asdict(config.train.model), "text_model": model_name, "trained_on": label,
             "attributes": spec.to_dict() if item_attrs is not None else None,
-            "ranker": _ranker_meta(config) if lists else None, "extra_dims": extra_dims, "event_types": types,
+            "ranker": ranker_meta(config) if lists else None, "extra_dims": extra_dims, "event_types": types,
             "user_feature_names": user_names}
     model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta, item_attrs,
                                 item_extra)
@@ -414,8 +414,8 @@ def _item_attributes(spark: SparkSession, config: Config, vocab: list[str]) -> t
     return spec, np.vstack([np.zeros((1, codes.shape[1]), dtype=np.int64), codes])
 
 
-def _collaborative_weights(gram: np.ndarray, text: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
-    """The ranker's collaborative score, EASE B, with the text neighbours ``meta`` (``_ranker_meta``)
+def collaborative_weights(gram: np.ndarray, text: np.ndarray, meta: dict[str, Any]) -> np.ndarray:
+    """The ranker's collaborative score, EASE B, with the text neighbours ``meta`` (``ranker_meta``)
     asks for (a model saved without them: plain EASE); ``text`` [n, d] in the gram's row order."""
     from sparkrec.models.baselines import ease_weights, with_text_neighbours
 
@@ -439,7 +439,7 @@ def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab
                          len(vocab) + 1, config.experiment.ease_max_items)
     except EaseTooLargeError as err:
         raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set train.ranker.enabled: false") from err
-    frame = training_lists(marked.toPandas(), vocab, _collaborative_weights(gram, text, _ranker_meta(config)),
+    frame = training_lists(marked.toPandas(), vocab, collaborative_weights(gram, text, ranker_meta(config)),
                            config.train.model.history_length, rc.candidates, rc.max_lists, config.train.seed, types)
     marked.unpersist()
     if len(frame) < config.train.num_processes:
@@ -453,7 +453,7 @@ def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab
     return lists
 
 
-def _ranker_meta(config: Config) -> dict[str, Any]:
+def ranker_meta(config: Config) -> dict[str, Any]:
     """What serving needs of the ranker: its shape and how its collaborative score was made."""
     rc = config.train.ranker
     text = config.train.model.text  # the "without text" ablation takes text out of EASE as well
@@ -532,7 +532,7 @@ def _text_vectors(spark: SparkSession, config: Config, loaded: Any, catalog: Cat
         tables.read_table(spark, config, ITEM_EMBEDDINGS).where(F.col("model") == loaded.meta["text_model"])
         .select("item_id", "embedding").collect()
     )
-    return _vector_matrix(stored, catalog.item_ids, loaded.model.item_text.shape[1])
+    return vector_matrix(stored, catalog.item_ids, loaded.model.item_text.shape[1])
 
 
 def two_tower_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog,
@@ -575,7 +575,7 @@ def learned_ranker(spark: SparkSession, config: Config, loaded: Any, catalog: Ca
         raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set recommend.ranker: retrieval") from err
     popularity = fit_popularity(positives, catalog.index_df, catalog.size).popularity
     state = {k: v.detach().numpy() for k, v in loaded.model.ranker.state_dict().items()}
-    return LearnedRanker(towers, _collaborative_weights(gram, text, meta), np.log1p(popularity).astype(np.float32),
+    return LearnedRanker(towers, collaborative_weights(gram, text, meta), np.log1p(popularity).astype(np.float32),
                          state, {"hidden": int(meta["hidden"]), "cross_layers": int(meta["cross_layers"])},
                          candidates=int(meta["candidates"]), retrieval_candidates=config.recommend.retrieval_candidates)
 

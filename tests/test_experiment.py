@@ -76,6 +76,29 @@ def test_baselines_are_tuned_on_validation_and_beat_popularity_on_community_data
     assert result["models"]["als"][f"ndcg@{K}"] > popularity
 
 
+def test_sparkrec_s_collaborative_score_is_tuned_on_validation_and_trained_with(experiment) -> None:
+    config, result, _ = experiment
+    sparkrec = result["models"]["sparkrec"]
+    key = f"validation_ndcg@{K}"
+    assert [p["ranker_ease_lambda"] for p in sparkrec["tuning"]] == [1.0, 10.0]
+    chosen = max(sparkrec["tuning"], key=lambda point: point[key])["ranker_ease_lambda"]
+    assert sparkrec["params"]["ranker_ease_lambda"] == chosen != config.train.ranker.ease_lambda
+    configure_mlflow(config)
+    runs = mlflow.search_runs(experiment_names=[config.experiment.mlflow_experiment], output_format="list")
+    trained = [r for r in runs if r.info.run_name.startswith("sparkrec seed ")]
+    assert len(trained) == 2 and {r.data.params["ranker_ease_lambda"] for r in trained} == {str(chosen)}
+
+
+def test_a_lambda_the_user_sets_is_not_tuned(tmp_path: Path, mlflow_db: Path) -> None:
+    from sparkrec.experiment import _tunes_collaborative
+
+    config = make_config(tmp_path, mlflow_db)
+    spec = ExperimentSpec(landing=str(tmp_path / "landing"))
+    assert _tunes_collaborative(config, spec)
+    assert not _tunes_collaborative(config, ExperimentSpec(landing=spec.landing, fixed=("train.ranker.ease_lambda",)))
+    assert not _tunes_collaborative(config, ExperimentSpec(landing=spec.landing, models=("ease",)))
+
+
 def test_experiments_register_under_their_own_name_and_never_touch_production(experiment) -> None:
     config, _, _ = experiment
     configure_mlflow(config)

@@ -236,16 +236,16 @@ def test_the_collaborative_score_takes_text_as_the_model_was_trained(config) -> 
 
     x = np.array([[1, 1, 0, 1], [1, 0, 1, 0], [0, 1, 1, 1]], dtype=np.float64)
     gram, text = x.T @ x, np.array([[1, 0], [0.9, 0.1], [0, 1], [0.2, 1]], dtype=np.float32)
-    meta = stages._ranker_meta(config)
+    meta = stages.ranker_meta(config)
     assert (meta["text_weight"], meta["text_neighbours"]) == (config.train.ranker.text_weight,
                                                               config.train.ranker.text_neighbours)
-    np.testing.assert_allclose(stages._collaborative_weights(gram, text, meta), ease_weights(
+    np.testing.assert_allclose(stages.collaborative_weights(gram, text, meta), ease_weights(
         with_text_neighbours(gram, text, meta["text_neighbours"], meta["text_weight"]), meta["ease_lambda"]))
     # The "without text" ablation and models saved before text neighbours: plain EASE.
     plain = ease_weights(gram, meta["ease_lambda"])
-    no_text = stages._ranker_meta(with_values(config, {"train": {"model": {"text": False}}}))
+    no_text = stages.ranker_meta(with_values(config, {"train": {"model": {"text": False}}}))
     assert no_text["text_weight"] == 0
-    np.testing.assert_array_equal(stages._collaborative_weights(gram, text, no_text), plain)
+    np.testing.assert_array_equal(stages.collaborative_weights(gram, text, no_text), plain)
     older = {k: v for k, v in meta.items() if not k.startswith("text_")}
-    np.testing.assert_array_equal(stages._collaborative_weights(gram, text, older), plain)
-    assert not np.allclose(stages._collaborative_weights(gram, text, meta), plain)
+    np.testing.assert_array_equal(stages.collaborative_weights(gram, text, older), plain)
+    assert not np.allclose(stages.collaborative_weights(gram, text, meta), plain)
