@@ -256,8 +256,8 @@ def _fit_two_tower(spark: SparkSession, config: Config, train_df: DataFrame, cat
     from sparkrec.registry import load_model
 
     train: dict[str, Any] = {"seed": seed}
-    if ease_lambda is not None:
-        train["ranker"] = {"ease_lambda": ease_lambda}
+    if ease_lambda is not None:  # with_values replaces a section's mapping whole: keep the ranker's other keys
+        train["ranker"] = {**dataclasses.asdict(config.train.ranker), "ease_lambda": ease_lambda}
     seeded = with_values(config, {"train": train})
     with mlflow.start_run(run_name=f"sparkrec seed {seed}", nested=True) as run:
         result = stages.fit_two_tower(spark, seeded, train_df, run.info.run_id, f"{label} train part")

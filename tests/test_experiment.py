@@ -29,6 +29,7 @@ def experiment(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path)
         "experiment.als_grid={rank: [4, 8], alpha: [5.0], reg_param: [0.1], max_iter: [5]}",
         "experiment.ease_lambdas=[1.0, 10.0]",
         "evaluate.curve_k=10",
+        "train.ranker.candidates=20",
     )
     landing = root / "landing"
     import_movielens(write_two_communities(root / "ml"), landing)
@@ -87,6 +88,7 @@ def test_sparkrec_s_collaborative_score_is_tuned_on_validation_and_trained_with(
     runs = mlflow.search_runs(experiment_names=[config.experiment.mlflow_experiment], output_format="list")
     trained = [r for r in runs if r.info.run_name.startswith("sparkrec seed ")]
     assert len(trained) == 2 and {r.data.params["ranker_ease_lambda"] for r in trained} == {str(chosen)}
+    assert {r.data.params["ranker_candidates"] for r in trained} == {"20"}  # the ranker's other settings kept
 
 
 def test_a_lambda_the_user_sets_is_not_tuned(tmp_path: Path, mlflow_db: Path) -> None:

@@ -80,14 +80,7 @@ class DCNRanker(nn.Module):
         self.cross = nn.ModuleList(CrossLayer(width) for _ in range(cross_layers))
         self.deep = (nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
                      if hidden else None)
-        # Start from the collaborative order: the score is collaborative_z until training moves it (the
-        # cross layers start at zero too). From a random start, the few hundred steps a nightly run
-        # gives the ranker leave each seed's lists weighted by its draw.
         self.out = nn.Linear(width + hidden, 1)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
-        with torch.no_grad():
-            self.out.weight[0, FEATURES.index("collaborative_z")] = 1.0
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """features [B, C, F] -> scores [B, C]."""
