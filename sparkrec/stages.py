@@ -178,7 +178,7 @@ def _text_matrix(embeddings_df: DataFrame, item_ids: list[str], model: str) -> n
 
 
 def vector_matrix(vectors: dict[str, Any], item_ids: list[str], dim: int, what: str = "item_embeddings",
-                   fix: str = "embed with the model it was trained on, or train again") -> np.ndarray:
+                  fix: str = "embed with the model it was trained on, or train again") -> np.ndarray:
     """``vectors`` in ``item_ids`` order as float32 [n, dim]; zeros for items without one."""
     out = np.zeros((len(item_ids), dim), dtype=np.float32)
     for i, item in enumerate(item_ids):
@@ -221,7 +221,7 @@ def _extra_vectors(spark: SparkSession, sources: dict[str, str], item_ids: list[
         if size == 0:
             raise ValueError(f"{name} holds no {column} vectors")
         blocks.append(vector_matrix(vectors, item_ids, size, name, "give the vectors the model was trained on, "
-                                     "or train again"))
+                                    "or train again"))
         sizes.append(size)
     return (np.hstack(blocks) if blocks else None), sizes
 
