@@ -46,6 +46,7 @@ from sparkrec.models.scoring import (
     ranked_frame,
     top_indices,
     user_block,
+    user_columns,
 )
 from sparkrec.schemas import require_columns
 
@@ -235,7 +236,8 @@ def recommend(users_df: DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRu
 
     Args:
         users_df: ``user_id``, ``history`` and ``seen`` (array<int>: item-matrix rows, see
-            ``scoring.to_matrix_rows``); ``seen`` is what the seen-items rule removes.
+            ``scoring.to_matrix_rows``); ``seen`` is what the seen-items rule removes; the user tower
+            also reads ``history_types`` and ``user_features`` where they are (``scoring.USER_INPUTS``).
     """
     require_columns(users_df, ["user_id", "history", "seen"], "recommend")
     if rules.fallback_segment not in SEGMENTS:
@@ -249,7 +251,7 @@ def recommend(users_df: DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRu
             for start in range(0, len(frame), block_size):
                 yield recommend_block(frame.iloc[start : start + block_size], scorer_, ranker_, rules_, items_)
 
-    return users_df.select("user_id", "history", "seen").mapInPandas(lists, TOP_K_SCHEMA)
+    return users_df.select(*user_columns(users_df)).mapInPandas(lists, TOP_K_SCHEMA)
 
 
 def recommend_block(frame: pd.DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRules,

@@ -220,3 +220,39 @@ def test_chunked_dot_product_top_k_equals_the_dense_one() -> None:
             for r in range(b):
                 assert list(top[r][: usable[r]]) == list(want[r][: usable[r]])
                 assert np.array_equal(values[r][: usable[r]], dense[r, top[r][: usable[r]]])
+
+
+def test_top_k_and_recommend_serve_the_user_tower_its_user_features_and_event_types(spark) -> None:
+    """Two users with the same history and seen items that differ only in their user features and
+    event types: both Spark paths must score them as the tower does on their whole rows."""
+    from sparkrec.models.scoring import TwoTowerScorer, user_block
+    from sparkrec.models.two_tower import UserTower
+    from sparkrec.ranking import ListRules, RetrievalRanker, recommend
+
+    rng = np.random.default_rng(3)
+    items = rng.standard_normal((12, 4)).astype(np.float32)
+    tower = UserTower(4, 3, event_types=2, user_features=2)
+    state = {k: v.numpy().copy() for k, v in tower.state_dict().items()}
+    state["features.weight"] = 5.0 * rng.standard_normal((4, 2)).astype(np.float32)
+    state["event_type.weight"][1:] = 3.0 * rng.standard_normal((2, 4)).astype(np.float32)
+    scorer = TwoTowerScorer(items, state, 4, 3, event_types=("view", "purchase"))
+    item_ids = [f"i{j}" for j in range(12)]
+    histories = spark.createDataFrame(
+        [("a", ["i0", "i1"], ["view", "view"], ["i0", "i1"], [0.0, 0.0]),
+         ("b", ["i0", "i1"], ["purchase", "purchase"], ["i0", "i1"], [2.0, -1.0])],
+        "user_id string, history array<string>, history_types array<string>, seen array<string>, "
+        "user_features array<float>")
+    index = spark.createDataFrame(list(zip(item_ids, range(12), strict=True)), "item_id string, row int")
+    users_df = to_matrix_rows(histories, index)
+    whole = users_df.toPandas().sort_values("user_id")
+    expected_scores = scorer.scores(user_block(whole))
+    expected_scores[:, [0, 1]] = -np.inf
+    expected = {u: [item_ids[j] for j in np.argsort(-s, kind="stable")[:3]]
+                for u, s in zip(whole["user_id"], expected_scores, strict=True)}
+    assert expected["a"] != expected["b"]  # the features and types change the lists
+    served = top_k(users_df, scorer, item_ids, np.ones(12, dtype=bool), k=3)
+    rules = ListRules(k=3, candidates=12, allowed=np.ones(12, dtype=bool), popularity=np.ones(12))
+    recommended = recommend(users_df, scorer, RetrievalRanker(), rules, item_ids)
+    for out in (served, recommended):
+        got = {u: list(g.sort_values("rank")["item_id"]) for u, g in out.toPandas().groupby("user_id")}
+        assert got == expected

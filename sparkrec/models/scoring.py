@@ -191,8 +191,14 @@ def top_k(users_df: DataFrame, scorer: Scorer, item_ids: list[str],
                 block = frame.iloc[start : start + block_size]
                 yield _top_k_block(block, scorer_, items_, eligible_, k)
 
-    columns = ["user_id", "history", "seen"] + (["vector"] if "vector" in users_df.columns else [])
-    return users_df.select(*columns).mapInPandas(score_partition, TOP_K_SCHEMA)
+    return users_df.select(*user_columns(users_df)).mapInPandas(score_partition, TOP_K_SCHEMA)
+
+
+def user_columns(users_df: DataFrame) -> list[str]:
+    """The columns of ``users_df`` a scorer reads (``user_block``): ``user_id``, ``history``, ``seen`` and
+    those of ``USER_INPUTS`` it has. A user tower trained with event types or user features scores a
+    user without them as one it never saw: what it is served must be what it was trained on."""
+    return ["user_id", "history", "seen"] + [c for c in USER_INPUTS if c in users_df.columns]
 
 
 def _top_k_block(block: pd.DataFrame, scorer: Scorer, items: np.ndarray, eligible: np.ndarray,
@@ -200,6 +206,9 @@ def _top_k_block(block: pd.DataFrame, scorer: Scorer, items: np.ndarray, eligibl
     users = user_block(block)
     top, scores, usable = block_top(scorer, users, eligible, k)
     return ranked_frame(users.user_ids, top, scores, usable, items, scorer.name)
+
+
+USER_INPUTS = ("vector", "history_types", "user_features")  # optional per-user columns of ``user_block``
 
 
 def user_block(frame: pd.DataFrame) -> UserBlock:
