@@ -144,3 +144,41 @@ def test_extra_vector_columns_are_fused_each_on_its_own_and_travel_with_the_mode
                                   np.vstack([extra[1].numpy(), columns[0].numpy()]))
     assert np.allclose(vectors[0], m.item_vectors(torch.tensor([1])).detach().numpy()[0], atol=1e-5)
     assert np.allclose(vectors[1], cold[0].numpy(), atol=1e-5)
+
+
+def test_the_pyfunc_reads_event_types_and_user_features_where_given(tmp_path) -> None:
+    import mlflow.pyfunc
+    import pandas as pd
+    import pytest
+
+    from sparkrec.models.packaging import TwoTowerPyfunc, signature
+
+    torch.manual_seed(0)
+    text = torch.cat([torch.zeros(1, T), torch.randn(V, T)])
+    m = TwoTower(text, D, L, event_types=2, user_features=2).eval()
+    with torch.no_grad():
+        m.users.features.weight.normal_(0.0, 5.0)
+        m.users.event_type.weight[1:].normal_(0.0, 3.0)
+    weights = tmp_path / "weights.pt"
+    torch.save(m.state_dict(), weights)
+    vocab = [f"i{j}" for j in range(1, V + 1)]
+    meta = {"dim": D, "history_length": L, "text_model": "t", "event_types": ["view", "purchase"],
+            "user_feature_names": ["activity", "tenure_days"]}
+    folder = write_model_dir(tmp_path / "model", weights, vocab, text.numpy(), meta)
+    mlflow.pyfunc.save_model(tmp_path / "pyfunc", python_model=TwoTowerPyfunc(), artifacts={"model_dir": str(folder)},
+                             signature=signature())
+    served = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
+    history = ["i2", "i1"]
+    plain = served.predict(pd.DataFrame({"history": [history]}), params={"k": V})
+    full = served.predict(pd.DataFrame({"history": [history, history], "history_types": [["purchase", "view"], None],
+                                        "user_features": [[1.5, 0.5], None]}), params={"k": V})
+    ids = torch.tensor([[2, 1, 0]])
+    with torch.no_grad():
+        user = m.users(m.item_vectors(ids), ids > 0, torch.tensor([[2, 1, 0]]), torch.tensor([[1.5, 0.5]]))
+        expected = (user @ m.item_vectors(torch.arange(1, V + 1)).T)[0]
+    assert np.allclose(full["scores"][0], np.sort(expected.numpy())[::-1], atol=1e-5)
+    assert full["item_ids"][0] == [vocab[i] for i in np.argsort(-expected.numpy(), kind="stable")]
+    assert np.allclose(full["scores"][1], plain["scores"][0], atol=1e-6)  # a row without them: the history alone
+    assert not np.allclose(full["scores"][0], plain["scores"][0])
+    with pytest.raises(ValueError, match="user_features of row 0 has 3 values; the model reads 2"):
+        served.predict(pd.DataFrame({"history": [history], "user_features": [[1.0, 2.0, 3.0]]}))

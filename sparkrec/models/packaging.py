@@ -103,12 +103,15 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
 
 
 def signature() -> Any:
-    """Input ``history`` (list of item ids), output ``item_ids`` and ``scores``, param ``k``."""
+    """Input ``history`` (list of item ids) and, optional, ``history_types`` (its event types) and
+    ``user_features`` (``features.USER_FEATURES``); output ``item_ids`` and ``scores``; param ``k``."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
-        inputs=Schema([ColSpec(Array("string"), "history")]),
+        inputs=Schema([ColSpec(Array("string"), "history"),
+                       ColSpec(Array("string"), "history_types", required=False),
+                       ColSpec(Array("double"), "user_features", required=False)]),
         outputs=Schema([ColSpec(Array("string"), "item_ids"), ColSpec(Array("double"), "scores")]),
         params=ParamSchema([ParamSpec("k", "long", 10)]),
     )
@@ -118,7 +121,9 @@ class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
     """MLflow pyfunc: input ``history`` (list of item ids, most recent first) -> top ``k`` items.
 
     ``predict`` ranks the vocabulary items for each history; batch scoring over the whole catalogue
-    (cold items included) is the recommend stage's job, which unwraps this model.
+    (cold items included) is the recommend stage's job, which unwraps this model. A model trained with
+    event types or user features reads them from ``history_types`` and ``user_features`` where given
+    (without them, a user is scored on the history alone).
     """
 
     def load_context(self, context: Any) -> None:
@@ -127,17 +132,29 @@ class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         import torch
 
+        from sparkrec.models.scoring import event_type_codes
+
         k = int((params or {}).get("k", 10))
         loaded = self.loaded
         index = loaded.index
         length = int(loaded.meta["history_length"])
-        rows = []
-        for history in model_input["history"]:
-            ids = [index.get(str(i), 0) for i in list(history)[:length]]
+        code = event_type_codes(loaded.meta.get("event_types"))
+        given_types = model_input["history_types"] if "history_types" in model_input.columns else None
+        rows, type_rows = [], []
+        for i, history in enumerate(model_input["history"]):
+            ids = [index.get(str(item), 0) for item in list(history)[:length]]
             rows.append(ids + [0] * (length - len(ids)))
+            named = [] if given_types is None else _listed(given_types.iloc[i])[: len(ids)]
+            type_rows.append([code.get(str(t), 0) for t in named] + [0] * (length - len(named)))
         hist = torch.tensor(rows, dtype=torch.long)
+        types = torch.tensor(type_rows, dtype=torch.long) if code else None
+        feats, given = self._user_features(model_input)
         with torch.inference_mode():
-            users = loaded.model.users(loaded.model.item_vectors(hist), hist > 0)
+            users = loaded.model.users(loaded.model.item_vectors(hist), hist > 0, types)
+            if given.any():  # a row without user features is scored on its history alone
+                mine = torch.from_numpy(given)
+                users[mine] = loaded.model.users(loaded.model.item_vectors(hist[mine]), hist[mine] > 0,
+                                                 None if types is None else types[mine], torch.from_numpy(feats[given]))
             all_ids = torch.arange(1, len(loaded.item_ids) + 1)
             scores = users @ loaded.model.item_vectors(all_ids).T
             top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
@@ -147,3 +164,28 @@ class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
                 "scores": [row.tolist() for row in top.values],
             }
         )
+
+    def _user_features(self, model_input: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+        """([rows, F] features, bool [rows]: the row has them) for a model trained with user features."""
+        tower = self.loaded.model.users
+        width = 0 if tower.features is None else tower.features.in_features
+        feats = np.zeros((len(model_input), width), dtype=np.float32)
+        given = np.zeros(len(model_input), dtype=bool)
+        if width == 0 or "user_features" not in model_input.columns:
+            return feats, given
+        for i, value in enumerate(model_input["user_features"]):
+            f = _listed(value)
+            if not f:
+                continue
+            if len(f) != width:
+                names = ", ".join(self.loaded.meta.get("user_feature_names") or [])
+                raise ValueError(f"user_features of row {i} has {len(f)} values; the model reads {width} ({names})")
+            feats[i], given[i] = np.asarray(f, dtype=np.float32), True
+        return feats, given
+
+
+def _listed(value: Any) -> list[Any]:
+    """A pandas cell of an optional list column as a list ([]: missing)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return []
+    return list(value)
