@@ -171,9 +171,8 @@ def with_text_neighbours(gram: np.ndarray, vectors: np.ndarray, neighbours: int,
         members = np.concatenate([(start + own)[:, None], near], axis=1)  # [b, k + 1]
         values = np.concatenate([np.ones((len(own), 1), np.float32),
                                  np.maximum(np.take_along_axis(sims, near, 1), 0.0)], axis=1)
-        for a in range(k + 1):
-            for b in range(k + 1):
-                np.add.at(out, (rows[members[:, a]], rows[members[:, b]]), weight * values[:, a] * values[:, b])
+        held = rows[members]  # each pseudo-user's items as gram rows; it adds the outer product of its values
+        np.add.at(out, (held[:, :, None], held[:, None, :]), weight * values[:, :, None] * values[:, None, :])
     return out
 
 
