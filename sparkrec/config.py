@@ -171,6 +171,10 @@ class TrainConfig:
     # weights (0: no early stopping, every example trains).
     patience: int = 0
     validation_fraction: float = 0.1
+    # The weights kept are an exponential moving average of the weights after every step (Polyak
+    # averaging), with this decay (0: the last step's weights). Averaging smooths out the noise of the
+    # last steps, so models trained with different seeds agree more; validation and checkpoints use it.
+    weight_average: float = 0.99
     # Folder for the training examples (Parquet), the model staging and the per-epoch checkpoints. Every
     # training process reads and writes it as a file system, so on a cluster it must be a path all
     # nodes mount (NFS, /dbfs, /Volumes); empty: <lakehouse.root> (fine locally and on shared disks).

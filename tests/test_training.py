@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from sparkrec.loader import make_converter
-from sparkrec.models.training import checkpoint_epoch, train_two_tower
+from sparkrec.models.training import WeightAverage, checkpoint_epoch, train_two_tower
 
 VOCAB = 40
 PARAMS = {"dim": 8, "history_length": 4, "temperature": 0.1, "dropout": 0.2, "epochs": 2, "batch_size": 16,
@@ -58,6 +58,50 @@ def test_a_rerun_resumes_after_the_last_checkpointed_epoch(data, tmp_path: Path,
     assert resumed["loss"][2] == pytest.approx(straight["loss"][2], rel=1e-5)  # as if never interrupted
     a, b = torch.load(tmp_path / "straight" / "weights.pt"), torch.load(tmp_path / "resumed" / "weights.pt")
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
+
+
+def test_weight_average_follows_every_step_and_leaves_the_model_its_own_weights() -> None:
+    import torch
+
+    model = torch.nn.Linear(2, 1)
+    start = model.weight.detach().clone()
+    average = WeightAverage(model, 0.9)
+    expected = start.clone()
+    for t in range(1, 31):
+        with torch.no_grad():
+            model.weight.add_(1.0)  # the weights after step t: start + t
+        average.update(model)
+        keep = min(0.9, (1 + t) / (10 + t))
+        expected = keep * expected + (1 - keep) * (start + t)
+    assert torch.allclose(average.shadow["weight"], expected)
+    assert (expected < start + 30).all() and (expected > start + 20).all()  # behind the last step, not stuck at the start
+    with average.applied(model):
+        assert torch.allclose(model.weight, expected)
+    assert torch.allclose(model.weight, start + 30)
+    average.copy_to(model)
+    assert torch.allclose(model.weight, expected)
+    off = WeightAverage(model, 0.0)
+    off.update(model)
+    off.copy_to(model)
+    assert torch.allclose(model.weight, expected)  # decay 0: the model keeps its own weights
+    with pytest.raises(ValueError, match="weight_average"):
+        WeightAverage(model, 1.0)
+
+
+def test_averaged_weights_are_saved_and_a_resumed_run_continues_the_average(data, tmp_path: Path) -> None:
+    import torch
+
+    params = {**PARAMS, "weight_average": 0.9}
+    last = train_two_tower(data, str(tmp_path / "last"), {**PARAMS, "epochs": 3})
+    straight = train_two_tower(data, str(tmp_path / "straight"), {**params, "epochs": 3})
+    assert straight["loss"] == last["loss"]  # the average does not change what trains
+    a, b = torch.load(tmp_path / "last" / "weights.pt"), torch.load(tmp_path / "straight" / "weights.pt")
+    assert not all(torch.allclose(a[k], b[k]) for k in a)
+    checkpoints = str(tmp_path / "checkpoints")
+    train_two_tower(data, str(tmp_path / "partial"), {**params, "checkpoint_dir": checkpoints})
+    train_two_tower(data, str(tmp_path / "resumed"), {**params, "epochs": 3, "checkpoint_dir": checkpoints})
+    c = torch.load(tmp_path / "resumed" / "weights.pt")
+    assert all(torch.allclose(b[k], c[k], atol=1e-6) for k in b)
 
 
 @pytest.fixture(scope="module")

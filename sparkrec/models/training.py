@@ -6,6 +6,7 @@ returns only small results; the examples reach each rank through the Parquet con
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import math
@@ -135,6 +136,7 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
     if validation is not None:
         history["val_loss"] = []
     best: dict[str, Any] = {"loss": float("inf"), "epoch": 0, "state": None}
+    average = WeightAverage(model, float(params.get("weight_average") or 0.0))
     checkpoint = Path(params["checkpoint_dir"]) / "last.pt" if params.get("checkpoint_dir") else None
     start = 0
     if checkpoint is not None and checkpoint.exists():
@@ -142,6 +144,7 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
         model.load_state_dict(saved["model"])
         optimiser.load_state_dict(saved["optimiser"])
         start, history, best = int(saved["epoch"]), saved["history"], saved["best"]
+        average.load_state_dict(saved.get("average"), model)
         torch.set_rng_state(saved["rng"])  # dropout continues as if never interrupted
         if rank == 0:
             print(f"[train] resuming after epoch {start} from {checkpoint}", flush=True)
@@ -172,6 +175,7 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
+            average.update(model)
             total += float(retrieval_loss.detach())
             steps += 1
         elapsed = time.perf_counter() - started
@@ -189,11 +193,13 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
         stop = False
         if validation is not None:
             # every rank gets the same mean, so every rank takes the same decision
-            val = _validation_loss(model, validation, params, log_q, device, world)
+            with average.applied(model):
+                val = _validation_loss(model, validation, params, log_q, device, world)
             history["val_loss"].append(val)
             if val < best["loss"]:
-                best = {"loss": val, "epoch": epoch + 1,
-                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                with average.applied(model):
+                    best = {"loss": val, "epoch": epoch + 1,
+                            "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
             stop = epoch + 1 - best["epoch"] >= patience
             note = f" val_loss {val:.4f} (best {best['loss']:.4f} at epoch {best['epoch']})"
         if rank == 0:
@@ -207,7 +213,8 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
             if checkpoint is not None:
                 _save_checkpoint(checkpoint, {"epoch": epoch + 1, "model": model.state_dict(),
                                               "optimiser": optimiser.state_dict(), "history": history,
-                                              "rng": torch.get_rng_state(), "best": best})
+                                              "rng": torch.get_rng_state(), "best": best,
+                                              "average": average.state_dict()})
         if stop:
             if rank == 0:
                 print(f"[train] early stop: validation loss has not improved for {patience} epoch(s); "
@@ -216,6 +223,8 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
     if best["state"] is not None:
         model.load_state_dict(best["state"])
         history["best_epoch"] = [float(best["epoch"])]
+    else:
+        average.copy_to(model)
     if rank == 0:
         out = Path(output_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -225,6 +234,73 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
         dist.barrier()
         dist.destroy_process_group()
     return {**history, "resumed_from": start, "placement": placement}
+
+
+class WeightAverage:
+    """An exponential moving average of a model's parameters (Polyak averaging), updated after every
+    optimiser step: ``shadow = d * shadow + (1 - d) * weights``.
+
+    The decay warms up as ``min(decay, (1 + t) / (10 + t))`` after t updates, so a short run is not
+    pulled back to its initial weights. ``decay`` 0 keeps nothing: every method is then a no-op and the
+    model keeps its last weights. Every DDP rank holds the same weights, so each keeps its own copy.
+    """
+
+    def __init__(self, model: Any, decay: float) -> None:
+        if not 0.0 <= decay < 1.0:
+            raise ValueError(f"train.weight_average must be in [0, 1), got {decay}")
+        self.decay = decay
+        self.updates = 0
+        self.shadow = ({n: p.detach().clone() for n, p in model.named_parameters()} if decay else {})
+
+    def update(self, model: Any) -> None:
+        if not self.decay:
+            return
+        import torch
+
+        self.updates += 1
+        keep = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                self.shadow[name].lerp_(param.detach(), 1.0 - keep)
+
+    def copy_to(self, model: Any) -> None:
+        """Put the averaged weights into ``model``."""
+        if not self.decay:
+            return
+        import torch
+
+        with torch.no_grad():
+            for name, param in model.named_parameters():
+                param.copy_(self.shadow[name])
+
+    @contextlib.contextmanager
+    def applied(self, model: Any) -> Any:
+        """``model`` holds the averaged weights inside the block, its own weights again after it."""
+        if not self.decay:
+            yield model
+            return
+        own = {n: p.detach().clone() for n, p in model.named_parameters()}
+        self.copy_to(model)
+        try:
+            yield model
+        finally:
+            import torch
+
+            with torch.no_grad():
+                for name, param in model.named_parameters():
+                    param.copy_(own[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
+
+    def load_state_dict(self, state: dict[str, Any] | None, model: Any) -> None:
+        """A checkpoint's average; None, or one saved with another decay: started afresh from ``model``."""
+        if not self.decay:
+            return
+        if state is not None and state["decay"] == self.decay:
+            self.updates, self.shadow = int(state["updates"]), state["shadow"]
+        else:
+            self.updates, self.shadow = 0, {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
 def _placement(world: int) -> list[dict[str, Any]]:
