@@ -202,6 +202,10 @@ class RankerConfig:
     # EASE regularisation of the collaborative score; it inverts an items x items matrix on the
     # driver, so the training vocabulary is bounded by experiment.ease_max_items.
     ease_lambda: float = 200.0
+    # The ranker also reads each candidate's recent popularity: the users holding it over the last
+    # recent_days days of the interactions it is fitted on (what is selling now, beside what sold
+    # over all the history); 0: not a feature.
+    recent_days: int = 7
     # Text in the collaborative score (with train.model.text): EASE's gram gains one pseudo-user per
     # item that holds the item and its text_neighbours nearest items by text vector, weighted
     # text_weight, so an item few users hold borrows from the items that read alike (0: plain EASE).

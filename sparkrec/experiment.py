@@ -49,7 +49,10 @@ SEEDED = ("sparkrec", "als")  # the others are deterministic: --repeat fits them
 # sets (--set, or the --conf file) is left alone.
 PROTOCOL_TRAINING: dict[str, dict[str, Any]] = {
     "chrono": {"example_history": "earlier", "ranker.labels": "latest"},
-    "random": {"example_history": "others", "ranker.labels": "random", "ranker.label_fraction": 0.05},
+    # a protocol that hides random interactions hides them across all the history: what sold lately
+    # says nothing about them (ranker.recent_days off)
+    "random": {"example_history": "others", "ranker.labels": "random", "ranker.label_fraction": 0.05,
+               "ranker.recent_days": 0},
 }
 
 

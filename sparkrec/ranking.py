@@ -103,17 +103,19 @@ class LearnedRanker(LazyModule):
     ranker's training lists were built from) and the towers' top ``retrieval_candidates`` not already
     among them — so items without interactions (only the towers score them) can still reach the list.
 
-    ``popularity`` is the log of 1 + the users holding each item; ``towers`` the two-tower scorer
-    whose user and item vectors the ranker reads.
+    ``popularity`` is the log of 1 + the users holding each item, ``recent`` the same over the last
+    days (for a ranker that reads it: ``shape["recent"]``); ``towers`` the two-tower scorer whose user
+    and item vectors the ranker reads.
     """
 
     towers: Any  # scoring.TwoTowerScorer over the catalogue
     weights: np.ndarray  # EASE B [n, n], float32
     popularity: np.ndarray  # [n]
     ranker_state: dict[str, np.ndarray]
-    shape: dict[str, int]  # DCNRanker hidden, cross_layers
+    shape: dict[str, Any]  # DCNRanker hidden, cross_layers, recent
     candidates: int = 100
     retrieval_candidates: int = 0
+    recent: np.ndarray | None = None  # [n]
     name: str = "dcn"
 
     def propose(self, block: UserBlock, allowed: np.ndarray, count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,8 +162,11 @@ class LearnedRanker(LazyModule):
         items = torch.from_numpy(np.asarray(self.towers.item_vectors, dtype=np.float32)[candidates])
         collaborative = torch.from_numpy(np.where(mask, scores, 0.0).astype(np.float32))
         popularity = torch.from_numpy(np.where(mask, self.popularity[candidates], 0.0).astype(np.float32))
+        recent = (None if self.recent is None else
+                  torch.from_numpy(np.where(mask, self.recent[candidates], 0.0).astype(np.float32)))
         with torch.inference_mode():
-            out = rank_scores(self._module, users, items, collaborative, popularity, torch.from_numpy(mask)).numpy()
+            out = rank_scores(self._module, users, items, collaborative, popularity, torch.from_numpy(mask),
+                              recent).numpy()
             # A list that no signal but the towers' tells apart (items without interactions: no
             # collaborative score, no popularity) keeps the towers' order: the ranker has nothing to
             # weigh there, and its cross layers need not keep the order of one signal.

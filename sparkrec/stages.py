@@ -440,14 +440,16 @@ def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab
     except EaseTooLargeError as err:
         raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set train.ranker.enabled: false") from err
     frame = training_lists(marked.toPandas(), vocab, collaborative_weights(gram, text, ranker_meta(config)),
-                           config.train.model.history_length, rc.candidates, rc.max_lists, config.train.seed, types)
+                           config.train.model.history_length, rc.candidates, rc.max_lists, config.train.seed, types,
+                           rc.recent_days)
     marked.unpersist()
     if len(frame) < config.train.num_processes:
         log.warning("train: %d ranking list(s) for %d process(es): the ranker is not trained (retrieval only)",
                     len(frame), config.train.num_processes)
         return None
     schema = ("history array<bigint>, history_types array<bigint>, user_features array<float>, "
-              "candidates array<bigint>, collaborative array<float>, popularity array<float>, labels array<float>")
+              "candidates array<bigint>, collaborative array<float>, popularity array<float>, "
+              "recent_popularity array<float>, labels array<float>")
     lists = make_converter(spark.createDataFrame(frame, schema), str(staging / "lists"))
     log.info("train: %d ranking lists (%s labels, %d candidates each)", lists.num_rows, rc.labels, rc.candidates)
     return lists
@@ -459,7 +461,7 @@ def ranker_meta(config: Config) -> dict[str, Any]:
     text = config.train.model.text  # the "without text" ablation takes text out of EASE as well
     return {"hidden": rc.hidden, "cross_layers": rc.cross_layers, "ease_lambda": rc.ease_lambda,
             "candidates": rc.candidates, "text_weight": rc.text_weight if text else 0.0,
-            "text_neighbours": rc.text_neighbours if text else 0}
+            "text_neighbours": rc.text_neighbours if text else 0, "recent_days": rc.recent_days}
 
 
 def _log_target_frequency(encoded_df: DataFrame, vocabulary: int) -> np.ndarray:
@@ -563,6 +565,7 @@ def learned_ranker(spark: SparkSession, config: Config, loaded: Any, catalog: Ca
     for the text neighbours the model was trained with); None when the model was trained without one
     or ``recommend.ranker`` is ``retrieval``."""
     from sparkrec.models.baselines import EaseTooLargeError, fit_popularity, item_gram
+    from sparkrec.models.ranker import saved_shape
     from sparkrec.ranking import LearnedRanker
 
     meta = loaded.meta.get("ranker")
@@ -574,10 +577,16 @@ def learned_ranker(spark: SparkSession, config: Config, loaded: Any, catalog: Ca
     except EaseTooLargeError as err:
         raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set recommend.ranker: retrieval") from err
     popularity = fit_popularity(positives, catalog.index_df, catalog.size).popularity
+    days = int(meta.get("recent_days", 0))  # a model saved before the feature existed reads without it
+    recent = None
+    if days > 0:
+        last = positives.agg(F.max("event_ts")).first()[0]
+        lately = positives.where(F.col("event_ts") > F.lit(last - dt.timedelta(days=days))) if last else positives
+        recent = np.log1p(fit_popularity(lately, catalog.index_df, catalog.size).popularity).astype(np.float32)
     state = {k: v.detach().numpy() for k, v in loaded.model.ranker.state_dict().items()}
     return LearnedRanker(towers, collaborative_weights(gram, text, meta), np.log1p(popularity).astype(np.float32),
-                         state, {"hidden": int(meta["hidden"]), "cross_layers": int(meta["cross_layers"])},
-                         candidates=int(meta["candidates"]), retrieval_candidates=config.recommend.retrieval_candidates)
+                         state, saved_shape(meta), candidates=int(meta["candidates"]),
+                         retrieval_candidates=config.recommend.retrieval_candidates, recent=recent)
 
 
 def model_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog, interactions_df: DataFrame,

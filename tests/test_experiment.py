@@ -141,17 +141,19 @@ def test_the_towers_and_the_ranker_learn_what_the_protocol_hides(tmp_path: Path,
     from sparkrec.experiment import experiment_config
 
     config = make_config(tmp_path, mlflow_db, "train.ranker.candidates=7")
-    for split, history, labels, share in (("chrono", "earlier", "latest", 0.2),
-                                          ("stratified-by-item", "others", "random", 0.05),
-                                          ("random-by-user", "others", "random", 0.05),
-                                          ("cold-items", "others", "random", 0.05)):
+    assert config.train.ranker.recent_days == 7
+    for split, history, labels, share, recent in (("chrono", "earlier", "latest", 0.2, 7),
+                                                  ("stratified-by-item", "others", "random", 0.05, 0),
+                                                  ("random-by-user", "others", "random", 0.05, 0),
+                                                  ("cold-items", "others", "random", 0.05, 0)):
         chosen, _ = experiment_config(config, ExperimentSpec(landing=str(tmp_path / "landing"), split=split))
         assert (chosen.train.example_history, chosen.train.ranker.labels) == (history, labels), split
         assert chosen.train.ranker.label_fraction == share, split  # chrono: the config's own
+        assert chosen.train.ranker.recent_days == recent, split
         assert chosen.train.ranker.candidates == 7  # the rest of the ranker's settings kept
     mine = make_config(tmp_path, mlflow_db, "train.example_history=earlier", "train.ranker.labels=latest",
-                       "train.ranker.label_fraction=0.3")
-    fixed = ("train.example_history", "train.ranker.labels", "train.ranker.label_fraction")
+                       "train.ranker.label_fraction=0.3", "train.ranker.recent_days=3")
+    fixed = ("train.example_history", "train.ranker.labels", "train.ranker.label_fraction", "train.ranker.recent_days")
     chosen, _ = experiment_config(mine, ExperimentSpec(landing=str(tmp_path / "landing"), split="cold-items", fixed=fixed))
     assert (chosen.train.example_history, chosen.train.ranker.labels) == ("earlier", "latest")  # the user's --set wins
-    assert chosen.train.ranker.label_fraction == 0.3
+    assert chosen.train.ranker.label_fraction == 0.3 and chosen.train.ranker.recent_days == 3

@@ -66,6 +66,34 @@ def test_training_lists_take_candidates_outside_the_context_and_label_what_came_
     assert all(len(x) == 3 for x in lists["collaborative"]) and np.isclose(a["popularity"][0], np.log1p(0.0))
 
 
+def test_training_lists_read_popularity_over_the_contexts_last_days() -> None:
+    vocab = {f"i{i}": i for i in range(1, 5)}
+    weights = np.full((5, 5), 0.1, dtype=np.float32)
+    np.fill_diagonal(weights, 0.0)
+    # i1 was held by three users weeks ago, i2 by three in the last days; i3 is the label of a and d
+    events = pd.DataFrame({
+        "user_id": ["a", "b", "c", "b", "c", "d", "a", "d"],
+        "item_id": ["i1", "i1", "i1", "i2", "i2", "i2", "i3", "i3"],
+        "event_ts": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-28", "2024-01-30",
+                                    "2024-01-29", "2024-01-31", "2024-01-31"]),
+        "event_id": [str(i) for i in range(8)],
+        "is_label": [False] * 6 + [True, True],
+    })
+    lists = training_lists(events, vocab, weights, history_length=2, candidates=3, max_lists=10, seed=0, recent_days=7)
+    assert len(lists) == 2
+
+    def signals(row: int) -> dict[int, tuple[float, float]]:
+        r = lists.iloc[row]
+        return dict(zip(r["candidates"], zip(r["popularity"], r["recent_popularity"], strict=True), strict=True))
+
+    assert np.allclose(signals(0)[2], [np.log1p(3), np.log1p(3)])  # a's candidate i2: held by b, c, d this week
+    assert np.allclose(signals(1)[1], [np.log1p(3), 0.0])  # d's candidate i1: held by a, b, c weeks ago
+    assert np.allclose(signals(0)[3], [0.0, 0.0]) and np.allclose(signals(1)[4], [0.0, 0.0])  # labels are no context
+    off = training_lists(events, vocab, weights, history_length=2, candidates=3, max_lists=10, seed=0)
+    assert all(not any(r) for r in off["recent_popularity"])
+    assert list(off["popularity"]) == list(lists["popularity"])
+
+
 def test_ranking_split_marks_the_latest_share_or_a_seeded_random_share(spark) -> None:
     from sparkrec.features import ranking_split
 
@@ -81,9 +109,12 @@ def test_ranking_split_marks_the_latest_share_or_a_seeded_random_share(spark) ->
         ranking_split(df, "newest", 0.2, 0)
 
 
-def test_the_ranker_learns_what_the_collaborative_order_gets_wrong(spark, tmp_path: Path) -> None:
+@pytest.mark.parametrize("signal", ["collaborative", "recent"])
+def test_the_ranker_learns_what_the_collaborative_order_gets_wrong(spark, tmp_path: Path, signal: str) -> None:
     """Planted: the label is always the candidate with the LOWEST collaborative score among 8, so
-    the collaborative order alone puts it last; the multi-task step must teach the ranker to lift it."""
+    the collaborative order alone puts it last; or (``recent``) the one with the most recent
+    popularity, which only a ranker that reads that feature sees. The multi-task step must teach
+    the ranker to lift it."""
     vocab, width, length = 40, 8, 3
     rng = np.random.default_rng(5)
 
@@ -91,14 +122,15 @@ def test_the_ranker_learns_what_the_collaborative_order_gets_wrong(spark, tmp_pa
         rows = []
         for _ in range(n):
             cand = rng.choice(vocab, width, replace=False) + 1
-            collab = rng.random(width).astype(np.float32)
-            labels = (collab == collab.min()).astype(np.float32)
+            collab, recent = rng.random(width).astype(np.float32), rng.random(width).astype(np.float32)
+            labels = ((collab == collab.min()) if signal == "collaborative" else (recent == recent.max())).astype(np.float32)
             rows.append(([int(x) for x in rng.choice(vocab, length) + 1], [int(x) for x in cand], collab.tolist(),
-                         rng.random(width).astype(np.float32).tolist(), labels.tolist()))
-        return pd.DataFrame(rows, columns=["history", "candidates", "collaborative", "popularity", "labels"])
+                         rng.random(width).astype(np.float32).tolist(), recent.tolist(), labels.tolist()))
+        return pd.DataFrame(rows, columns=["history", "candidates", "collaborative", "popularity", "recent_popularity",
+                                           "labels"])
 
     schema = ("history array<bigint>, candidates array<bigint>, collaborative array<float>, popularity array<float>, "
-              "labels array<float>")
+              "recent_popularity array<float>, labels array<float>")
     train = spark.createDataFrame(lists(256), schema)
     examples = spark.range(256).selectExpr(f"CAST(id % {vocab} + 1 AS long) AS target",
                                            f"array(CAST((id + 1) % {vocab} + 1 AS long), 0L, 0L) AS history")
@@ -109,11 +141,12 @@ def test_the_ranker_learns_what_the_collaborative_order_gets_wrong(spark, tmp_pa
             "lists": make_converter(train, str(tmp_path / "lists")).to_json()}
     params = {"dim": 8, "history_length": length, "temperature": 0.1, "dropout": 0.0, "epochs": 6, "batch_size": 32,
               "learning_rate": 0.01, "seed": 3, "timeout_s": 60, "use_gpu": False, "ranker_weight": 1.0,
-              "ranker_batch_size": 16, "ranker_hidden": 16, "ranker_cross_layers": 2}
+              "ranker_batch_size": 16, "ranker_hidden": 16, "ranker_cross_layers": 2,
+              "ranker_recent_days": 7 if signal == "recent" else 0}
     result = train_two_tower(data, str(tmp_path / "out"), params)
     assert len(result["rank_loss"]) == 6 and result["rank_loss"][-1] < result["rank_loss"][0]
     model = TwoTower(torch.from_numpy(np.load(tmp_path / "text.npy")), 8, length,
-                     ranker={"hidden": 16, "cross_layers": 2}).eval()
+                     ranker={"hidden": 16, "cross_layers": 2, "recent": signal == "recent"}).eval()
     model.load_state_dict(torch.load(tmp_path / "out" / "weights.pt"))
     test = lists(200)
     batch = {c: torch.tensor(np.stack(test[c].to_numpy())) for c in test.columns}
@@ -179,6 +212,13 @@ def test_rank_scores_depend_on_each_signal() -> None:
                     rank_scores(ranker, users, items, collab, -pop, mask),
                     rank_scores(ranker, users, items * torch.randn(2, 5, 1), collab, pop, mask)):
         assert not torch.allclose(base, changed)
+    assert torch.equal(base, rank_scores(ranker, users, items, collab, pop, mask, torch.randn(2, 5)))  # not read
+    recent = DCNRanker(hidden=8, cross_layers=2, recent=True)
+    lately = torch.randn(2, 5)
+    assert not torch.allclose(rank_scores(recent, users, items, collab, pop, mask, lately),
+                              rank_scores(recent, users, items, collab, pop, mask, -lately))
+    with pytest.raises(ValueError, match="recent popularity"):
+        rank_scores(recent, users, items, collab, pop, mask)
 
 
 def test_without_the_mlp_the_ranker_is_the_cross_network_and_without_cross_layers_linear() -> None:
@@ -193,14 +233,21 @@ def test_without_the_mlp_the_ranker_is_the_cross_network_and_without_cross_layer
     assert sum(p.numel() for p in linear.parameters()) == 4
     cross = DCNRanker(hidden=0, cross_layers=2)
     assert sum(p.numel() for p in cross.parameters()) == 4 + 2 * (9 + 3) and cross(features).shape == (2, 5)
-    assert ranker_shape({"ranker_hidden": 0, "ranker_cross_layers": 0}) == {"hidden": 0, "cross_layers": 0}
-    assert ranker_shape({}) == {"hidden": 0, "cross_layers": 2} == {k: v for k, v in RankerConfig().__dict__.items() if k in ("hidden", "cross_layers")}
+    assert ranker_shape({"ranker_hidden": 0, "ranker_cross_layers": 0}) == {"hidden": 0, "cross_layers": 0, "recent": False}
+    assert ranker_shape({}) == {"hidden": 0, "cross_layers": 2, "recent": False}
+    defaults = RankerConfig()
+    assert ranker_shape({f"ranker_{k}": v for k, v in defaults.__dict__.items()}) == {
+        "hidden": defaults.hidden, "cross_layers": defaults.cross_layers, "recent": defaults.recent_days > 0}
     with pytest.raises(ValueError, match="hidden and cross_layers"):
         DCNRanker(hidden=-1)
 
 
-@pytest.mark.parametrize("shape", [{"hidden": 8, "cross_layers": 1}, {"hidden": 0, "cross_layers": 0}])
+@pytest.mark.parametrize("shape", [{"hidden": 8, "cross_layers": 1, "recent": False},
+                                   {"hidden": 0, "cross_layers": 0, "recent": False},
+                                   {"hidden": 0, "cross_layers": 2, "recent": True}])
 def test_a_saved_model_brings_its_ranker_back(tmp_path: Path, shape: dict[str, int]) -> None:
+    """A model saved before the recent-popularity feature (no ``recent_days`` in its meta) loads as the
+    three-feature ranker it is."""
     from sparkrec.models.packaging import load_model_dir, write_model_dir
 
     torch.manual_seed(2)
@@ -208,10 +255,12 @@ def test_a_saved_model_brings_its_ranker_back(tmp_path: Path, shape: dict[str, i
     text[0] = 0
     model = TwoTower(text, 4, 3, ranker=shape)
     torch.save(model.state_dict(), tmp_path / "weights.pt")
+    saved = {"hidden": shape["hidden"], "cross_layers": shape["cross_layers"], "ease_lambda": 50.0, "candidates": 10}
     meta = {"dim": 4, "history_length": 3, "text_model": "t",
-            "ranker": {**shape, "ease_lambda": 50.0, "candidates": 10}}
+            "ranker": {**saved, **({"recent_days": 7} if shape["recent"] else {})}}
     loaded = load_model_dir(write_model_dir(tmp_path / "m", tmp_path / "weights.pt", list("abcde"), text.numpy(), meta))
     assert loaded.model.ranker is not None and loaded.meta["ranker"]["ease_lambda"] == 50.0
+    assert loaded.model.ranker.recent == shape["recent"]
     for name, value in model.ranker.state_dict().items():
         assert torch.equal(loaded.model.ranker.state_dict()[name], value)
 

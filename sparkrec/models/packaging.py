@@ -80,6 +80,7 @@ def write_model_dir(path: str | Path, weights: str | Path, item_ids: list[str], 
 def load_model_dir(path: str | Path) -> LoadedTwoTower:
     import torch
 
+    from sparkrec.models.ranker import saved_shape
     from sparkrec.models.two_tower import TwoTower
 
     folder = Path(path)
@@ -92,7 +93,7 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
     extra = torch.from_numpy(np.load(folder / ITEM_EXTRA)) if (folder / ITEM_EXTRA).exists() else None
     model = TwoTower(item_text, int(meta["dim"]), int(meta["history_length"]), item_attrs=attrs, attr_codes=codes,
                      text=bool(meta.get("text", True)), history_attention=bool(meta.get("history_attention", True)),
-                     ranker={k: int(meta["ranker"][k]) for k in ("hidden", "cross_layers")} if meta.get("ranker") else None,
+                     ranker=saved_shape(meta["ranker"]) if meta.get("ranker") else None,
                      item_extra=extra, extra_dims=tuple(meta.get("extra_dims") or ()),
                      event_types=len(meta.get("event_types") or ()),
                      user_features=len(meta.get("user_feature_names") or ()))

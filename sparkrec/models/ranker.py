@@ -25,19 +25,21 @@ import torch
 from torch import nn
 
 FEATURES = ("retrieval_z", "collaborative_z", "popularity_z")
+RECENT = "recent_popularity_z"  # the fourth feature of a ranker trained with train.ranker.recent_days
 
 
 def list_features(retrieval: torch.Tensor, collaborative: torch.Tensor, popularity: torch.Tensor,
-                  mask: torch.Tensor) -> torch.Tensor:
-    """[B, C, F] from the per-candidate scores [B, C] (``popularity``: log count), each standardised
-    within its list; ``mask`` [B, C] is true on real candidates (padding is left out of the list
-    statistics and its features are 0).
+                  mask: torch.Tensor, recent: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, C, F] from the per-candidate scores [B, C] (``popularity``, ``recent``: log counts, over all
+    the history and over its last days), each standardised within its list; ``mask`` [B, C] is true
+    on real candidates (padding is left out of the list statistics and its features are 0).
 
     Only list-relative values: the collaborative model and the popularity counts are fitted on more
     interactions at serving time than in the training lists (their scale grows with the data), and a
     ranker that read raw scores would re-order lists by a shift it never saw.
     """
-    columns = [_standardise(score, mask) for score in (retrieval, collaborative, popularity)]
+    scores = (retrieval, collaborative, popularity) + (() if recent is None else (recent,))
+    columns = [_standardise(score, mask) for score in scores]
     return torch.stack(columns, dim=-1) * mask.unsqueeze(-1)
 
 
@@ -72,11 +74,12 @@ class DCNRanker(nn.Module):
     that user does later) — it learns how to weigh the signals, which carries over to any user.
     """
 
-    def __init__(self, hidden: int = 0, cross_layers: int = 2) -> None:
+    def __init__(self, hidden: int = 0, cross_layers: int = 2, recent: bool = False) -> None:
         super().__init__()
         if hidden < 0 or cross_layers < 0:
             raise ValueError(f"the ranker's hidden and cross_layers must be >= 0, got {hidden} and {cross_layers}")
-        width = len(FEATURES)
+        self.recent = recent  # whether it reads the RECENT feature after FEATURES
+        width = len(FEATURES) + int(recent)
         self.cross = nn.ModuleList(CrossLayer(width) for _ in range(cross_layers))
         self.deep = (nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
                      if hidden else None)
@@ -91,15 +94,26 @@ class DCNRanker(nn.Module):
         return self.out(x if self.deep is None else torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
 
 
+def saved_shape(meta: dict[str, Any]) -> dict[str, Any]:
+    """``DCNRanker`` arguments from a saved model's ranker description (``stages.ranker_meta``); a model
+    saved before ``recent_days`` existed reads without that feature."""
+    return {"hidden": int(meta["hidden"]), "cross_layers": int(meta["cross_layers"]),
+            "recent": int(meta.get("recent_days", 0)) > 0}
+
+
 def retrieval_scores(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """The towers' score [B, C] of each user's candidates: users [B, D], items [B, C, D]."""
     return (users.unsqueeze(1) * items).sum(-1)
 
 
 def rank_scores(ranker: DCNRanker, users: torch.Tensor, items: torch.Tensor, collaborative: torch.Tensor,
-                popularity: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Scores [B, C] of each user's candidates: users [B, D], items [B, C, D], the other signals [B, C]."""
-    return ranker(list_features(retrieval_scores(users, items), collaborative, popularity, mask))
+                popularity: torch.Tensor, mask: torch.Tensor, recent: torch.Tensor | None = None) -> torch.Tensor:
+    """Scores [B, C] of each user's candidates: users [B, D], items [B, C, D], the other signals [B, C]
+    (``recent``: needed by, and only read by, a ranker built with ``recent``)."""
+    if ranker.recent and recent is None:
+        raise ValueError("this ranker reads each candidate's recent popularity: pass recent")
+    return ranker(list_features(retrieval_scores(users, items), collaborative, popularity, mask,
+                                recent if ranker.recent else None))
 
 
 def listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -123,7 +137,7 @@ def collaborative_candidates(weights: np.ndarray, context: list[np.ndarray], all
 
 
 def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, history_length: int, candidates: int,
-                   max_lists: int, seed: int, types: list[str] | None = None) -> Any:
+                   max_lists: int, seed: int, types: list[str] | None = None, recent_days: int = 0) -> Any:
     """The ranker's training lists from ``features.ranking_split`` rows (pandas: ``user_id, item_id,
     event_ts, event_id, event_type, is_label``), ``vocab`` (item id -> index, 1..V) and EASE ``weights`` [V + 1, V + 1]
     fitted on the contexts.
@@ -131,9 +145,11 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
     A list is a user with a context and a label: its context's latest items (``history``, most recent
     first, 0-padded) and their event type codes in ``types`` (``history_types``, 0: unknown), the
     context's ``user_features`` (``features.USER_FEATURES``), the context's top ``candidates`` by EASE that the context does not hold (0-padded),
-    each candidate's ``collaborative`` score, ``popularity`` (log of 1 + the context users holding it)
-    and ``labels`` (1.0: the user's label part holds it). Lists without a labelled candidate teach
-    nothing and are left out; beyond ``max_lists`` users, a seeded sample is kept.
+    each candidate's ``collaborative`` score, ``popularity`` (log of 1 + the context users holding it),
+    ``recent_popularity`` (the same over the contexts' last ``recent_days`` days, up to the latest
+    context event; 0 with ``recent_days`` 0) and ``labels`` (1.0: the user's label part holds it).
+    Lists without a labelled candidate teach nothing and are left out; beyond ``max_lists`` users, a
+    seeded sample is kept.
     """
     import pandas as pd
 
@@ -147,6 +163,11 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
     users_items = context[["user_id", "idx"]].drop_duplicates()
     np.add.at(holders, users_items["idx"].to_numpy(), 1.0)
     popularity = np.log1p(holders).astype(np.float32)
+    lately = np.zeros(n, dtype=np.float64)
+    if recent_days > 0 and len(context):
+        since = context["event_ts"].max() - pd.Timedelta(days=recent_days)
+        np.add.at(lately, context.loc[context["event_ts"] > since, ["user_id", "idx"]].drop_duplicates()["idx"].to_numpy(), 1.0)
+    recent_popularity = np.log1p(lately).astype(np.float32)
     by_user = {u: g["idx"].to_numpy() for u, g in context.groupby("user_id", sort=True)}
     spans = context.groupby("user_id", sort=True)["event_ts"].agg(["count", "min", "max"])
     tenure = (spans["max"] - spans["min"]).dt.total_seconds() / 86400.0
@@ -184,6 +205,6 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
             if user in types_by_user:
                 history_types[: len(recent)] = types_by_user[user][:history_length]
             rows.append((history.tolist(), history_types.tolist(), user_features[user], cand.tolist(), collab.tolist(),
-                         popularity[cand].tolist(), labels.tolist()))
+                         popularity[cand].tolist(), recent_popularity[cand].tolist(), labels.tolist()))
     return pd.DataFrame(rows, columns=["history", "history_types", "user_features", "candidates", "collaborative",
-                                       "popularity", "labels"])
+                                       "popularity", "recent_popularity", "labels"])

@@ -317,9 +317,10 @@ def _placement(world: int) -> list[dict[str, Any]]:
     return everyone
 
 
-def ranker_shape(params: dict[str, Any]) -> dict[str, int]:
-    """The ranker's size settings (``DCNRanker`` arguments) from the flat training params."""
-    return {"hidden": int(params.get("ranker_hidden", 0)), "cross_layers": int(params.get("ranker_cross_layers", 2))}
+def ranker_shape(params: dict[str, Any]) -> dict[str, Any]:
+    """The ranker's shape (``DCNRanker`` arguments) from the flat training params."""
+    return {"hidden": int(params.get("ranker_hidden", 0)), "cross_layers": int(params.get("ranker_cross_layers", 2)),
+            "recent": int(params.get("ranker_recent_days", 0)) > 0}
 
 
 def _lists_loader(data: dict[str, Any], batch_size: int, rank: int, world: int, seed: int) -> Any:

@@ -157,7 +157,7 @@ class TwoTower(nn.Module):
         ``history_types`` [B, L]: the history items' event type codes, ``user_features`` [B, F] (``UserTower``).
 
         ``lists`` (a batch of ranking lists: ``history`` [B', L], its ``history_types``, ``user_features``, ``candidates``
-        [B', C] ids, 0 = padding, ``collaborative`` and ``popularity`` [B', C]) is scored by the ranker in the same
+        [B', C] ids, 0 = padding, ``collaborative``, ``popularity`` and ``recent_popularity`` [B', C]) is scored by the ranker in the same
         forward pass — one pass, so DDP synchronises the ranker's gradients with the towers'.
         """
         users = self.users(self.item_vectors(history), history > 0, history_types, user_features)
@@ -170,8 +170,9 @@ class TwoTower(nn.Module):
             list_items = self.item_vectors(candidates)
             if not self.ranker_trains_towers:
                 list_users, list_items = list_users.detach(), list_items.detach()
+            recent = lists.get("recent_popularity")
             scores = rank_scores(self.ranker, list_users, list_items, lists["collaborative"].float(),
-                                 lists["popularity"].float(), candidates > 0)
+                                 lists["popularity"].float(), candidates > 0, None if recent is None else recent.float())
         items = self.item_vectors(target if negatives is None else torch.cat([target, negatives]))
         return users, items, scores
 
