@@ -3,7 +3,9 @@
 The retrieval towers propose; the ranker re-scores a user's candidate list with what retrieval
 alone cannot weigh together: the towers' own score, a collaborative score (EASE, Steck 2019, fitted
 on the interactions the towers see, with the items' text neighbours: ``baselines.with_text_neighbours``)
-and the item's popularity. Scores are also standardised within the list (``_z`` features), so a
+the item's popularity and, with ``train.ranker.recent_days``, its popularity over the last days
+(what sells now: on the Online Retail sample the last days' popularity alone ranks the next week
+better than all the history's). Scores are also standardised within the list (``_z`` features), so a
 collaborative model fitted on more data at serving time than at training time still reads the same.
 
 Training lists come from the training interactions themselves (``stages``): each user's
@@ -13,7 +15,7 @@ The loss is listwise: softmax cross-entropy over the list, averaged over the lis
 training step minimises ``L = L_retrieval + weight * L_ranking``; the ranking loss reaches the towers
 through the retrieval score only with ``train.ranker.train_towers``.
 
-Shapes: B lists, C candidates per list, D the towers' vector size, F = len(FEATURES).
+Shapes: B lists, C candidates per list, D the towers' vector size, F = len(FEATURES) (+ 1: RECENT).
 """
 
 from __future__ import annotations
