@@ -290,7 +290,8 @@ def _tune(spark: SparkSession, config: Config, model: str, valid: EvalSet | None
         fixed = {"dim": t.model.dim, "history_length": t.model.history_length, "temperature": t.model.temperature,
                  "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
                  "example_history": t.example_history, "ranker": t.ranker.enabled, "ranker_labels": t.ranker.labels,
-                 "ranker_text_weight": t.ranker.text_weight if t.model.text else 0.0}
+                 "ranker_text_weight": t.ranker.text_weight if t.model.text else 0.0,
+                 "ranker_recent_days": t.ranker.recent_days, "weight_average": t.weight_average}
         if not _tunes_collaborative(config, spec):
             return {**fixed, "ranker_ease_lambda": t.ranker.ease_lambda}, []
         assert valid is not None and vectors is not None
