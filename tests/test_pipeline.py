@@ -102,6 +102,7 @@ def test_model_is_registered_with_its_vocabulary(spark, nightly) -> None:
 
     top = model.predict(pd.DataFrame({"history": [["85123A", "71053"]]}), params={"k": 5})
     assert len(top["item_ids"][0]) == 5 and all(isinstance(i, str) for i in top["item_ids"][0])
+    assert not {"85123A", "71053"} & set(top["item_ids"][0])  # the history is not recommended back
 
 
 def test_a_new_session_reads_the_tables_by_name(nightly) -> None:

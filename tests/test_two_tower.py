@@ -169,9 +169,10 @@ def test_the_pyfunc_reads_event_types_and_user_features_where_given(tmp_path) ->
                              signature=signature())
     served = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
     history = ["i2", "i1"]
-    plain = served.predict(pd.DataFrame({"history": [history]}), params={"k": V})
+    everything = {"k": V, "exclude_history": False}
+    plain = served.predict(pd.DataFrame({"history": [history]}), params=everything)
     full = served.predict(pd.DataFrame({"history": [history, history], "history_types": [["purchase", "view"], None],
-                                        "user_features": [[1.5, 0.5], None]}), params={"k": V})
+                                        "user_features": [[1.5, 0.5], None]}), params=everything)
     ids = torch.tensor([[2, 1, 0]])
     with torch.no_grad():
         user = m.users(m.item_vectors(ids), ids > 0, torch.tensor([[2, 1, 0]]), torch.tensor([[1.5, 0.5]]))
@@ -180,5 +181,10 @@ def test_the_pyfunc_reads_event_types_and_user_features_where_given(tmp_path) ->
     assert full["item_ids"][0] == [vocab[i] for i in np.argsort(-expected.numpy(), kind="stable")]
     assert np.allclose(full["scores"][1], plain["scores"][0], atol=1e-6)  # a row without them: the history alone
     assert not np.allclose(full["scores"][0], plain["scores"][0])
+    # by default the history's own items are not recommended back, however many are asked for
+    unseen = served.predict(pd.DataFrame({"history": [history + ["not-in-vocabulary"]]}), params={"k": V})
+    assert unseen["item_ids"][0] == [i for i in plain["item_ids"][0] if i not in history]
+    assert np.allclose(unseen["scores"][0], [s for i, s in zip(plain["item_ids"][0], plain["scores"][0], strict=True)
+                                             if i not in history], atol=1e-6)
     with pytest.raises(ValueError, match="user_features of row 0 has 3 values; the model reads 2"):
         served.predict(pd.DataFrame({"history": [history], "user_features": [[1.0, 2.0, 3.0]]}))

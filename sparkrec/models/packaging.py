@@ -105,7 +105,8 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
 
 def signature() -> Any:
     """Input ``history`` (list of item ids) and, optional, ``history_types`` (its event types) and
-    ``user_features`` (``features.USER_FEATURES``); output ``item_ids`` and ``scores``; param ``k``."""
+    ``user_features`` (``features.USER_FEATURES``); output ``item_ids`` and ``scores``; params ``k`` and
+    ``exclude_history`` (the history's own items are not returned)."""
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -114,12 +115,14 @@ def signature() -> Any:
                        ColSpec(Array("string"), "history_types", required=False),
                        ColSpec(Array("double"), "user_features", required=False)]),
         outputs=Schema([ColSpec(Array("string"), "item_ids"), ColSpec(Array("double"), "scores")]),
-        params=ParamSchema([ParamSpec("k", "long", 10)]),
+        params=ParamSchema([ParamSpec("k", "long", 10), ParamSpec("exclude_history", "boolean", True)]),
     )
 
 
 class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
-    """MLflow pyfunc: input ``history`` (list of item ids, most recent first) -> top ``k`` items.
+    """MLflow pyfunc: input ``history`` (list of item ids, most recent first) -> top ``k`` items, none of
+    the history's own (as the recommend stage never lists a seen item; ``exclude_history: False``
+    keeps them).
 
     ``predict`` ranks the vocabulary items for each history; batch scoring over the whole catalogue
     (cold items included) is the recommend stage's job, which unwraps this model. A model trained with
@@ -136,14 +139,17 @@ class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
         from sparkrec.models.scoring import event_type_codes
 
         k = int((params or {}).get("k", 10))
+        exclude = bool((params or {}).get("exclude_history", True))
         loaded = self.loaded
         index = loaded.index
         length = int(loaded.meta["history_length"])
         code = event_type_codes(loaded.meta.get("event_types"))
         given_types = model_input["history_types"] if "history_types" in model_input.columns else None
-        rows, type_rows = [], []
+        rows, type_rows, seen = [], [], []
         for i, history in enumerate(model_input["history"]):
-            ids = [index.get(str(item), 0) for item in list(history)[:length]]
+            known = [index.get(str(item), 0) for item in list(history)]
+            seen.append([j for j in known if j > 0])
+            ids = known[:length]
             rows.append(ids + [0] * (length - len(ids)))
             named = [] if given_types is None else _listed(given_types.iloc[i])[: len(ids)]
             type_rows.append([code.get(str(t), 0) for t in named] + [0] * (length - len(named)))
@@ -158,11 +164,15 @@ class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
                                                  None if types is None else types[mine], torch.from_numpy(feats[given]))
             all_ids = torch.arange(1, len(loaded.item_ids) + 1)
             scores = users @ loaded.model.item_vectors(all_ids).T
+            if exclude:
+                for i, items in enumerate(seen):
+                    scores[i, torch.tensor(items, dtype=torch.long) - 1] = -torch.inf
             top = torch.topk(scores, min(k, scores.shape[1]), dim=1)
+        kept = [torch.isfinite(row) for row in top.values]  # fewer than k items outside the history: the rest
         return pd.DataFrame(
             {
-                "item_ids": [[loaded.item_ids[int(i)] for i in row] for row in top.indices],
-                "scores": [row.tolist() for row in top.values],
+                "item_ids": [[loaded.item_ids[int(i)] for i in row[ok]] for row, ok in zip(top.indices, kept, strict=True)],
+                "scores": [row[ok].tolist() for row, ok in zip(top.values, kept, strict=True)],
             }
         )
 
