@@ -195,11 +195,10 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
             # every rank gets the same mean, so every rank takes the same decision
             with average.applied(model):
                 val = _validation_loss(model, validation, params, log_q, device, world)
-            history["val_loss"].append(val)
-            if val < best["loss"]:
-                with average.applied(model):
+                if val < best["loss"]:
                     best = {"loss": val, "epoch": epoch + 1,
                             "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+            history["val_loss"].append(val)
             stop = epoch + 1 - best["epoch"] >= patience
             note = f" val_loss {val:.4f} (best {best['loss']:.4f} at epoch {best['epoch']})"
         if rank == 0:
@@ -265,13 +264,8 @@ class WeightAverage:
 
     def copy_to(self, model: Any) -> None:
         """Put the averaged weights into ``model``."""
-        if not self.decay:
-            return
-        import torch
-
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                param.copy_(self.shadow[name])
+        if self.decay:
+            _put(model, self.shadow)
 
     @contextlib.contextmanager
     def applied(self, model: Any) -> Any:
@@ -284,11 +278,7 @@ class WeightAverage:
         try:
             yield model
         finally:
-            import torch
-
-            with torch.no_grad():
-                for name, param in model.named_parameters():
-                    param.copy_(own[name])
+            _put(model, own)
 
     def state_dict(self) -> dict[str, Any]:
         return {"decay": self.decay, "updates": self.updates, "shadow": self.shadow}
@@ -301,6 +291,15 @@ class WeightAverage:
             self.updates, self.shadow = int(state["updates"]), state["shadow"]
         else:
             self.updates, self.shadow = 0, {n: p.detach().clone() for n, p in model.named_parameters()}
+
+
+def _put(model: Any, weights: dict[str, Any]) -> None:
+    """Copy ``weights`` (parameter name -> tensor) into ``model``'s parameters."""
+    import torch
+
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            param.copy_(weights[name])
 
 
 def _placement(world: int) -> list[dict[str, Any]]:
