@@ -184,6 +184,14 @@ def test_learned_ranker_proposes_from_both_sources_and_never_a_seen_or_barred_it
     assert only_collaborative[0][0].tolist() == [1, 3, 4] and only_collaborative[2][0] == 3  # ties: lower row
     scores = RankedScorer(ranker, allowed).scores(block)
     assert np.isfinite(scores[0]).sum() == 7 and set(np.flatnonzero(np.isfinite(scores[0]))) == set(row.tolist())
+    # a ranker trained with recent popularity reads the catalogue's recent counts when serving
+    module = DCNRanker(hidden=8, cross_layers=1, recent=True)
+    lately = np.arange(n, dtype=np.float32)
+    recent = dataclasses.replace(ranker, ranker_state={k: v.detach().numpy() for k, v in module.state_dict().items()},
+                                 shape={"hidden": 8, "cross_layers": 1, "recent": True}, recent=lately)
+    rising, falling = (dataclasses.replace(recent, recent=r).rescore(block, candidates, collaborative)
+                       for r in (lately, lately[::-1].copy()))
+    assert np.isfinite(rising[0]).sum() == 7 and not np.allclose(rising[np.isfinite(rising)], falling[np.isfinite(falling)])
 
     # EASE has no score for items without interactions: where it knows too few, the towers fill the list
     few = dataclasses.replace(ranker, popularity=np.where(np.isin(np.arange(n), [0, 1, 3]), 1.0, 0.0).astype(np.float32),
