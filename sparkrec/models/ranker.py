@@ -138,6 +138,13 @@ def collaborative_candidates(weights: np.ndarray, context: list[np.ndarray], all
     return top, np.take_along_axis(scores, top, axis=1), usable
 
 
+def _log_holders(events: Any, n: int) -> np.ndarray:
+    """log of 1 + the distinct users of ``events`` (pandas: ``user_id, idx``) holding each index, [n]."""
+    holders = np.zeros(n, dtype=np.float64)
+    np.add.at(holders, events[["user_id", "idx"]].drop_duplicates()["idx"].to_numpy(), 1.0)
+    return np.log1p(holders).astype(np.float32)
+
+
 def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, history_length: int, candidates: int,
                    max_lists: int, seed: int, types: list[str] | None = None, recent_days: int = 0) -> Any:
     """The ranker's training lists from ``features.ranking_split`` rows (pandas: ``user_id, item_id,
@@ -161,15 +168,11 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
     events = events[events["idx"] > 0].sort_values(["user_id", "event_ts", "event_id"], ascending=[True, False, False])
     context = events[~events["is_label"]]
     n = weights.shape[0]
-    holders = np.zeros(n, dtype=np.float64)
-    users_items = context[["user_id", "idx"]].drop_duplicates()
-    np.add.at(holders, users_items["idx"].to_numpy(), 1.0)
-    popularity = np.log1p(holders).astype(np.float32)
-    lately = np.zeros(n, dtype=np.float64)
+    popularity = _log_holders(context, n)
+    recent_popularity = _log_holders(context.iloc[:0], n)
     if recent_days > 0 and len(context):
         since = context["event_ts"].max() - pd.Timedelta(days=recent_days)
-        np.add.at(lately, context.loc[context["event_ts"] > since, ["user_id", "idx"]].drop_duplicates()["idx"].to_numpy(), 1.0)
-    recent_popularity = np.log1p(lately).astype(np.float32)
+        recent_popularity = _log_holders(context[context["event_ts"] > since], n)
     by_user = {u: g["idx"].to_numpy() for u, g in context.groupby("user_id", sort=True)}
     spans = context.groupby("user_id", sort=True)["event_ts"].agg(["count", "min", "max"])
     tenure = (spans["max"] - spans["min"]).dt.total_seconds() / 86400.0
