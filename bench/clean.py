@@ -53,17 +53,23 @@ def main() -> int:
             clean_s = time.perf_counter() - start
         raw = int(out["raw_rows"])
         result = {
-            "rows": rows, "raw_rows": raw, "clean_rows": int(out["clean_rows"]),
-            "duplicate_rows": int(out["duplicate_rows"]), "quarantined_rows": int(out["quarantined_rows"]),
-            "generate_s": round(generate_s, 1), "clean_s": round(clean_s, 1),
-            "rows_per_s": round(raw / clean_s), "peak_rss_gib": round(memory.peak / 2**30, 2),
+            "rows": rows,
+            "raw_rows": raw,
+            "clean_rows": int(out["clean_rows"]),
+            "duplicate_rows": int(out["duplicate_rows"]),
+            "quarantined_rows": int(out["quarantined_rows"]),
+            "generate_s": round(generate_s, 1),
+            "clean_s": round(clean_s, 1),
+            "rows_per_s": round(raw / clean_s),
+            "peak_rss_gib": round(memory.peak / 2**30, 2),
         }
         print(json.dumps(result), flush=True)
         results.append(result)
     report = {
         "benchmark": "clean stage on synthetic logs (sparkrec.synthetic default dirt rates)",
-        "machine": machine(spark, driver_memory=config.spark.driver_memory,
-                           shuffle_partitions=config.spark.shuffle_partitions),
+        "machine": machine(
+            spark, driver_memory=config.spark.driver_memory, shuffle_partitions=config.spark.shuffle_partitions
+        ),
         "results": results,
     }
     write_report(args.output, report)

@@ -56,8 +56,12 @@ def main() -> int:
         spark.stop()
         env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_GATEWAY")}
         runs = {"local": _run_local(work, config.landing.root, args.date, env)}
-        cluster_env = {**env, "SPARKREC_CLUSTER_DIR": str(work / "cluster"), "SPARKREC_MASTER_PORT": "7277",
-                       "SPARKREC_MASTER_UI_PORT": "8280"}
+        cluster_env = {
+            **env,
+            "SPARKREC_CLUSTER_DIR": str(work / "cluster"),
+            "SPARKREC_MASTER_PORT": "7277",
+            "SPARKREC_MASTER_UI_PORT": "8280",
+        }
         subprocess.run([str(SCRIPT), "start"], check=True, env=cluster_env, cwd=ROOT)
         try:
             runs["cluster"] = _run_cluster(work, config.landing.root, args.date, cluster_env)
@@ -66,19 +70,28 @@ def main() -> int:
     agree = runs["local"]["metrics"] == runs["cluster"]["metrics"]
     report = {
         "benchmark": "nightly run of the Online Retail sample, local mode vs two-worker standalone cluster",
-        "date": args.date, "machine": {k: v for k, v in meta.items() if k != "master"},
-        "runs": runs, "ratio": runs["cluster"]["wall_s"] / runs["local"]["wall_s"], "metrics_agree": agree,
+        "date": args.date,
+        "machine": {k: v for k, v in meta.items() if k != "master"},
+        "runs": runs,
+        "ratio": runs["cluster"]["wall_s"] / runs["local"]["wall_s"],
+        "metrics_agree": agree,
     }
     write_report(args.output, report)
-    print(f"nightly {args.date}: local {runs['local']['wall_s']:.0f} s, cluster {runs['cluster']['wall_s']:.0f} s "
-          f"(x{report['ratio']:.2f}); metrics agree: {agree}")
+    print(
+        f"nightly {args.date}: local {runs['local']['wall_s']:.0f} s, cluster {runs['cluster']['wall_s']:.0f} s "
+        f"(x{report['ratio']:.2f}); metrics agree: {agree}"
+    )
     return 0 if agree else 1
 
 
 def _sets(root: Path, landing: str) -> list[str]:
-    sets = [f"lakehouse.root={root / 'lakehouse'}", f"landing.root={landing}",
-            f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", f"mlflow.artifact_location={root / 'mlartifacts'}",
-            "spark.show_progress=false"]
+    sets = [
+        f"lakehouse.root={root / 'lakehouse'}",
+        f"landing.root={landing}",
+        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+        f"mlflow.artifact_location={root / 'mlartifacts'}",
+        "spark.show_progress=false",
+    ]
     return [arg for s in sets for arg in ("--set", s)]
 
 
@@ -90,17 +103,33 @@ def _prepare(work: Path, name: str) -> Path:
 
 def _run_local(work: Path, landing: str, day: str, env: dict[str, str]) -> dict:
     root = _prepare(work, "local")
-    cmd = [str(ROOT / ".venv" / "bin" / "sparkrec"), "nightly", "--date", day,
-           "--conf", str(ROOT / "conf" / "local.yaml"), *_sets(root, landing)]
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "sparkrec"),
+        "nightly",
+        "--date",
+        day,
+        "--conf",
+        str(ROOT / "conf" / "local.yaml"),
+        *_sets(root, landing),
+    ]
     return _timed(cmd, root, env, "local[*] (sparkrec nightly)")
 
 
 def _run_cluster(work: Path, landing: str, day: str, env: dict[str, str]) -> dict:
     root = _prepare(work, "cluster")
-    submit = subprocess.run([str(SCRIPT), "submit-args"], check=True, capture_output=True, text=True, env=env,
-                            cwd=ROOT).stdout.split()
-    cmd = [str(ROOT / ".venv" / "bin" / "spark-submit"), *submit, str(ROOT / "jobs" / "nightly.py"), "--date", day,
-           "--conf", str(ROOT / "conf" / "cluster-local.yaml"), *_sets(root, landing)]
+    submit = subprocess.run(
+        [str(SCRIPT), "submit-args"], check=True, capture_output=True, text=True, env=env, cwd=ROOT
+    ).stdout.split()
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "spark-submit"),
+        *submit,
+        str(ROOT / "jobs" / "nightly.py"),
+        "--date",
+        day,
+        "--conf",
+        str(ROOT / "conf" / "cluster-local.yaml"),
+        *_sets(root, landing),
+    ]
     return _timed(cmd, root, env, f"{submit[1]}, 2 workers x 1 core (spark-submit)")
 
 
@@ -114,11 +143,17 @@ def _timed(cmd: list[str], root: Path, env: dict[str, str], how: str) -> dict:
         raise SystemExit(f"{how} failed (exit {code}):\n{text[-3000:]}")
     lines = text.splitlines()
     first, last = lines.index("{"), len(lines) - 1 - lines[::-1].index("}")
-    result = json.loads("\n".join(lines[first:last + 1]))
-    metrics = {source: {m: round(v, 6) for m, v in values.items()}
-               for source, values in result["evaluate"]["metrics"].items()}
-    return {"how": how, "wall_s": wall, "stages_s": {m.group(1): float(m.group(2)) for m in STAGE_LINE.finditer(text)},
-            "users": result["recommend"]["users"], "metrics": metrics}
+    result = json.loads("\n".join(lines[first : last + 1]))
+    metrics = {
+        source: {m: round(v, 6) for m, v in values.items()} for source, values in result["evaluate"]["metrics"].items()
+    }
+    return {
+        "how": how,
+        "wall_s": wall,
+        "stages_s": {m.group(1): float(m.group(2)) for m in STAGE_LINE.finditer(text)},
+        "users": result["recommend"]["users"],
+        "metrics": metrics,
+    }
 
 
 if __name__ == "__main__":

@@ -52,16 +52,29 @@ def scratch_config(work: Path, *extra: str) -> Any:
     """The default config with every table, landing file and MLflow run under the scratch folder ``work``."""
     from sparkrec.config import load_config
 
-    return load_config(None, [f"lakehouse.root={work / 'lakehouse'}", f"landing.root={work / 'landing'}",
-                              f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
-                              f"mlflow.artifact_location={work / 'mlartifacts'}", "spark.show_progress=false", *extra])
+    return load_config(
+        None,
+        [
+            f"lakehouse.root={work / 'lakehouse'}",
+            f"landing.root={work / 'landing'}",
+            f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
+            f"mlflow.artifact_location={work / 'mlartifacts'}",
+            "spark.show_progress=false",
+            *extra,
+        ],
+    )
 
 
 def machine(spark: Any, **extra: object) -> dict[str, object]:
     """The machine and Spark setting a result was measured on."""
-    return {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "python": platform.python_version(), "spark": spark.version, "master": spark.sparkContext.master,
-            **extra}
+    return {
+        "cpus": os.cpu_count(),
+        "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+        "python": platform.python_version(),
+        "spark": spark.version,
+        "master": spark.sparkContext.master,
+        **extra,
+    }
 
 
 def write_report(path: str | Path, report: dict[str, Any]) -> None:

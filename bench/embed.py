@@ -12,7 +12,8 @@ all-MiniLM-L6-v2, or ``embed.model_path``), batch size and ``max_length``:
 
 Both are timed after a warm-up on 512 texts, so start-up and model loading are reported apart
 (``*_warmup_s``). Peak memory: the largest resident set of one Spark Python worker (``udf``), and
-of this Python process alone (``plain``; it also holds the driver's Python side), sampled every 0.2 s. Texts are synthetic product texts (a title and a
+of this Python process alone (``plain``; it also holds the driver's Python side), sampled every 0.2 s.
+Texts are synthetic product texts (a title and a
 short description, 10 to 60 tokens) built from the words of the bundled Online Retail sample,
 seeded, so every run embeds the same catalogue.
 """
@@ -137,7 +138,8 @@ def main() -> int:
     config = load_config(None, ["spark.show_progress=false", *args.set])
     spark = build_session(config)
     setting = {
-        "model": embed.model_name(config.embed), "batch_size": config.embed.batch_size,
+        "model": embed.model_name(config.embed),
+        "batch_size": config.embed.batch_size,
         "max_length": config.embed.max_length,
         "machine": machine(spark, torch=torch.__version__, device=DEVICE),
     }

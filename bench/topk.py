@@ -14,7 +14,8 @@ reported but not compared). Then, in the same session and on the same factors:
 Both lists are compared on a sample of users (``agreement@k``: share of ALS's items sparkrec also
 returns; ties can differ). users/s = users / seconds of the step; peak memory = largest summed RSS of
 this process and its children (the Spark JVM, Python workers), and of the Python workers alone. A
-step over ``--cell-timeout`` seconds is cancelled and recorded as a timeout. ``ratio_vs_als`` is taken at the largest cell both finished.
+step over ``--cell-timeout`` seconds is cancelled and recorded as a timeout. ``ratio_vs_als`` is taken at the
+largest cell both finished.
 A small cell runs first, unrecorded, so that neither side pays worker start-up or JIT warm-up.
 """
 
@@ -47,8 +48,9 @@ def synthetic_pairs(spark: Any, users: int, items: int, seed: int) -> Any:
         (F.col("id") % users).cast("int").alias("user"),
         F.floor(F.pow(F.rand(seed), 2) * items).cast("int").alias("item"),
     )
-    cover = spark.range(items).select((F.col("id") * 7919 % users).cast("int").alias("user"),
-                                      F.col("id").cast("int").alias("item"))
+    cover = spark.range(items).select(
+        (F.col("id") * 7919 % users).cast("int").alias("user"), F.col("id").cast("int").alias("item")
+    )
     return draws.unionByName(cover).groupBy("user", "item").agg(F.count(F.lit(1)).cast("float").alias("strength"))
 
 
@@ -72,12 +74,17 @@ def timed(spark: Any, label: str, action: Any, timeout_s: float) -> dict[str, An
     finally:
         timer.cancel()
         sc.setLocalProperty("spark.jobGroup.id", None)
-    return {"status": "ok", "seconds": round(seconds, 2), "peak_rss_gib": round(memory.peak / 2**30, 2),
-            "python_workers_peak_rss_gib": round(memory.python_peak / 2**30, 2)}
+    return {
+        "status": "ok",
+        "seconds": round(seconds, 2),
+        "peak_rss_gib": round(memory.peak / 2**30, 2),
+        "python_workers_peak_rss_gib": round(memory.python_peak / 2**30, 2),
+    }
 
 
-def run_cell(spark: Any, users: int, items: int, rank: int, k: int, block_size: int, timeout_s: float,
-             seed: int) -> dict[str, Any]:
+def run_cell(
+    spark: Any, users: int, items: int, rank: int, k: int, block_size: int, timeout_s: float, seed: int
+) -> dict[str, Any]:
     import numpy as np
     from pyspark.ml.recommendation import ALS
     from pyspark.sql import functions as F
@@ -87,14 +94,28 @@ def run_cell(spark: Any, users: int, items: int, rank: int, k: int, block_size: 
     pairs = synthetic_pairs(spark, users, items, seed).cache()
     n_pairs = pairs.count()
     start = time.perf_counter()
-    model = ALS(rank=rank, maxIter=1, regParam=0.1, implicitPrefs=True, userCol="user", itemCol="item",
-                ratingCol="strength", seed=seed).fit(pairs)
+    model = ALS(
+        rank=rank,
+        maxIter=1,
+        regParam=0.1,
+        implicitPrefs=True,
+        userCol="user",
+        itemCol="item",
+        ratingCol="strength",
+        seed=seed,
+    ).fit(pairs)
     model.userFactors.count()
     model.itemFactors.count()
     fit_s = time.perf_counter() - start
     pairs.unpersist()
-    cell: dict[str, Any] = {"users": users, "items": items, "rank": rank, "k": k, "interactions": n_pairs,
-                            "als_fit_s": round(fit_s, 1)}
+    cell: dict[str, Any] = {
+        "users": users,
+        "items": items,
+        "rank": rank,
+        "k": k,
+        "interactions": n_pairs,
+        "als_fit_s": round(fit_s, 1),
+    }
 
     def als_action() -> None:
         model.recommendForAllUsers(k).write.format("noop").mode("overwrite").save()
@@ -104,10 +125,14 @@ def run_cell(spark: Any, users: int, items: int, rank: int, k: int, block_size: 
         item_ids = factors["id"].astype(str).tolist()
         matrix = np.stack(factors["features"].to_numpy()).astype(np.float32)
         users_df = model.userFactors.select(
-            F.col("id").cast("string").alias("user_id"), F.array().cast("array<int>").alias("history"),
-            F.array().cast("array<int>").alias("seen"), F.col("features").alias("vector"))
-        recs = top_k(users_df, VectorScorer(matrix, "sparkrec"), item_ids, np.ones(len(item_ids), dtype=bool), k,
-                     block_size)
+            F.col("id").cast("string").alias("user_id"),
+            F.array().cast("array<int>").alias("history"),
+            F.array().cast("array<int>").alias("seen"),
+            F.col("features").alias("vector"),
+        )
+        recs = top_k(
+            users_df, VectorScorer(matrix, "sparkrec"), item_ids, np.ones(len(item_ids), dtype=bool), k, block_size
+        )
         recs.write.format("noop").mode("overwrite").save()
 
     for name, action in (("als", als_action), ("sparkrec", sparkrec_action)):
@@ -134,11 +159,21 @@ def agreement(spark: Any, model: Any, k: int, block_size: int, sample: int = 500
     als = {r["user"]: {x["item"] for x in r["recommendations"]} for r in subset}
     factors = model.itemFactors.orderBy("id").collect()
     matrix = np.asarray([r["features"] for r in factors], dtype=np.float32)
-    users_df = some.select(F.col("id").cast("string").alias("user_id"), F.array().cast("array<int>").alias("history"),
-                           F.array().cast("array<int>").alias("seen"), F.col("features").alias("vector"))
+    users_df = some.select(
+        F.col("id").cast("string").alias("user_id"),
+        F.array().cast("array<int>").alias("history"),
+        F.array().cast("array<int>").alias("seen"),
+        F.col("features").alias("vector"),
+    )
     ours: dict[int, set[int]] = {}
-    for r in top_k(users_df, VectorScorer(matrix), [str(f["id"]) for f in factors],
-                   np.ones(len(factors), dtype=bool), k, block_size).collect():
+    for r in top_k(
+        users_df,
+        VectorScorer(matrix),
+        [str(f["id"]) for f in factors],
+        np.ones(len(factors), dtype=bool),
+        k,
+        block_size,
+    ).collect():
         ours.setdefault(int(r["user_id"]), set()).add(int(r["item_id"]))
     shared = sum(len(items & ours.get(user, set())) for user, items in als.items())
     return round(shared / max(1, sum(len(v) for v in als.values())), 4)
@@ -146,8 +181,11 @@ def agreement(spark: Any, model: Any, k: int, block_size: int, sample: int = 500
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--grid", default="10000x20000,50000x20000,100000x20000,100000x50000",
-                        help="comma-separated USERSxITEMS cells, smallest first")
+    parser.add_argument(
+        "--grid",
+        default="10000x20000,50000x20000,100000x20000,100000x50000",
+        help="comma-separated USERSxITEMS cells, smallest first",
+    )
     parser.add_argument("--rank", type=int, default=32)
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--block-size", type=int, default=0, help="users per block (default recommend.block_size)")

@@ -54,15 +54,26 @@ def main() -> int:
         wall = time.perf_counter() - start
         speeds = out["examples_per_s"][1:] or out["examples_per_s"]
         speed = sum(speeds) / len(speeds)
-        runs.append({"processes": processes, "examples": int(out["examples"]), "epochs": args.epochs,
-                     "examples_per_s": round(speed), "examples_per_s_per_process": round(speed / processes),
-                     "stage_wall_s": round(wall, 1), "final_loss": round(out["final_loss"], 4)})
+        runs.append(
+            {
+                "processes": processes,
+                "examples": int(out["examples"]),
+                "epochs": args.epochs,
+                "examples_per_s": round(speed),
+                "examples_per_s_per_process": round(speed / processes),
+                "stage_wall_s": round(wall, 1),
+                "final_loss": round(out["final_loss"], 4),
+            }
+        )
         print(runs[-1], flush=True)
     report = {
         "benchmark": "train stage (two-tower, TorchDistributor local mode) on the Online Retail sample",
         "machine": machine(spark, driver_memory=config.spark.driver_memory),
-        "settings": {"batch_size": config.train.batch_size, "dim": config.train.model.dim,
-                     "history_length": config.train.model.history_length},
+        "settings": {
+            "batch_size": config.train.batch_size,
+            "dim": config.train.model.dim,
+            "history_length": config.train.model.history_length,
+        },
         "runs": runs,
         "ratio": round(runs[-1]["examples_per_s"] / runs[0]["examples_per_s"], 2) if len(runs) > 1 else None,
     }

@@ -1,6 +1,6 @@
 """spark-submit entry point: the backfill stage (see `sparkrec backfill --help`).
 
-    spark-submit jobs/backfill.py --from 2010-12-01 --to 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
+spark-submit jobs/backfill.py --from 2010-12-01 --to 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: the clean stage (see `sparkrec clean --help`).
 
-    spark-submit jobs/clean.py --date 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
+spark-submit jobs/clean.py --date 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: the embed stage (see `sparkrec embed --help`).
 
-    spark-submit jobs/embed.py --date 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
+spark-submit jobs/embed.py --date 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: the evaluate stage (see `sparkrec evaluate --help`).
 
-    spark-submit jobs/evaluate.py --date 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
+spark-submit jobs/evaluate.py --date 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
 """
 
 import sys

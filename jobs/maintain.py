@@ -1,6 +1,6 @@
 """spark-submit entry point: table maintenance (see `sparkrec maintain --help`).
 
-    spark-submit jobs/maintain.py [--table recommendations] [--retain-hours 168] [--conf conf/local.yaml]
+spark-submit jobs/maintain.py [--table recommendations] [--retain-hours 168] [--conf conf/local.yaml]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: the nightly stage (see `sparkrec nightly --help`).
 
-    spark-submit jobs/nightly.py --date 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
+spark-submit jobs/nightly.py --date 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
 """
 
 import sys

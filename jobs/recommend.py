@@ -1,6 +1,6 @@
 """spark-submit entry point: the recommend stage (see `sparkrec recommend --help`).
 
-    spark-submit jobs/recommend.py --date 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
+spark-submit jobs/recommend.py --date 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
 """
 
 import sys

@@ -1,6 +1,6 @@
 """spark-submit entry point: the train stage (see `sparkrec train --help`).
 
-    spark-submit jobs/train.py --date 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
+spark-submit jobs/train.py --date 2010-12-23 [--conf conf/local.yaml] [--set key=value ...]
 """
 
 import sys

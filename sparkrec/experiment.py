@@ -51,8 +51,12 @@ PROTOCOL_TRAINING: dict[str, dict[str, Any]] = {
     "chrono": {"example_history": "earlier", "ranker.labels": "latest"},
     # a protocol that hides random interactions hides them across all the history: what sold lately
     # says nothing about them (ranker.recent_days off)
-    "random": {"example_history": "others", "ranker.labels": "random", "ranker.label_fraction": 0.05,
-               "ranker.recent_days": 0},
+    "random": {
+        "example_history": "others",
+        "ranker.labels": "random",
+        "ranker.label_fraction": 0.05,
+        "ranker.recent_days": 0,
+    },
 }
 
 
@@ -80,8 +84,10 @@ class ExperimentSpec:
         if not 0.0 < self.ratio < 1.0:
             raise ValueError(f"--ratio must be between 0 and 1, got {self.ratio}")
         if self.k < 1 or self.repeat < 1 or self.holdout_days < 0:
-            raise ValueError(f"--k and --repeat must be positive, --holdout-days not negative: "
-                             f"k={self.k}, repeat={self.repeat}, holdout_days={self.holdout_days}")
+            raise ValueError(
+                f"--k and --repeat must be positive, --holdout-days not negative: "
+                f"k={self.k}, repeat={self.repeat}, holdout_days={self.holdout_days}"
+            )
 
 
 @dataclass(frozen=True)
@@ -100,8 +106,10 @@ def experiment_config(config: Config, spec: ExperimentSpec) -> tuple[Config, str
     values: dict[str, dict[str, Any]] = {
         "landing": {"root": spec.landing},
         "lakehouse": {"root": str(Path(config.experiment.root) / name / "lakehouse")},
-        "mlflow": {"experiment": config.experiment.mlflow_experiment,
-                   "registered_model": config.experiment.registered_model},
+        "mlflow": {
+            "experiment": config.experiment.mlflow_experiment,
+            "registered_model": config.experiment.registered_model,
+        },
     }
     if profile.get("clean"):
         values["clean"] = dict(profile["clean"])
@@ -114,7 +122,9 @@ def experiment_config(config: Config, spec: ExperimentSpec) -> tuple[Config, str
     return with_values(config, values), name
 
 
-def run_experiment(spark: SparkSession, config: Config, spec: ExperimentSpec, output: str | None = None) -> dict[str, Any]:
+def run_experiment(
+    spark: SparkSession, config: Config, spec: ExperimentSpec, output: str | None = None
+) -> dict[str, Any]:
     """Clean, embed, split, tune, train and score every model of ``spec``; returns (and writes) the JSON."""
     import mlflow
 
@@ -125,8 +135,9 @@ def run_experiment(spark: SparkSession, config: Config, spec: ExperimentSpec, ou
         raise landing.LandingMissingError(f"no landing days under {spec.landing}/events/ds=YYYY-MM-DD/")
     configure_mlflow(xconfig)
     with mlflow.start_run(run_name=f"experiment {name} {spec.split}"):
-        mlflow.set_tags({"sparkrec.stage": "experiment", "sparkrec.dataset": name,
-                         "mlflow.source.git.commit": git_commit()})
+        mlflow.set_tags(
+            {"sparkrec.stage": "experiment", "sparkrec.dataset": name, "mlflow.source.git.commit": git_commit()}
+        )
         stages.run_clean(spark, xconfig, days)
         if "sparkrec" in spec.models:
             stages.run_embed(spark, xconfig, days[-1])
@@ -142,21 +153,36 @@ def run_experiment(spark: SparkSession, config: Config, spec: ExperimentSpec, ou
             catalog = dataclasses.replace(catalog, eligible=catalog.eligible & cold)
         test = _eval_set(train_df, test_df, catalog, history, spec.min_rating)
         protocol = {
-            "dataset": name, "landing": spec.landing, "split": spec.split, "k": spec.k, "seed": spec.seed,
-            "repeat": spec.repeat, "min_rating": spec.min_rating, "last_day": last_day,
+            "dataset": name,
+            "landing": spec.landing,
+            "split": spec.split,
+            "k": spec.k,
+            "seed": spec.seed,
+            "repeat": spec.repeat,
+            "min_rating": spec.min_rating,
+            "last_day": last_day,
             **({"holdout_days": holdout} if spec.split == "chrono" else {"ratio": spec.ratio}),
-            "validation": ("the train part's last holdout_days" if spec.split == "chrono"
-                           else "the same split of the train part with seed + 1"),
-            "interactions": interactions.count(), "train_interactions": test.train_df.count(),
-            "test_interactions": test_df.count(), "users_evaluated": test.users_df.count(),
-            "items": catalog.size, **(_cold_protocol(catalog, spec.k) if cold is not None else {}),
-            "relevant": "every positive event" + (
-                f", ratings >= {spec.min_rating}" if spec.min_rating is not None else ""),
+            "validation": (
+                "the train part's last holdout_days"
+                if spec.split == "chrono"
+                else "the same split of the train part with seed + 1"
+            ),
+            "interactions": interactions.count(),
+            "train_interactions": test.train_df.count(),
+            "test_interactions": test_df.count(),
+            "users_evaluated": test.users_df.count(),
+            "items": catalog.size,
+            **(_cold_protocol(catalog, spec.k) if cold is not None else {}),
+            "relevant": "every positive event"
+            + (f", ratings >= {spec.min_rating}" if spec.min_rating is not None else ""),
         }
         mlflow.log_params({f"protocol.{mlflow_metric_name(k)}": v for k, v in protocol.items() if k != "landing"})
         log.info("experiment %s: %s", name, json.dumps(protocol))
-        valid = (_eval_set(fit_df, valid_df, catalog, history, spec.min_rating)
-                 if {"als", "ease"} & set(spec.models) or _tunes_collaborative(xconfig, spec) else None)
+        valid = (
+            _eval_set(fit_df, valid_df, catalog, history, spec.min_rating)
+            if {"als", "ease"} & set(spec.models) or _tunes_collaborative(xconfig, spec)
+            else None
+        )
         vectors = _text_vectors(spark, xconfig) if "sparkrec" in spec.models else None
         results: dict[str, dict[str, Any]] = {}
         lists: dict[str, Any] = {}
@@ -171,9 +197,15 @@ def run_experiment(spark: SparkSession, config: Config, spec: ExperimentSpec, ou
                     scorer = _fit(spark, xconfig, model, test.train_df, catalog, params, spec.seed + r, label=name)
                     train_s = time.perf_counter() - start
                     metrics, recs = evaluation.score_models(
-                        test.users_df, test.truth_df, {model: scorer}, catalog, spec.k,
-                        max(spec.k, xconfig.evaluate.curve_k), xconfig.recommend.block_size,
-                        item_vectors_df=vectors, train_df=test.train_df,
+                        test.users_df,
+                        test.truth_df,
+                        {model: scorer},
+                        catalog,
+                        spec.k,
+                        max(spec.k, xconfig.evaluate.curve_k),
+                        xconfig.recommend.block_size,
+                        item_vectors_df=vectors,
+                        train_df=test.train_df,
                     )
                     runs.append({**metrics[model], "train_s": train_s})
                     lists.setdefault(model, recs[model])
@@ -184,13 +216,23 @@ def run_experiment(spark: SparkSession, config: Config, spec: ExperimentSpec, ou
                 log_metrics({m: v for m, v in summary.items()})
                 if tuning:
                     mlflow.log_dict({"grid": tuning}, "tuning.json")
-                results[model] = {**summary, "params": params, "runs": len(runs), **({"tuning": tuning} if tuning else {})}
+                results[model] = {
+                    **summary,
+                    "params": params,
+                    "runs": len(runs),
+                    **({"tuning": tuning} if tuning else {}),
+                }
                 log.info("experiment %s %s: %s", name, model, _one_line(summary))
         truth = test.truth_df.toPandas()
         if popularity is None:
             popularity = baselines.fit_popularity(test.train_df, catalog.index_df, catalog.size)
-        evaluation.log_evaluation_plots(lists, truth, max(spec.k, xconfig.evaluate.curve_k), spec.k,
-                                        dict(zip(catalog.item_ids, popularity.popularity)))
+        evaluation.log_evaluation_plots(
+            lists,
+            truth,
+            max(spec.k, xconfig.evaluate.curve_k),
+            spec.k,
+            dict(zip(catalog.item_ids, popularity.popularity, strict=True)),
+        )
         evaluation.log_metric_bars(results, spec.k)
         out = {"protocol": protocol, "models": results}
         mlflow.log_dict(out, "experiment.json")
@@ -208,8 +250,13 @@ def _split(df: DataFrame, spec: ExperimentSpec, last_day: str, holdout: int, see
 
 def _cold_items(catalog: Catalog, train_df: DataFrame, test_df: DataFrame) -> np.ndarray:
     """bool [n]: items of the test part that the train part never shows."""
-    held_out = {r[0] for r in test_df.select("item_id").distinct().join(
-        train_df.select("item_id").distinct(), "item_id", "left_anti").collect()}
+    held_out = {
+        r[0]
+        for r in test_df.select("item_id")
+        .distinct()
+        .join(train_df.select("item_id").distinct(), "item_id", "left_anti")
+        .collect()
+    }
     return np.array([item in held_out for item in catalog.item_ids], dtype=bool)
 
 
@@ -221,13 +268,16 @@ def _cold_protocol(catalog: Catalog, k: int) -> dict[str, Any]:
     return {"candidates": n, f"random_recall@{k}": min(k, n) / n}
 
 
-def _eval_set(train_df: DataFrame, test_df: DataFrame, catalog: Catalog, history: int,
-              min_rating: float | None) -> EvalSet:
+def _eval_set(
+    train_df: DataFrame, test_df: DataFrame, catalog: Catalog, history: int, min_rating: float | None
+) -> EvalSet:
     truth = evaluation.to_truth(train_df, test_df, min_rating).cache()
     users = evaluation.to_evaluation_users(train_df, truth, catalog, history).cache()
     if users.isEmpty():
-        raise ValueError("no user has both training history and a relevant test item: use more data, "
-                         "a longer --holdout-days or another --split")
+        raise ValueError(
+            "no user has both training history and a relevant test item: use more data, "
+            "a longer --holdout-days or another --split"
+        )
     return EvalSet(train_df, truth, users)
 
 
@@ -238,8 +288,17 @@ def _text_vectors(spark: SparkSession, config: Config) -> DataFrame:
 
 
 # ------------------------------------------------------------------------------------ fit and tune
-def _fit(spark: SparkSession, config: Config, model: str, train_df: DataFrame, catalog: Catalog,
-         params: dict[str, Any], seed: int, label: str, gram: np.ndarray | None = None) -> Scorer:
+def _fit(
+    spark: SparkSession,
+    config: Config,
+    model: str,
+    train_df: DataFrame,
+    catalog: Catalog,
+    params: dict[str, Any],
+    seed: int,
+    label: str,
+    gram: np.ndarray | None = None,
+) -> Scorer:
     """``model`` fitted on ``train_df`` with the ``params`` ``_tune`` chose."""
     if model == "popularity":
         return baselines.fit_popularity(train_df, catalog.index_df, catalog.size)
@@ -252,8 +311,15 @@ def _fit(spark: SparkSession, config: Config, model: str, train_df: DataFrame, c
     return _fit_two_tower(spark, config, train_df, catalog, seed, label, params.get("ranker_ease_lambda"))
 
 
-def _fit_two_tower(spark: SparkSession, config: Config, train_df: DataFrame, catalog: Catalog, seed: int,
-                   label: str, ease_lambda: float | None = None) -> Scorer:
+def _fit_two_tower(
+    spark: SparkSession,
+    config: Config,
+    train_df: DataFrame,
+    catalog: Catalog,
+    seed: int,
+    label: str,
+    ease_lambda: float | None = None,
+) -> Scorer:
     import mlflow
 
     from sparkrec.registry import load_model
@@ -272,12 +338,23 @@ def _fit_two_tower(spark: SparkSession, config: Config, train_df: DataFrame, cat
 def _tunes_collaborative(config: Config, spec: ExperimentSpec) -> bool:
     """Whether sparkrec's collaborative score (its ranker's EASE) is tuned on validation: it has a
     ranker and the user did not set ``train.ranker.ease_lambda``."""
-    return ("sparkrec" in spec.models and config.train.ranker.enabled
-            and "train.ranker.ease_lambda" not in spec.fixed and bool(config.experiment.ease_lambdas))
+    return (
+        "sparkrec" in spec.models
+        and config.train.ranker.enabled
+        and "train.ranker.ease_lambda" not in spec.fixed
+        and bool(config.experiment.ease_lambdas)
+    )
 
 
-def _tune(spark: SparkSession, config: Config, model: str, valid: EvalSet | None, catalog: Catalog,
-          spec: ExperimentSpec, vectors: DataFrame | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _tune(
+    spark: SparkSession,
+    config: Config,
+    model: str,
+    valid: EvalSet | None,
+    catalog: Catalog,
+    spec: ExperimentSpec,
+    vectors: DataFrame | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """The grid point with the best validation ndcg@k (first wins a tie), and every point's score.
 
     sparkrec trains once per seed, so only its collaborative score is tuned: the EASE lambda of its
@@ -287,11 +364,20 @@ def _tune(spark: SparkSession, config: Config, model: str, valid: EvalSet | None
         return {}, []
     if model == "sparkrec":
         t = config.train
-        fixed = {"dim": t.model.dim, "history_length": t.model.history_length, "temperature": t.model.temperature,
-                 "epochs": t.epochs, "batch_size": t.batch_size, "learning_rate": t.learning_rate,
-                 "example_history": t.example_history, "ranker": t.ranker.enabled, "ranker_labels": t.ranker.labels,
-                 "ranker_text_weight": t.ranker.text_weight if t.model.text else 0.0,
-                 "ranker_recent_days": t.ranker.recent_days, "weight_average": t.weight_average}
+        fixed = {
+            "dim": t.model.dim,
+            "history_length": t.model.history_length,
+            "temperature": t.model.temperature,
+            "epochs": t.epochs,
+            "batch_size": t.batch_size,
+            "learning_rate": t.learning_rate,
+            "example_history": t.example_history,
+            "ranker": t.ranker.enabled,
+            "ranker_labels": t.ranker.labels,
+            "ranker_text_weight": t.ranker.text_weight if t.model.text else 0.0,
+            "ranker_recent_days": t.ranker.recent_days,
+            "weight_average": t.weight_average,
+        }
         if not _tunes_collaborative(config, spec):
             return {**fixed, "ranker_ease_lambda": t.ranker.ease_lambda}, []
         assert valid is not None and vectors is not None
@@ -301,7 +387,8 @@ def _tune(spark: SparkSession, config: Config, model: str, valid: EvalSet | None
     if model == "als":
         grid = _als_grid(config.experiment.als_grid)
         fit: Callable[[dict[str, Any]], Scorer] = lambda p: baselines.fit_als(  # noqa: E731
-            valid.train_df, catalog.index_df, catalog.size, baselines.AlsParams(**p), spec.seed)
+            valid.train_df, catalog.index_df, catalog.size, baselines.AlsParams(**p), spec.seed
+        )
     else:
         gram = baselines.item_gram(valid.train_df, catalog.index_df, catalog.size, config.experiment.ease_max_items)
         grid = [{"lambda": float(lam)} for lam in config.experiment.ease_lambdas]
@@ -309,8 +396,9 @@ def _tune(spark: SparkSession, config: Config, model: str, valid: EvalSet | None
     return _grid_search(config, model, grid, fit, valid, catalog, spec)
 
 
-def _tune_collaborative(spark: SparkSession, config: Config, valid: EvalSet, catalog: Catalog, spec: ExperimentSpec,
-                        vectors: DataFrame) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _tune_collaborative(
+    spark: SparkSession, config: Config, valid: EvalSet, catalog: Catalog, spec: ExperimentSpec, vectors: DataFrame
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """sparkrec's collaborative score (EASE with the text neighbours of ``stages.ranker_meta``) alone on
     validation, over ``experiment.ease_lambdas``."""
     gram = baselines.item_gram(valid.train_df, catalog.index_df, catalog.size, config.experiment.ease_max_items)
@@ -319,19 +407,36 @@ def _tune_collaborative(spark: SparkSession, config: Config, valid: EvalSet, cat
     text = stages.vector_matrix(stored, catalog.item_ids, dim)
     meta = stages.ranker_meta(config)
     grid = [{"ranker_ease_lambda": float(lam)} for lam in config.experiment.ease_lambdas]
-    return _grid_search(config, "sparkrec", grid, lambda p: baselines.EaseScorer(
-        stages.collaborative_weights(gram, text, {**meta, "ease_lambda": p["ranker_ease_lambda"]})), valid, catalog, spec)
+    return _grid_search(
+        config,
+        "sparkrec",
+        grid,
+        lambda p: baselines.EaseScorer(
+            stages.collaborative_weights(gram, text, {**meta, "ease_lambda": p["ranker_ease_lambda"]})
+        ),
+        valid,
+        catalog,
+        spec,
+    )
 
 
-def _grid_search(config: Config, model: str, grid: list[dict[str, Any]], fit: Callable[[dict[str, Any]], Scorer],
-                 valid: EvalSet, catalog: Catalog, spec: ExperimentSpec) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _grid_search(
+    config: Config,
+    model: str,
+    grid: list[dict[str, Any]],
+    fit: Callable[[dict[str, Any]], Scorer],
+    valid: EvalSet,
+    catalog: Catalog,
+    spec: ExperimentSpec,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not grid:
         raise ValueError(f"experiment grid of {model} is empty in the config")
     key = f"ndcg@{spec.k}"
     scored = []
     for point in grid:
-        metrics, _ = evaluation.score_models(valid.users_df, valid.truth_df, {model: fit(point)}, catalog, spec.k,
-                                             spec.k, config.recommend.block_size)
+        metrics, _ = evaluation.score_models(
+            valid.users_df, valid.truth_df, {model: fit(point)}, catalog, spec.k, spec.k, config.recommend.block_size
+        )
         scored.append({**point, f"validation_{key}": metrics[model][key]})
         log.info("experiment tune %s %s: validation %s=%.4f", model, point, key, metrics[model][key])
     best = max(range(len(scored)), key=lambda i: (scored[i][f"validation_{key}"], -i))
@@ -368,8 +473,18 @@ def _one_line(metrics: dict[str, float]) -> str:
 def format_table(result: dict[str, Any]) -> str:
     """The result as a Markdown table: one row per model, the accuracy metrics, coverage and train time."""
     k = result["protocol"]["k"]
-    columns = [f"ndcg@{k}", f"precision@{k}", f"recall@{k}", "map", f"map@{k}", f"mrr@{k}", f"hit@{k}",
-               f"coverage@{k}", f"novelty@{k}", "train_s"]
+    columns = [
+        f"ndcg@{k}",
+        f"precision@{k}",
+        f"recall@{k}",
+        "map",
+        f"map@{k}",
+        f"mrr@{k}",
+        f"hit@{k}",
+        f"coverage@{k}",
+        f"novelty@{k}",
+        "train_s",
+    ]
     models = result["models"]
     present = [c for c in columns if any(c in m for m in models.values())]
     lines = ["| model | " + " | ".join(present) + " |", "|---" * (len(present) + 1) + "|"]
@@ -385,13 +500,21 @@ def format_table(result: dict[str, Any]) -> str:
             cells.append(f"{value:.{digits}f}" + (f" ± {std:.{digits}f}" if std is not None else ""))
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     p = result["protocol"]
-    split = f"{p['split']}, last {p['holdout_days']} days" if p["split"] == "chrono" else f"{p['split']}, ratio {p['ratio']}"
+    split = (
+        f"{p['split']}, last {p['holdout_days']} days"
+        if p["split"] == "chrono"
+        else f"{p['split']}, ratio {p['ratio']}"
+    )
     if "candidates" in p:
-        split += (f" ({p['candidates']} held-out items are the candidates; picking {k} at random gives "
-                  f"recall@{k} {p[f'random_recall@{k}']:.4f})")
+        split += (
+            f" ({p['candidates']} held-out items are the candidates; picking {k} at random gives "
+            f"recall@{k} {p[f'random_recall@{k}']:.4f})"
+        )
     lines.append("")
-    lines.append(f"{p['dataset']}: {split}, seed {p['seed']}, {p['users_evaluated']} users evaluated, "
-                 f"{p['train_interactions']} train / {p['test_interactions']} test interactions, {p['items']} items")
+    lines.append(
+        f"{p['dataset']}: {split}, seed {p['seed']}, {p['users_evaluated']} users evaluated, "
+        f"{p['train_interactions']} train / {p['test_interactions']} test interactions, {p['items']} items"
+    )
     params = {m: v["params"] for m, v in models.items() if v.get("params")}
     for name, chosen in params.items():
         lines.append(f"{name}: " + ", ".join(f"{k}={v}" for k, v in chosen.items()))

@@ -58,9 +58,14 @@ def to_training_examples(interactions_df: DataFrame, history_length: int, mode: 
         earlier = order.rowsBetween(-history_length, -1)
         examples = positives.withColumn(
             "_h", F.reverse(F.collect_list(F.struct("item_id", "event_type")).over(earlier))
-        ).withColumn("user_features", user_features(F.row_number().over(order) - 1,
-                                                    F.min("event_ts").over(Window.partitionBy("user_id")),
-                                                    F.lag("event_ts").over(order)))
+        ).withColumn(
+            "user_features",
+            user_features(
+                F.row_number().over(order) - 1,
+                F.min("event_ts").over(Window.partitionBy("user_id")),
+                F.lag("event_ts").over(order),
+            ),
+        )
     else:
         # The latest history_length + 1 events hold history_length other than any one target (fewer
         # where the target's item repeats among them).
@@ -68,18 +73,24 @@ def to_training_examples(interactions_df: DataFrame, history_length: int, mode: 
         latest = user.orderBy(F.desc("event_ts"), F.desc("event_id"))
         recent = (
             positives.withColumn("_n", F.row_number().over(latest))
-            .withColumn("user_features", user_features(F.count(F.lit(1)).over(user), F.min("event_ts").over(user),
-                                                       F.max("event_ts").over(user)))
+            .withColumn(
+                "user_features",
+                user_features(F.count(F.lit(1)).over(user), F.min("event_ts").over(user), F.max("event_ts").over(user)),
+            )
             .where(F.col("_n") <= history_length + 1)
             .groupBy("user_id", "user_features")
             .agg(F.sort_array(F.collect_list(F.struct("_n", "item_id", "event_type"))).alias("_r"))
         )
         others = F.filter(F.col("_r"), lambda e: e["item_id"] != F.col("item_id"))
         examples = positives.join(recent, "user_id").withColumn("_h", F.slice(others, 1, history_length))
-    return (
-        examples.where(F.size("_h") > 0)
-        .select("event_id", "user_id", "item_id", F.col("_h.item_id").alias("history"),
-                F.col("_h.event_type").alias("history_types"), "user_features", "event_ts")
+    return examples.where(F.size("_h") > 0).select(
+        "event_id",
+        "user_id",
+        "item_id",
+        F.col("_h.item_id").alias("history"),
+        F.col("_h.event_type").alias("history_types"),
+        "user_features",
+        "event_ts",
     )
 
 
@@ -141,15 +152,24 @@ def to_user_histories(interactions_df: DataFrame, history_length: int) -> DataFr
         .agg(F.sort_array(F.collect_list(F.struct("n", "item_id", "event_type"))).alias("h"))
         .select("user_id", F.col("h.item_id").alias("history"), F.col("h.event_type").alias("history_types"))
     )
-    stats = interactions_df.where(F.col("weight") > 0).groupBy("user_id").agg(
-        user_features(F.count(F.lit(1)), F.min("event_ts"), F.max("event_ts")).alias("user_features"))
+    stats = (
+        interactions_df.where(F.col("weight") > 0)
+        .groupBy("user_id")
+        .agg(user_features(F.count(F.lit(1)), F.min("event_ts"), F.max("event_ts")).alias("user_features"))
+    )
     seen = interactions_df.groupBy("user_id").agg(F.collect_set("item_id").alias("seen"))
     empty = F.array().cast("array<string>")
     none = F.array(*[F.lit(0.0)] * len(USER_FEATURES))
-    return seen.join(history, "user_id", "left").join(stats, "user_id", "left").select(
-        "user_id", F.coalesce("history", empty).alias("history"), "seen",
-        F.coalesce("history_types", empty).alias("history_types"),
-        F.coalesce("user_features", none).alias("user_features"),
+    return (
+        seen.join(history, "user_id", "left")
+        .join(stats, "user_id", "left")
+        .select(
+            "user_id",
+            F.coalesce("history", empty).alias("history"),
+            "seen",
+            F.coalesce("history_types", empty).alias("history_types"),
+            F.coalesce("user_features", none).alias("user_features"),
+        )
     )
 
 
@@ -159,8 +179,9 @@ def active_users(interactions_df: DataFrame, last_day: str, active_days: int) ->
     return recent.select("user_id").distinct()
 
 
-def encode_examples(examples_df: DataFrame, vocab_df: DataFrame, history_length: int,
-                    types: list[str] | None = None) -> DataFrame:
+def encode_examples(
+    examples_df: DataFrame, vocab_df: DataFrame, history_length: int, types: list[str] | None = None
+) -> DataFrame:
     """Item ids to vocabulary indices: ``target`` int, ``history`` int[history_length] (0-padded) and
     ``history_types`` int[history_length]: each history item's event type code in ``types`` (type i
     has code i + 1; 0: padding, an unknown type, or no ``types``); ``user_features`` passes through.
@@ -174,10 +195,14 @@ def encode_examples(examples_df: DataFrame, vocab_df: DataFrame, history_length:
     if "history_types" not in examples_df.columns:
         examples_df = examples_df.withColumn("history_types", F.transform("history", lambda _: F.lit("")))
     carried = ["user_features"] if "user_features" in examples_df.columns else []
-    targets = examples_df.select("event_id", "item_id", *carried).join(vocab_df, "item_id").select(
-        "event_id", F.col("idx").alias("target"), *carried)
-    history = positions_to_ids(examples_df, "event_id", "history", vocab_df.withColumnRenamed("idx", "id"),
-                               parallel="history_types")
+    targets = (
+        examples_df.select("event_id", "item_id", *carried)
+        .join(vocab_df, "item_id")
+        .select("event_id", F.col("idx").alias("target"), *carried)
+    )
+    history = positions_to_ids(
+        examples_df, "event_id", "history", vocab_df.withColumnRenamed("idx", "id"), parallel="history_types"
+    )
     known = F.array(*[F.lit(t) for t in types]) if types else F.array().cast("array<string>")
     codes = F.transform("history_types", lambda t: F.array_position(known, t))
 
@@ -187,13 +212,18 @@ def encode_examples(examples_df: DataFrame, vocab_df: DataFrame, history_length:
     return (
         targets.join(history, "event_id")
         .orderBy("event_id")
-        .select(F.col("target").cast("long").alias("target"), pad(F.col("history")).cast("array<long>").alias("history"),
-                pad(codes).cast("array<long>").alias("history_types"),
-                *[F.col(c).cast("array<float>").alias(c) for c in carried])
+        .select(
+            F.col("target").cast("long").alias("target"),
+            pad(F.col("history")).cast("array<long>").alias("history"),
+            pad(codes).cast("array<long>").alias("history_types"),
+            *[F.col(c).cast("array<float>").alias(c) for c in carried],
+        )
     )
 
 
-def positions_to_ids(df: DataFrame, key: str, column: str, index_df: DataFrame, parallel: str | None = None) -> DataFrame:
+def positions_to_ids(
+    df: DataFrame, key: str, column: str, index_df: DataFrame, parallel: str | None = None
+) -> DataFrame:
     """``key``, ``column``: the array of item ids in ``column`` mapped through ``index_df``
     (``item_id``, ``id``), order kept, unknown ids dropped; rows with an empty or null array get an
     empty one. ``parallel``: an array column of ``df`` beside ``column`` (one entry per item) that
@@ -204,7 +234,8 @@ def positions_to_ids(df: DataFrame, key: str, column: str, index_df: DataFrame, 
     else:
         zipped = F.arrays_zip(F.col(column).alias("a"), F.col(parallel).alias("b"))
         exploded = df.select(key, F.posexplode(zipped).alias("pos", "_z")).select(
-            key, "pos", F.col("_z.a").alias("item_id"), F.col("_z.b").alias("_par"))
+            key, "pos", F.col("_z.a").alias("item_id"), F.col("_z.b").alias("_par")
+        )
         carried = [F.col("_par")]
     exploded = exploded.select(key, "pos", "item_id", *carried).join(index_df, "item_id")
     mapped = exploded.groupBy(key).agg(F.sort_array(F.collect_list(F.struct("pos", "id", "_par"))).alias("_p"))
@@ -236,7 +267,8 @@ def ranking_split(interactions_df: DataFrame, mode: str, fraction: float, seed: 
     if not 0.0 < fraction < 1.0:
         raise ValueError(f"train.ranker.label_fraction must be between 0 and 1, got {fraction}")
     positives = _with_event_type(interactions_df.where(F.col("weight") > 0)).select(
-        "user_id", "item_id", "event_ts", "event_id", "event_type")
+        "user_id", "item_id", "event_ts", "event_id", "event_type"
+    )
     if mode == "random":
         draw = F.pmod(F.xxhash64("user_id", "item_id", F.lit(int(seed))), F.lit(1_000_000)) / F.lit(1_000_000.0)
         return positives.withColumn("is_label", draw < F.lit(float(fraction)))

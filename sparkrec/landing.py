@@ -75,8 +75,9 @@ def file_format(path: Path) -> str:
     )
 
 
-def read_landing(spark: SparkSession, config: Config, kind: str, days: Iterable[str],
-                 required: Sequence[str]) -> DataFrame:
+def read_landing(
+    spark: SparkSession, config: Config, kind: str, days: Iterable[str], required: Sequence[str]
+) -> DataFrame:
     """Raw records of the given landing days: ``value`` (text), ``source_file``, ``ds`` (date).
 
     ``source_file`` is relative to the landing root (``events/ds=YYYY-MM-DD/<file>``), the same on
@@ -98,7 +99,9 @@ def read_landing(spark: SparkSession, config: Config, kind: str, days: Iterable[
     frames += [_parquet_records(spark, path, required) for path in by_format["parquet"]]
     if not frames:
         return spark.createDataFrame([], "value string, source_file string, ds date")
-    records = reduce(DataFrame.unionByName, [f.select("value", F.col("_metadata.file_path").alias("path")) for f in frames])
+    records = reduce(
+        DataFrame.unionByName, [f.select("value", F.col("_metadata.file_path").alias("path")) for f in frames]
+    )
     return records.select(
         "value",
         F.regexp_extract("path", rf"({re.escape(kind)}/ds=[^/]+/.+)$", 1).alias("source_file"),
@@ -113,7 +116,9 @@ def _csv_records(spark: SparkSession, path: Path, required: Sequence[str]) -> Da
         return None  # an empty file holds no records
     columns = [c.strip() for c in header]
     _check_columns(path, columns, required)
-    schema = T.StructType([T.StructField(c, T.StringType()) for c in columns] + [T.StructField(CORRUPT, T.StringType())])
+    schema = T.StructType(
+        [T.StructField(c, T.StringType()) for c in columns] + [T.StructField(CORRUPT, T.StringType())]
+    )
     rows = (
         spark.read.schema(schema)
         .options(header=True, mode="PERMISSIVE", columnNameOfCorruptRecord=CORRUPT, enforceSchema=True)

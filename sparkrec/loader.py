@@ -30,9 +30,15 @@ class ParquetConverter:
     path: str
     num_rows: int
 
-    def make_torch_dataloader(self, batch_size: int, cur_shard: int = 0, shard_count: int = 1,
-                              shuffle_seed: int | None = None, epoch: int = 0,
-                              columns: list[str] | None = None) -> ShardLoader:
+    def make_torch_dataloader(
+        self,
+        batch_size: int,
+        cur_shard: int = 0,
+        shard_count: int = 1,
+        shuffle_seed: int | None = None,
+        epoch: int = 0,
+        columns: list[str] | None = None,
+    ) -> ShardLoader:
         """An iterable of dicts of tensors over this rank's shard."""
         return ShardLoader(self.path, batch_size, cur_shard, shard_count, shuffle_seed, epoch, columns)
 
@@ -65,8 +71,16 @@ class ShardLoader:
     Only the Parquet fragments that overlap the shard are read.
     """
 
-    def __init__(self, path: str, batch_size: int, cur_shard: int, shard_count: int,
-                 shuffle_seed: int | None, epoch: int, columns: list[str] | None) -> None:
+    def __init__(
+        self,
+        path: str,
+        batch_size: int,
+        cur_shard: int,
+        shard_count: int,
+        shuffle_seed: int | None,
+        epoch: int,
+        columns: list[str] | None,
+    ) -> None:
         if not 0 <= cur_shard < shard_count:
             raise ValueError(f"cur_shard {cur_shard} outside 0..{shard_count - 1}")
         self.dataset = pads.dataset(path, format="parquet")

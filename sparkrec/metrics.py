@@ -99,8 +99,15 @@ def _accuracy(recs: DataFrame, truth: DataFrame, k: int) -> dict[str, float]:
         F.count(F.lit(1)).alias("users"),
     ).first()
     users = int(row["users"]) if row else 0
-    names = {"precision": f"precision@{k}", "recall": f"recall@{k}", "ndcg": f"ndcg@{k}", "map": "map",
-             "map_k": f"map@{k}", "mrr": f"mrr@{k}", "hit": f"hit@{k}"}
+    names = {
+        "precision": f"precision@{k}",
+        "recall": f"recall@{k}",
+        "ndcg": f"ndcg@{k}",
+        "map": "map",
+        "map_k": f"map@{k}",
+        "mrr": f"mrr@{k}",
+        "hit": f"hit@{k}",
+    }
     values = {name: (float(row[col]) if users else 0.0) for col, name in names.items()}
     return {**values, "users": float(users)}
 
@@ -170,10 +177,12 @@ def metric_curve(recs: pd.DataFrame, truth: pd.DataFrame, max_k: int) -> pd.Data
     cum_hits = hits.cumsum(axis=1)
     dcg = (hits * discounts).cumsum(axis=1)
     ideal = np.cumsum(discounts)[np.minimum(ks[None, :], n_rel).astype(int) - 1]
-    return pd.DataFrame({
-        "k": ks,
-        "precision": (cum_hits / ks).mean(axis=0),
-        "recall": (cum_hits / n_rel).mean(axis=0),
-        "ndcg": (dcg / ideal).mean(axis=0),
-        "hit": (cum_hits > 0).mean(axis=0),
-    })
+    return pd.DataFrame(
+        {
+            "k": ks,
+            "precision": (cum_hits / ks).mean(axis=0),
+            "recall": (cum_hits / n_rel).mean(axis=0),
+            "ndcg": (dcg / ideal).mean(axis=0),
+            "hit": (cum_hits > 0).mean(axis=0),
+        }
+    )

@@ -132,8 +132,9 @@ class LearnedRanker(LazyModule):
         if self.retrieval_candidates == 0 and not short.any():
             return first, np.take_along_axis(collaborative, first, axis=1), usable
         width = first.shape[1] + self.retrieval_candidates
-        extra, _, extra_usable = dot_top_indices(self.towers.user_vectors(block), self.towers.item_vectors, allowed,
-                                                 block.seen, width)
+        extra, _, extra_usable = dot_top_indices(
+            self.towers.user_vectors(block), self.towers.item_vectors, allowed, block.seen, width
+        )
         rows = np.zeros((len(first), width), dtype=np.int64)
         count_ = np.zeros(len(first), dtype=np.int64)
         for i in range(len(first)):
@@ -162,11 +163,15 @@ class LearnedRanker(LazyModule):
         items = torch.from_numpy(np.asarray(self.towers.item_vectors, dtype=np.float32)[candidates])
         collaborative = torch.from_numpy(np.where(mask, scores, 0.0).astype(np.float32))
         popularity = torch.from_numpy(np.where(mask, self.popularity[candidates], 0.0).astype(np.float32))
-        recent = (None if self.recent is None else
-                  torch.from_numpy(np.where(mask, self.recent[candidates], 0.0).astype(np.float32)))
+        recent = (
+            None
+            if self.recent is None
+            else torch.from_numpy(np.where(mask, self.recent[candidates], 0.0).astype(np.float32))
+        )
         with torch.inference_mode():
-            out = rank_scores(self._module, users, items, collaborative, popularity, torch.from_numpy(mask),
-                              recent).numpy()
+            out = rank_scores(
+                self._module, users, items, collaborative, popularity, torch.from_numpy(mask), recent
+            ).numpy()
             # A list that no signal but the towers' tells apart (items without interactions: no
             # collaborative score, no popularity) keeps the towers' order: the ranker has nothing to
             # weigh there, and its cross layers need not keep the order of one signal.
@@ -235,8 +240,9 @@ def check_ranker(name: str) -> None:
         raise ValueError(f"recommend.ranker must be one of {', '.join(RANKERS)}, got {name!r}")
 
 
-def recommend(users_df: DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRules, item_ids: list[str],
-              block_size: int = 512) -> DataFrame:
+def recommend(
+    users_df: DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRules, item_ids: list[str], block_size: int = 512
+) -> DataFrame:
     """Every user's list: ``user_id, rank (1..k), item_id, score, reason``.
 
     Args:
@@ -246,8 +252,9 @@ def recommend(users_df: DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRu
     """
     require_columns(users_df, ["user_id", "history", "seen"], "recommend")
     if rules.fallback_segment not in SEGMENTS:
-        raise ValueError(f"recommend.fallback_segment must be one of {', '.join(SEGMENTS)}, "
-                         f"got {rules.fallback_segment!r}")
+        raise ValueError(
+            f"recommend.fallback_segment must be one of {', '.join(SEGMENTS)}, got {rules.fallback_segment!r}"
+        )
     shared = users_df.sparkSession.sparkContext.broadcast((scorer, ranker, rules, np.asarray(item_ids, dtype=object)))
 
     def lists(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -259,8 +266,9 @@ def recommend(users_df: DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRu
     return users_df.select(*user_columns(users_df)).mapInPandas(lists, TOP_K_SCHEMA)
 
 
-def recommend_block(frame: pd.DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRules,
-                    items: np.ndarray) -> pd.DataFrame:
+def recommend_block(
+    frame: pd.DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRules, items: np.ndarray
+) -> pd.DataFrame:
     users = user_block(frame)
     has_history = np.array([len(h) > 0 for h in users.history], dtype=bool)
     parts = []
@@ -276,18 +284,23 @@ def recommend_block(frame: pd.DataFrame, scorer: Scorer, ranker: Ranker, rules: 
         reason = scorer.name if isinstance(ranker, RetrievalRanker) else f"{scorer.name}+{ranker.name}"
         vectors = getattr(scorer, "item_vectors", None)
         if vectors is not None:
-            nearest = (ranker.explain(block, picked) if isinstance(ranker, LearnedRanker)
-                       else explain(np.asarray(vectors), picked, block.history))
-            reason = np.where(nearest >= 0, reason + ":history=" + items[np.maximum(nearest, 0)].astype(str),
-                              reason).astype(object)
+            nearest = (
+                ranker.explain(block, picked)
+                if isinstance(ranker, LearnedRanker)
+                else explain(np.asarray(vectors), picked, block.history)
+            )
+            reason = np.where(
+                nearest >= 0, reason + ":history=" + items[np.maximum(nearest, 0)].astype(str), reason
+            ).astype(object)
         parts.append(ranked_frame(block.user_ids, picked, picked_scores, n, items, reason))
     if not has_history.all():
         parts.append(_fallback(_subset(users, ~has_history), rules, items))
     return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
 
 
-def pick_lists(candidates: np.ndarray, scores: np.ndarray, usable: np.ndarray,
-               rules: ListRules) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pick_lists(
+    candidates: np.ndarray, scores: np.ndarray, usable: np.ndarray, rules: ListRules
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The k items of each user from its candidates: (item rows [B, k], their scores, list lengths)."""
     scores = np.where(np.arange(scores.shape[1])[None, :] < usable[:, None], scores, -np.inf)
     order = np.argsort(-scores, axis=1, kind="stable")  # ties keep the candidates' order
@@ -384,10 +397,14 @@ def _fallback(users: UserBlock, rules: ListRules, items: np.ndarray) -> pd.DataF
 
 def _subset(users: UserBlock, mask: np.ndarray) -> UserBlock:
     idx = np.flatnonzero(mask)
-    return UserBlock([users.user_ids[i] for i in idx], [users.history[i] for i in idx], [users.seen[i] for i in idx],
-                     None if users.vectors is None else users.vectors[idx],
-                     None if users.history_types is None else [users.history_types[i] for i in idx],
-                     None if users.user_features is None else users.user_features[idx])
+    return UserBlock(
+        [users.user_ids[i] for i in idx],
+        [users.history[i] for i in idx],
+        [users.seen[i] for i in idx],
+        None if users.vectors is None else users.vectors[idx],
+        None if users.history_types is None else [users.history_types[i] for i in idx],
+        None if users.user_features is None else users.user_features[idx],
+    )
 
 
 def category_codes(categories: list[str | None]) -> np.ndarray | None:

@@ -53,19 +53,42 @@ def load_model(config: Config, alias: str) -> tuple[Any, str]:
     return model.unwrap_python_model().loaded, version
 
 
-def decide_promotion(candidate_version: str, candidate_score: float, champion_version: str | None,
-                     champion_score: float | None, tolerance: float) -> PromotionDecision:
+def decide_promotion(
+    candidate_version: str,
+    candidate_score: float,
+    champion_version: str | None,
+    champion_score: float | None,
+    tolerance: float,
+) -> PromotionDecision:
     """Promote when there is no champion, or the candidate is not worse by more than ``tolerance``."""
     if champion_version is None or champion_score is None:
         return PromotionDecision(True, candidate_version, None, candidate_score, None, "no champion yet")
     if champion_version == candidate_version:
-        return PromotionDecision(True, candidate_version, champion_version, candidate_score, champion_score,
-                                 "candidate is already the champion")
+        return PromotionDecision(
+            True,
+            candidate_version,
+            champion_version,
+            candidate_score,
+            champion_score,
+            "candidate is already the champion",
+        )
     if candidate_score >= champion_score - tolerance:
-        return PromotionDecision(True, candidate_version, champion_version, candidate_score, champion_score,
-                                 f"{candidate_score:.4f} >= {champion_score:.4f} - {tolerance}")
-    return PromotionDecision(False, candidate_version, champion_version, candidate_score, champion_score,
-                             f"{candidate_score:.4f} < {champion_score:.4f} - {tolerance}")
+        return PromotionDecision(
+            True,
+            candidate_version,
+            champion_version,
+            candidate_score,
+            champion_score,
+            f"{candidate_score:.4f} >= {champion_score:.4f} - {tolerance}",
+        )
+    return PromotionDecision(
+        False,
+        candidate_version,
+        champion_version,
+        candidate_score,
+        champion_score,
+        f"{candidate_score:.4f} < {champion_score:.4f} - {tolerance}",
+    )
 
 
 def apply_promotion(config: Config, decision: PromotionDecision, metric: str) -> None:
@@ -75,8 +98,14 @@ def apply_promotion(config: Config, decision: PromotionDecision, metric: str) ->
     client = mlflow.MlflowClient()
     name = config.mlflow.registered_model
     key = metric.replace("@", "_at_")
-    client.set_model_version_tag(name, decision.candidate_version, f"validation_{key}", f"{decision.candidate_score:.6f}")
-    client.set_model_version_tag(name, decision.candidate_version, "promotion",
-                                 ("promoted: " if decision.promoted else "rejected: ") + decision.reason)
+    client.set_model_version_tag(
+        name, decision.candidate_version, f"validation_{key}", f"{decision.candidate_score:.6f}"
+    )
+    client.set_model_version_tag(
+        name,
+        decision.candidate_version,
+        "promotion",
+        ("promoted: " if decision.promoted else "rejected: ") + decision.reason,
+    )
     if decision.promoted:
         client.set_registered_model_alias(name, config.mlflow.champion_alias, decision.candidate_version)

@@ -17,13 +17,29 @@ TABLES = (INTERACTIONS, QUARANTINE, ITEMS, ITEM_EMBEDDINGS, RECOMMENDATIONS, RUN
 # Raw event fields of the landing contract; every one is read as text first.
 # ``linked_event_id``: for a return, the event_id of the purchase it reverses (when known).
 RAW_EVENT_FIELDS = (
-    "event_id", "user_id", "item_id", "event_type", "ts", "value", "session_id", "context", "linked_event_id",
+    "event_id",
+    "user_id",
+    "item_id",
+    "event_type",
+    "ts",
+    "value",
+    "session_id",
+    "context",
+    "linked_event_id",
 )
 # A CSV header or Parquet schema without one of these fails the run (JSON Lines: judged per line).
 REQUIRED_EVENT_FIELDS = ("user_id", "item_id", "event_type", "ts")
 RAW_EVENT_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in RAW_EVENT_FIELDS])
 RAW_ITEM_FIELDS = (
-    "item_id", "title", "description", "category", "tags", "price", "updated_at", "active", "in_stock",
+    "item_id",
+    "title",
+    "description",
+    "category",
+    "tags",
+    "price",
+    "updated_at",
+    "active",
+    "in_stock",
 )
 RAW_ITEM_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in RAW_ITEM_FIELDS])
 REQUIRED_ITEM_FIELDS = ("item_id",)
@@ -123,7 +139,7 @@ PARTITIONS = {INTERACTIONS: ["ds"], QUARANTINE: ["ds"], RECOMMENDATIONS: ["ds"],
 CONTRACT_VERSION = "1"
 TABLE_COMMENTS = {
     RECOMMENDATIONS: "Top-k items per active user and day; ranks 1..k, min(k, eligible items) distinct items per "
-                     "user; one partition per ds, replaced atomically on re-run. Latest day: recommendations_latest.",
+    "user; one partition per ds, replaced atomically on re-run. Latest day: recommendations_latest.",
 }
 COLUMN_COMMENTS = {
     RECOMMENDATIONS: {
@@ -132,12 +148,12 @@ COLUMN_COMMENTS = {
         "rank": "position in the list, 1 = first; 1..k without gaps",
         "item_id": "recommended item; never one the user interacted with (recommend.seen_window_days)",
         "score": "ranking-step score (higher is better; popularity share for fallback rows); rank order, not score "
-                 "order, is the list when diversity re-ranking is on",
+        "order, is the list when diversity re-ranking is on",
         "model_version": "registered model version that produced the list",
         "run_id": "MLflow run of the recommend stage",
         "reason": "why: <model>:history=<item_id> (the user's history item closest to this one in the model's "
-                  "item space), or fallback:popular_in_category / fallback:popular for users without history; "
-                  "the part before ':' is the source",
+        "item space), or fallback:popular_in_category / fallback:popular for users without history; "
+        "the part before ':' is the source",
         "generated_at": "UTC time the row was written",
     },
 }
@@ -151,12 +167,17 @@ TABLE_PROPERTIES = {
 }
 # Views every session defines next to the tables (name -> SQL over the registered database, {db}).
 VIEWS = {
-    "recommendations_latest": "SELECT * FROM {db}.recommendations WHERE ds = (SELECT max(ds) FROM {db}.recommendations)",
+    "recommendations_latest": (
+        "SELECT * FROM {db}.recommendations WHERE ds = (SELECT max(ds) FROM {db}.recommendations)"
+    ),
 }
 
 # Quarantine reasons, in the order the clean stage tests them (the first that applies wins).
 REASONS = {
-    "malformed_record": "not a JSON object (broken JSON, wrong types, blank line), or a CSV line that does not split into its header's columns",
+    "malformed_record": (
+        "not a JSON object (broken JSON, wrong types, blank line), "
+        "or a CSV line that does not split into its header's columns"
+    ),
     "missing_user": "no user_id",
     "missing_item": "no item_id",
     "unknown_event_type": "event_type outside clean.event_types",

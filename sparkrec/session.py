@@ -71,8 +71,10 @@ def build_session(config: Config) -> SparkSession:
     if not spark_cfg.master and not submitted and not SparkSession.getActiveSession():
         from sparkrec.config import ConfigError
 
-        raise ConfigError("spark.master is empty, which leaves the master to spark-submit: run the job with "
-                          "spark-submit --master ..., or set spark.master (e.g. --set spark.master=local[*])")
+        raise ConfigError(
+            "spark.master is empty, which leaves the master to spark-submit: run the job with "
+            "spark-submit --master ..., or set spark.master (e.g. --set spark.master=local[*])"
+        )
     if spark_cfg.master and not submitted:
         builder = builder.master(spark_cfg.master).config("spark.driver.memory", spark_cfg.driver_memory)
     builder = (
@@ -118,8 +120,13 @@ def build_session(config: Config) -> SparkSession:
         _remember_jars(artifact, spark.sparkContext.getConf().get("spark.jars", ""))
     spark.sparkContext.setLogLevel(os.environ.get("SPARKREC_SPARK_LOG_LEVEL", "WARN"))
     sc = spark.sparkContext
-    log.info("Spark %s, master %s, application %s; Spark UI: %s", spark.version, sc.master, sc.applicationId,
-             sc.uiWebUrl or "disabled (spark.ui.enabled=false)")
+    log.info(
+        "Spark %s, master %s, application %s; Spark UI: %s",
+        spark.version,
+        sc.master,
+        sc.applicationId,
+        sc.uiWebUrl or "disabled (spark.ui.enabled=false)",
+    )
     register_tables(spark, config)
     return spark
 
@@ -131,12 +138,14 @@ class DeltaJarsMissingError(RuntimeError):
 def _check_delta_classes(spark: SparkSession, artifact: str) -> None:
     try:
         spark.sparkContext._jvm.org.apache.spark.util.Utils.classForName(  # type: ignore[union-attr]
-            "io.delta.tables.DeltaTable", True, False)
+            "io.delta.tables.DeltaTable", True, False
+        )
     except Exception as err:
         raise DeltaJarsMissingError(
             f"Delta Lake's classes are not on the driver's class path: pass --packages {artifact} "
             "(or --jars with the delta-spark and delta-storage jars) to spark-submit; "
-            "configure_spark_with_delta_pip cannot add them once the JVM runs") from err
+            "configure_spark_with_delta_pip cannot add them once the JVM runs"
+        ) from err
 
 
 def _jars_file() -> str:

@@ -57,8 +57,15 @@ def cold_item_split(interactions_df: DataFrame, ratio: float, seed: int) -> tupl
     return interactions_df.where(warm), interactions_df.where(~warm)
 
 
-def split(interactions_df: DataFrame, protocol: str, *, last_day: str | None = None, holdout_days: int = 7,
-          ratio: float = 0.75, seed: int = 42) -> tuple[DataFrame, DataFrame]:
+def split(
+    interactions_df: DataFrame,
+    protocol: str,
+    *,
+    last_day: str | None = None,
+    holdout_days: int = 7,
+    ratio: float = 0.75,
+    seed: int = 42,
+) -> tuple[DataFrame, DataFrame]:
     """Dispatch to one of ``PROTOCOLS``."""
     if protocol == "chrono":
         if not last_day:

@@ -71,7 +71,8 @@ def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str,
         items = item_quarantine = None
         if item_days:
             items, item_quarantine = clean.clean_items(
-                read_landing(spark, config, "items", item_days, REQUIRED_ITEM_FIELDS), config.clean)
+                read_landing(spark, config, "items", item_days, REQUIRED_ITEM_FIELDS), config.clean
+            )
         known_items = _known_items(spark, config, items)
         events = read_landing(spark, config, "events", days, REQUIRED_EVENT_FIELDS)
         result = clean.clean_events(events, config.clean, known_items)
@@ -84,15 +85,25 @@ def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str,
             quarantine = result.quarantine
             if items is not None and item_quarantine is not None:
                 tables.merge_upsert(
-                    spark, items, config, ITEMS, ["item_id"],
+                    spark,
+                    items,
+                    config,
+                    ITEMS,
+                    ["item_id"],
                     update_condition="t.updated_at IS NULL OR s.updated_at >= t.updated_at",
                 )
                 quarantine = quarantine.unionByName(item_quarantine)
             in_days = f"ds IN ({', '.join(tables.date_literal(d) for d in days)})"
             tables.replace_partitions(result.interactions, config, INTERACTIONS, in_days)
             tables.replace_partitions(quarantine, config, QUARANTINE, in_days)
-            write_run_metrics(spark, config, "clean", run_id, days,
-                              [(str(r["ds"]), r["metric"], r["value"], r["source"]) for r in counts])
+            write_run_metrics(
+                spark,
+                config,
+                "clean",
+                run_id,
+                days,
+                [(str(r["ds"]), r["metric"], r["value"], r["source"]) for r in counts],
+            )
             totals = _totals(counts)
             log_metrics(totals)
             log.info("clean %s: %s", label, ", ".join(f"{k}={v:.0f}" for k, v in totals.items()))
@@ -116,9 +127,15 @@ def _warn_unknown_fields(counts: list[dict[str, Any]]) -> None:
     """Schema drift: fields outside the landing contract are dropped; say so, per file."""
     for row in counts:
         if str(row["metric"]).startswith("unknown_field.") and row["source"] is not None:
-            log.warning("clean %s: %s carries field %r outside the landing contract in %d rows; dropped "
-                        "(run_metrics metric %s)", row["ds"], row["source"], row["metric"].split(".", 1)[1],
-                        row["value"], row["metric"])
+            log.warning(
+                "clean %s: %s carries field %r outside the landing contract in %d rows; dropped "
+                "(run_metrics metric %s)",
+                row["ds"],
+                row["source"],
+                row["metric"].split(".", 1)[1],
+                row["value"],
+                row["metric"],
+            )
 
 
 def _totals(counts: list[dict[str, Any]]) -> dict[str, float]:
@@ -129,10 +146,18 @@ def _totals(counts: list[dict[str, Any]]) -> dict[str, float]:
     return dict(sorted(totals.items()))
 
 
-def write_run_metrics(spark: SparkSession, config: Config, stage: str, run_id: str, days: list[str],
-                      rows: list[tuple[str, str, float, str | None]]) -> None:
+def write_run_metrics(
+    spark: SparkSession,
+    config: Config,
+    stage: str,
+    run_id: str,
+    days: list[str],
+    rows: list[tuple[str, str, float, str | None]],
+) -> None:
     """Replace this stage's rows of ``run_metrics`` for the given days."""
-    data = [(dt.date.fromisoformat(ds), run_id, stage, metric, float(value), source) for ds, metric, value, source in rows]
+    data = [
+        (dt.date.fromisoformat(ds), run_id, stage, metric, float(value), source) for ds, metric, value, source in rows
+    ]
     from sparkrec.schemas import RUN_METRICS_SCHEMA
 
     df = spark.createDataFrame(data, RUN_METRICS_SCHEMA)
@@ -144,7 +169,10 @@ def write_run_metrics(spark: SparkSession, config: Config, stage: str, run_id: s
 def run_embed(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
     """Embed new or changed items' text into ``item_embeddings`` (MERGE)."""
     check_date(day)
-    versions = {ITEMS: tables.table_version(spark, config, ITEMS), ITEM_EMBEDDINGS: tables.table_version(spark, config, ITEM_EMBEDDINGS)}
+    versions = {
+        ITEMS: tables.table_version(spark, config, ITEMS),
+        ITEM_EMBEDDINGS: tables.table_version(spark, config, ITEM_EMBEDDINGS),
+    }
     with stage_run(config, "embed", day, versions) as run_id:
         items = tables.read_table(spark, config, ITEMS)
         stored = tables.read_table(spark, config, ITEM_EMBEDDINGS, required=False)
@@ -172,13 +200,20 @@ def _text_matrix(embeddings_df: DataFrame, item_ids: list[str], model: str) -> n
     """BERT vectors for ``item_ids`` in order (zeros for items without one), as float32 [n, T]."""
     rows = embeddings_df.where(F.col("model") == model).select("item_id", "embedding").collect()
     if not rows:
-        raise tables.TableMissingError(f"item_embeddings holds no vectors of model {model!r}; run the embed stage first")
+        raise tables.TableMissingError(
+            f"item_embeddings holds no vectors of model {model!r}; run the embed stage first"
+        )
     vectors = {r["item_id"]: r["embedding"] for r in rows}
     return vector_matrix(vectors, item_ids, len(next(iter(vectors.values()))))
 
 
-def vector_matrix(vectors: dict[str, Any], item_ids: list[str], dim: int, what: str = "item_embeddings",
-                  fix: str = "embed with the model it was trained on, or train again") -> np.ndarray:
+def vector_matrix(
+    vectors: dict[str, Any],
+    item_ids: list[str],
+    dim: int,
+    what: str = "item_embeddings",
+    fix: str = "embed with the model it was trained on, or train again",
+) -> np.ndarray:
     """``vectors`` in ``item_ids`` order as float32 [n, dim]; zeros for items without one."""
     out = np.zeros((len(item_ids), dim), dtype=np.float32)
     for i, item in enumerate(item_ids):
@@ -190,8 +225,9 @@ def vector_matrix(vectors: dict[str, Any], item_ids: list[str], dim: int, what: 
     return out
 
 
-def _extra_vectors(spark: SparkSession, sources: dict[str, str], item_ids: list[str],
-                   dims: dict[str, int] | None = None) -> tuple[np.ndarray | None, list[int]]:
+def _extra_vectors(
+    spark: SparkSession, sources: dict[str, str], item_ids: list[str], dims: dict[str, int] | None = None
+) -> tuple[np.ndarray | None, list[int]]:
     """The extra item vector columns (``train.model.item_vectors``: column -> where) of ``item_ids``,
     side by side as float32 [n, E] (zeros where a source does not hold the item), and each column's
     size; None, [] without sources. ``dims``: the sizes a trained model expects (serving), checked.
@@ -207,9 +243,14 @@ def _extra_vectors(spark: SparkSession, sources: dict[str, str], item_ids: list[
         if "item_id" not in df.columns or column not in df.columns:
             raise ValueError(f"{name} needs the columns item_id and {column}; it has {', '.join(df.columns)}")
         if not isinstance(df.schema[column].dataType, T.ArrayType):
-            raise ValueError(f"{name}: {column} must be an array of numbers, not {df.schema[column].dataType.simpleString()}")
-        rows = df.where(F.col(column).isNotNull()).select(
-            F.col("item_id").cast("string"), F.col(column).cast("array<double>")).collect()
+            raise ValueError(
+                f"{name}: {column} must be an array of numbers, not {df.schema[column].dataType.simpleString()}"
+            )
+        rows = (
+            df.where(F.col(column).isNotNull())
+            .select(F.col("item_id").cast("string"), F.col(column).cast("array<double>"))
+            .collect()
+        )
         vectors = {item: vector for item, vector in rows}
         bad = next((item for item, v in vectors.items() if not np.all(np.isfinite(np.asarray(v, dtype=float)))), None)
         if bad is not None:
@@ -220,8 +261,9 @@ def _extra_vectors(spark: SparkSession, sources: dict[str, str], item_ids: list[
         size = dims[column] if dims is not None else (found[0] if found else 0)
         if size == 0:
             raise ValueError(f"{name} holds no {column} vectors")
-        blocks.append(vector_matrix(vectors, item_ids, size, name, "give the vectors the model was trained on, "
-                                    "or train again"))
+        blocks.append(
+            vector_matrix(vectors, item_ids, size, name, "give the vectors the model was trained on, or train again")
+        )
         sizes.append(size)
     return (np.hstack(blocks) if blocks else None), sizes
 
@@ -230,8 +272,10 @@ def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
     """Train the two-tower model through TorchDistributor on interactions before the holdout."""
     check_date(day)
     cutoff = features.day_offset(day, -config.evaluate.holdout_days)
-    versions = {INTERACTIONS: tables.table_version(spark, config, INTERACTIONS),
-                ITEM_EMBEDDINGS: tables.table_version(spark, config, ITEM_EMBEDDINGS)}
+    versions = {
+        INTERACTIONS: tables.table_version(spark, config, INTERACTIONS),
+        ITEM_EMBEDDINGS: tables.table_version(spark, config, ITEM_EMBEDDINGS),
+    }
     with stage_run(config, "train", day, versions) as run_id:
         interactions = features.without_bots(tables.read_table(spark, config, INTERACTIONS))
         history = features.filter_until(interactions, cutoff, config.train.window_days)
@@ -242,7 +286,9 @@ def run_train(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
         return {"run_id": run_id, "cutoff": cutoff, **result}
 
 
-def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, run_id: str, label: str) -> dict[str, Any]:
+def fit_two_tower(
+    spark: SparkSession, config: Config, history_df: DataFrame, run_id: str, label: str
+) -> dict[str, Any]:
     """Train on ``history_df`` (interactions) through TorchDistributor inside the active MLflow run;
     log the model, register it as ``mlflow.registered_model`` and point the candidate alias at it."""
     import mlflow
@@ -261,8 +307,9 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
         rc = config.train.ranker
         marked = features.ranking_split(history_df, rc.labels, rc.label_fraction, config.train.seed).cache()
         history_df = history_df.join(marked.where("is_label").select("event_id"), "event_id", "left_anti")
-    examples = features.to_training_examples(history_df, config.train.model.history_length,
-                                             config.train.example_history).cache()
+    examples = features.to_training_examples(
+        history_df, config.train.model.history_length, config.train.example_history
+    ).cache()
     vocab = sorted(
         r[0] for r in examples.select(F.explode(F.array_union(F.array("item_id"), "history"))).distinct().collect()
     )
@@ -289,10 +336,12 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
         examples = examples.drop("user_features")
     validation = None
     if config.train.patience > 0:
-        examples, held_out = features.validation_split(examples, config.train.validation_fraction,
-                                                       config.train.example_history, config.train.seed)
-        validation = make_converter(features.encode_examples(held_out, vocab_df, length, types),
-                                    str(staging / "validation"))
+        examples, held_out = features.validation_split(
+            examples, config.train.validation_fraction, config.train.example_history, config.train.seed
+        )
+        validation = make_converter(
+            features.encode_examples(held_out, vocab_df, length, types), str(staging / "validation")
+        )
     encoded = features.encode_examples(examples, vocab_df, length, types)
     np.save(staging / "log_q.npy", _log_target_frequency(encoded, len(vocab)))
     lists = _ranking_lists(spark, config, marked, vocab_df, staging, types, text) if marked is not None else None
@@ -302,46 +351,81 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     if not config.train.local_mode:  # a rank in an executor task gets that task's cores
         params["threads"] = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
     # Same data and settings (epochs aside) -> same checkpoint folder: a failed run resumes there.
-    fingerprint = hashlib.sha256(json.dumps(
-        [label, model_name, converter.num_rows, vocab, {k: v for k, v in params.items() if k != "epochs"}],
-        sort_keys=True, default=str).encode()).hexdigest()[:16]
+    fingerprint = hashlib.sha256(
+        json.dumps(
+            [label, model_name, converter.num_rows, vocab, {k: v for k, v in params.items() if k != "epochs"}],
+            sort_keys=True,
+            default=str,
+        ).encode()
+    ).hexdigest()[:16]
     checkpoints = config.shared_path("_checkpoints", "train", fingerprint)
     params["checkpoint_dir"] = str(checkpoints)
-    mlflow.log_params({**params, "examples": converter.num_rows, "vocabulary": len(vocab), "trained_on": label,
-                       "text_model": model_name, "validation_examples": validation.num_rows if validation else 0,
-                       "ranking_lists": lists.num_rows if lists else 0})
-    log.info("train on %s: %d examples, %d items, %d process(es)", label, converter.num_rows, len(vocab),
-             config.train.num_processes)
+    mlflow.log_params(
+        {
+            **params,
+            "examples": converter.num_rows,
+            "vocabulary": len(vocab),
+            "trained_on": label,
+            "text_model": model_name,
+            "validation_examples": validation.num_rows if validation else 0,
+            "ranking_lists": lists.num_rows if lists else 0,
+        }
+    )
+    log.info(
+        "train on %s: %d examples, %d items, %d process(es)",
+        label,
+        converter.num_rows,
+        len(vocab),
+        config.train.num_processes,
+    )
     distributor = TorchDistributor(
         num_processes=config.train.num_processes,
         local_mode=config.train.local_mode,
         use_gpu=config.train.use_gpu,
     )
-    data = {"converter": converter.to_json(), "item_text": str(staging / "item_text.npy"),
-            "log_q": str(staging / "log_q.npy"), "validation": validation.to_json() if validation else None,
-            "item_attrs": str(staging / "item_attrs.npy") if item_attrs is not None else None,
-            "attr_codes": spec.size if item_attrs is not None else 0, "lists": lists.to_json() if lists else None,
-            "item_extra": str(staging / "item_extra.npy") if item_extra is not None else None,
-            "extra_dims": extra_dims, "event_types": types, "user_features": user_names}
+    data = {
+        "converter": converter.to_json(),
+        "item_text": str(staging / "item_text.npy"),
+        "log_q": str(staging / "log_q.npy"),
+        "validation": validation.to_json() if validation else None,
+        "item_attrs": str(staging / "item_attrs.npy") if item_attrs is not None else None,
+        "attr_codes": spec.size if item_attrs is not None else 0,
+        "lists": lists.to_json() if lists else None,
+        "item_extra": str(staging / "item_extra.npy") if item_extra is not None else None,
+        "extra_dims": extra_dims,
+        "event_types": types,
+        "user_features": user_names,
+    }
     cloudpickle.register_pickle_by_value(launch)  # ranks may start before sparkrec is importable
     try:
-        result = distributor.run(launch.in_rank, f"{train_two_tower.__module__}:{train_two_tower.__name__}",
-                                 data, str(staging / "out"), params)
+        result = distributor.run(
+            launch.in_rank,
+            f"{train_two_tower.__module__}:{train_two_tower.__name__}",
+            data,
+            str(staging / "out"),
+            params,
+        )
     except Exception as err:  # a rank died or raised: TorchDistributor reports its whole output
         done = checkpoint_epoch(str(checkpoints))
         reasons = rank_errors(str(staging / "out"), config.train.num_processes) or _python_error(str(err))
         raise TrainingFailedError(
             f"training failed after {done} finished epoch(s) ({'; '.join(reasons)[:400] if reasons else type(err).__name__}); "
-            + (f"re-run the train stage to resume from the checkpoint in {checkpoints}" if done else
-               "no epoch finished, so a re-run starts over")) from err
+            + (
+                f"re-run the train stage to resume from the checkpoint in {checkpoints}"
+                if done
+                else "no epoch finished, so a re-run starts over"
+            )
+        ) from err
     for rank, where in enumerate(result.get("placement", [])):
         log.info("train: rank %d ran as pid %s on %s in %s", rank, where["pid"], where["host"], where["cwd"])
     if result.get("resumed_from"):
         mlflow.log_param("resumed_from_epoch", result["resumed_from"])
         log.info("train: resumed after epoch %d from %s", result["resumed_from"], checkpoints)
     for epoch, (loss, speed) in enumerate(zip(result["loss"], result["examples_per_s"], strict=True), start=1):
-        log_metrics({"loss": loss, "examples_per_s": speed,
-                     "examples_per_s_per_process": speed / config.train.num_processes}, step=epoch)
+        log_metrics(
+            {"loss": loss, "examples_per_s": speed, "examples_per_s_per_process": speed / config.train.num_processes},
+            step=epoch,
+        )
     for epoch, val in enumerate(result.get("val_loss", []), start=1):
         log_metrics({"val_loss": val}, step=epoch)
     for epoch, val in enumerate(result.get("rank_loss", []), start=1):
@@ -349,12 +433,19 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     if result.get("best_epoch"):
         mlflow.log_param("best_epoch", int(result["best_epoch"][0]))
     _log_loss_curve(result["loss"], result.get("val_loss"), result.get("rank_loss"))
-    meta = {**dataclasses.asdict(config.train.model), "text_model": model_name, "trained_on": label,
-            "attributes": spec.to_dict() if item_attrs is not None else None,
-            "ranker": ranker_meta(config) if lists else None, "extra_dims": extra_dims, "event_types": types,
-            "user_feature_names": user_names}
-    model_dir = write_model_dir(staging / "model", staging / "out" / "weights.pt", vocab, text, meta, item_attrs,
-                                item_extra)
+    meta = {
+        **dataclasses.asdict(config.train.model),
+        "text_model": model_name,
+        "trained_on": label,
+        "attributes": spec.to_dict() if item_attrs is not None else None,
+        "ranker": ranker_meta(config) if lists else None,
+        "extra_dims": extra_dims,
+        "event_types": types,
+        "user_feature_names": user_names,
+    }
+    model_dir = write_model_dir(
+        staging / "model", staging / "out" / "weights.pt", vocab, text, meta, item_attrs, item_extra
+    )
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=TwoTowerPyfunc(),
@@ -371,10 +462,16 @@ def fit_two_tower(spark: SparkSession, config: Config, history_df: DataFrame, ru
     final = {"final_loss": result["loss"][-1], "examples": float(converter.num_rows), "vocabulary": float(len(vocab))}
     shutil.rmtree(staging, ignore_errors=True)
     shutil.rmtree(checkpoints, ignore_errors=True)
-    log.info("train: registered %s version %s as @%s", config.mlflow.registered_model, version,
-             config.mlflow.candidate_alias)
-    return {"model_version": version, "loss": result["loss"], "examples_per_s": result["examples_per_s"],
-            "placement": result.get("placement", []), **final}
+    log.info(
+        "train: registered %s version %s as @%s", config.mlflow.registered_model, version, config.mlflow.candidate_alias
+    )
+    return {
+        "model_version": version,
+        "loss": result["loss"],
+        "examples_per_s": result["examples_per_s"],
+        "placement": result.get("placement", []),
+        **final,
+    }
 
 
 def _python_error(output: str) -> list[str]:
@@ -403,8 +500,10 @@ def _item_attributes(spark: SparkSession, config: Config, vocab: list[str]) -> t
     codes when the catalogue has no categories or prices, or ``train.model.attributes`` is off."""
     from sparkrec.models.attributes import encode, fit_spec
 
-    rows = dict((r["item_id"], (r["category"], r["price"])) for r in
-                tables.read_table(spark, config, ITEMS).select("item_id", "category", "price").collect())
+    rows = dict(
+        (r["item_id"], (r["category"], r["price"]))
+        for r in tables.read_table(spark, config, ITEMS).select("item_id", "category", "price").collect()
+    )
     categories = [rows.get(i, (None, None))[0] for i in vocab]
     prices = [rows.get(i, (None, None))[1] for i in vocab]
     spec = fit_spec(categories, prices)
@@ -423,8 +522,15 @@ def collaborative_weights(gram: np.ndarray, text: np.ndarray, meta: dict[str, An
     return ease_weights(gram, float(meta["ease_lambda"]))
 
 
-def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab_df: DataFrame,
-                   staging: Path, types: list[str], text: np.ndarray) -> Any:
+def _ranking_lists(
+    spark: SparkSession,
+    config: Config,
+    marked: DataFrame,
+    vocab_df: DataFrame,
+    staging: Path,
+    types: list[str],
+    text: np.ndarray,
+) -> Any:
     """The ranker's training lists (``ranker.training_lists``) from the events ``features.ranking_split``
     marked, as a Parquet converter; None (with a warning: the model is then retrieval only) when the
     data give fewer lists than processes. ``text``: the vocabulary's text vectors [V + 1, d]."""
@@ -435,21 +541,38 @@ def _ranking_lists(spark: SparkSession, config: Config, marked: DataFrame, vocab
     rc = config.train.ranker
     vocab = {r["item_id"]: int(r["idx"]) for r in vocab_df.collect()}
     try:
-        gram = item_gram(marked.where(~F.col("is_label")), vocab_df.select("item_id", F.col("idx").alias("row")),
-                         len(vocab) + 1, config.experiment.ease_max_items)
+        gram = item_gram(
+            marked.where(~F.col("is_label")),
+            vocab_df.select("item_id", F.col("idx").alias("row")),
+            len(vocab) + 1,
+            config.experiment.ease_max_items,
+        )
     except EaseTooLargeError as err:
         raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set train.ranker.enabled: false") from err
-    frame = training_lists(marked.toPandas(), vocab, collaborative_weights(gram, text, ranker_meta(config)),
-                           config.train.model.history_length, rc.candidates, rc.max_lists, config.train.seed, types,
-                           rc.recent_days)
+    frame = training_lists(
+        marked.toPandas(),
+        vocab,
+        collaborative_weights(gram, text, ranker_meta(config)),
+        config.train.model.history_length,
+        rc.candidates,
+        rc.max_lists,
+        config.train.seed,
+        types,
+        rc.recent_days,
+    )
     marked.unpersist()
     if len(frame) < config.train.num_processes:
-        log.warning("train: %d ranking list(s) for %d process(es): the ranker is not trained (retrieval only)",
-                    len(frame), config.train.num_processes)
+        log.warning(
+            "train: %d ranking list(s) for %d process(es): the ranker is not trained (retrieval only)",
+            len(frame),
+            config.train.num_processes,
+        )
         return None
-    schema = ("history array<bigint>, history_types array<bigint>, user_features array<float>, "
-              "candidates array<bigint>, collaborative array<float>, popularity array<float>, "
-              "recent_popularity array<float>, labels array<float>")
+    schema = (
+        "history array<bigint>, history_types array<bigint>, user_features array<float>, "
+        "candidates array<bigint>, collaborative array<float>, popularity array<float>, "
+        "recent_popularity array<float>, labels array<float>"
+    )
     lists = make_converter(spark.createDataFrame(frame, schema), str(staging / "lists"))
     log.info("train: %d ranking lists (%s labels, %d candidates each)", lists.num_rows, rc.labels, rc.candidates)
     return lists
@@ -459,9 +582,15 @@ def ranker_meta(config: Config) -> dict[str, Any]:
     """What serving needs of the ranker: its shape and how its collaborative score was made."""
     rc = config.train.ranker
     text = config.train.model.text  # the "without text" ablation takes text out of EASE as well
-    return {"hidden": rc.hidden, "cross_layers": rc.cross_layers, "ease_lambda": rc.ease_lambda,
-            "candidates": rc.candidates, "text_weight": rc.text_weight if text else 0.0,
-            "text_neighbours": rc.text_neighbours if text else 0, "recent_days": rc.recent_days}
+    return {
+        "hidden": rc.hidden,
+        "cross_layers": rc.cross_layers,
+        "ease_lambda": rc.ease_lambda,
+        "candidates": rc.candidates,
+        "text_weight": rc.text_weight if text else 0.0,
+        "text_neighbours": rc.text_neighbours if text else 0,
+        "recent_days": rc.recent_days,
+    }
 
 
 def _log_target_frequency(encoded_df: DataFrame, vocabulary: int) -> np.ndarray:
@@ -491,8 +620,9 @@ def _model_requirements() -> list[str]:
     return [f"{p}=={version(p)}" for p in ("torch", "numpy", "pandas", "mlflow")]
 
 
-def _log_loss_curve(losses: list[float], val_losses: list[float] | None = None,
-                    rank_losses: list[float] | None = None) -> None:
+def _log_loss_curve(
+    losses: list[float], val_losses: list[float] | None = None, rank_losses: list[float] | None = None
+) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -519,26 +649,39 @@ def _log_loss_curve(losses: list[float], val_losses: list[float] | None = None,
 def item_catalog(spark: SparkSession, config: Config) -> Catalog:
     """Every item of the ``items`` table in id order, with its eligibility (active, not out of stock)
     and category."""
-    rows = (tables.read_table(spark, config, ITEMS).select("item_id", "active", "in_stock", "category", "price")
-            .orderBy("item_id").collect())
+    rows = (
+        tables.read_table(spark, config, ITEMS)
+        .select("item_id", "active", "in_stock", "category", "price")
+        .orderBy("item_id")
+        .collect()
+    )
     item_ids = [r["item_id"] for r in rows]
     eligible = np.array([bool(r["active"]) and r["in_stock"] is not False for r in rows], dtype=bool)
     index_df = spark.createDataFrame([(item, i) for i, item in enumerate(item_ids)], "item_id string, row int")
-    return Catalog(item_ids, eligible, index_df, categories=[r["category"] for r in rows],
-                   prices=[r["price"] for r in rows], has_in_stock=any(r["in_stock"] is not None for r in rows))
+    return Catalog(
+        item_ids,
+        eligible,
+        index_df,
+        categories=[r["category"] for r in rows],
+        prices=[r["price"] for r in rows],
+        has_in_stock=any(r["in_stock"] is not None for r in rows),
+    )
 
 
 def _text_vectors(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog) -> np.ndarray:
     """The stored text vector of every catalogue item for the model's text encoder (zeros: none)."""
     stored = dict(
-        tables.read_table(spark, config, ITEM_EMBEDDINGS).where(F.col("model") == loaded.meta["text_model"])
-        .select("item_id", "embedding").collect()
+        tables.read_table(spark, config, ITEM_EMBEDDINGS)
+        .where(F.col("model") == loaded.meta["text_model"])
+        .select("item_id", "embedding")
+        .collect()
     )
     return vector_matrix(stored, catalog.item_ids, loaded.model.item_text.shape[1])
 
 
-def two_tower_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog,
-                     text: np.ndarray | None = None) -> Any:
+def two_tower_scorer(
+    spark: SparkSession, config: Config, loaded: Any, catalog: Catalog, text: np.ndarray | None = None
+) -> Any:
     """A ``TwoTowerScorer`` of a loaded model over the catalogue: every item's fused vector, from its
     id, its stored text vector, its attributes and the extra vector columns the model was trained
     with (read again from ``train.model.item_vectors``, else from where they were at training time)."""
@@ -550,16 +693,30 @@ def two_tower_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: 
         attrs = loaded.attribute_codes(catalog.categories, catalog.prices)
     extra = None
     if loaded.extra_columns:
-        sources = {c: config.train.model.item_vectors.get(c) or loaded.meta["item_vectors"][c] for c in loaded.extra_columns}
+        sources = {
+            c: config.train.model.item_vectors.get(c) or loaded.meta["item_vectors"][c] for c in loaded.extra_columns
+        }
         extra, _ = _extra_vectors(spark, sources, catalog.item_ids, loaded.extra_columns)
     vectors = loaded.item_vectors(catalog.item_ids, text, attrs, extra)
     state = {k: v.detach().numpy() for k, v in loaded.model.users.state_dict().items()}
-    return TwoTowerScorer(vectors, state, int(loaded.meta["dim"]), int(loaded.meta["history_length"]),
-                          tuple(loaded.meta.get("event_types") or ()))
+    return TwoTowerScorer(
+        vectors,
+        state,
+        int(loaded.meta["dim"]),
+        int(loaded.meta["history_length"]),
+        tuple(loaded.meta.get("event_types") or ()),
+    )
 
 
-def learned_ranker(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog, interactions_df: DataFrame,
-                   towers: Any, text: np.ndarray) -> Any:
+def learned_ranker(
+    spark: SparkSession,
+    config: Config,
+    loaded: Any,
+    catalog: Catalog,
+    interactions_df: DataFrame,
+    towers: Any,
+    text: np.ndarray,
+) -> Any:
     """The model's ranker over the catalogue (``ranking.LearnedRanker``), its collaborative score and
     popularity fitted on ``interactions_df``'s positive events (``text``: the catalogue's text vectors,
     for the text neighbours the model was trained with); None when the model was trained without one
@@ -584,13 +741,26 @@ def learned_ranker(spark: SparkSession, config: Config, loaded: Any, catalog: Ca
         lately = positives.where(F.col("event_ts") > F.lit(last - dt.timedelta(days=days))) if last else positives
         recent = np.log1p(fit_popularity(lately, catalog.index_df, catalog.size).popularity).astype(np.float32)
     state = {k: v.detach().numpy() for k, v in loaded.model.ranker.state_dict().items()}
-    return LearnedRanker(towers, collaborative_weights(gram, text, meta), np.log1p(popularity).astype(np.float32),
-                         state, saved_shape(meta), candidates=int(meta["candidates"]),
-                         retrieval_candidates=config.recommend.retrieval_candidates, recent=recent)
+    return LearnedRanker(
+        towers,
+        collaborative_weights(gram, text, meta),
+        np.log1p(popularity).astype(np.float32),
+        state,
+        saved_shape(meta),
+        candidates=int(meta["candidates"]),
+        retrieval_candidates=config.recommend.retrieval_candidates,
+        recent=recent,
+    )
 
 
-def model_scorer(spark: SparkSession, config: Config, loaded: Any, catalog: Catalog, interactions_df: DataFrame,
-                 text: np.ndarray | None = None) -> Any:
+def model_scorer(
+    spark: SparkSession,
+    config: Config,
+    loaded: Any,
+    catalog: Catalog,
+    interactions_df: DataFrame,
+    text: np.ndarray | None = None,
+) -> Any:
     """What the model serves, as one ``Scorer`` for evaluation: the ranker's step over its candidates
     (``ranking.RankedScorer``) when it has one, else the towers' dot product."""
     from sparkrec.ranking import RankedScorer
@@ -622,10 +792,19 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
     versions = {t: tables.table_version(spark, config, t) for t in (INTERACTIONS, ITEMS, ITEM_EMBEDDINGS)}
     with stage_run(config, "recommend", day, versions) as run_id:
         loaded, version = load_model(config, rc.model_alias)
-        mlflow.log_params({"model_version": version, "model_alias": rc.model_alias, "k": rc.k,
-                           "candidates": rc.candidates, "ranker": rc.ranker, "seen_window_days": rc.seen_window_days,
-                           "max_per_category": rc.max_per_category, "mmr_lambda": rc.mmr_lambda,
-                           "fallback_segment": rc.fallback_segment})
+        mlflow.log_params(
+            {
+                "model_version": version,
+                "model_alias": rc.model_alias,
+                "k": rc.k,
+                "candidates": rc.candidates,
+                "ranker": rc.ranker,
+                "seen_window_days": rc.seen_window_days,
+                "max_per_category": rc.max_per_category,
+                "mmr_lambda": rc.mmr_lambda,
+                "fallback_segment": rc.fallback_segment,
+            }
+        )
         catalog = item_catalog(spark, config)
         interactions = features.filter_until(tables.read_table(spark, config, INTERACTIONS), day)
         active = features.active_users(interactions, day, rc.active_days).cache()
@@ -640,11 +819,18 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
                 log.info("recommend: model version %s has no ranker; lists keep the retrieval order", version)
             ranker = ranking.RetrievalRanker()
         mlflow.log_param("ranker_used", ranker.name)
-        recs = ranking.recommend(to_matrix_rows(histories, catalog.index_df), towers, ranker, rules,
-                                 catalog.item_ids, rc.block_size)
+        recs = ranking.recommend(
+            to_matrix_rows(histories, catalog.index_df), towers, ranker, rules, catalog.item_ids, rc.block_size
+        )
         out = recs.select(
-            F.to_date(F.lit(day)).alias("ds"), "user_id", "rank", "item_id", "score",
-            F.lit(version).alias("model_version"), F.lit(run_id).alias("run_id"), "reason",
+            F.to_date(F.lit(day)).alias("ds"),
+            "user_id",
+            "rank",
+            "item_id",
+            "score",
+            F.lit(version).alias("model_version"),
+            F.lit(run_id).alias("run_id"),
+            "reason",
             F.current_timestamp().alias("generated_at"),
         ).persist(StorageLevel.MEMORY_AND_DISK)
         try:
@@ -653,15 +839,21 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
             gate = publish.check(stats, n_active, previous_rows, rc.gate)
             fallback = out.where(F.col("reason").startswith("fallback:")).select("user_id").distinct().count()
             items = out.select("item_id").distinct().count()
-            metrics = {"users": stats["users"], "rows": stats["rows"], "fallback_users": float(fallback),
-                       "active_users": gate.values["active_users"], "user_coverage": gate.values["user_coverage"],
-                       "catalog_coverage": float(items) / max(1, int(rules.allowed.sum())),
-                       **{f"gate.{name}": 1.0 if ok else 0.0 for name, ok in gate.checks.items()}}
+            metrics = {
+                "users": stats["users"],
+                "rows": stats["rows"],
+                "fallback_users": float(fallback),
+                "active_users": gate.values["active_users"],
+                "user_coverage": gate.values["user_coverage"],
+                "catalog_coverage": float(items) / max(1, int(rules.allowed.sum())),
+                **{f"gate.{name}": 1.0 if ok else 0.0 for name, ok in gate.checks.items()},
+            }
             if "row_change" in gate.values:
                 metrics["row_change"] = gate.values["row_change"]
             log_metrics(metrics)
-            write_run_metrics(spark, config, "recommend", run_id, [day],
-                              [(day, m, v, None) for m, v in metrics.items()])
+            write_run_metrics(
+                spark, config, "recommend", run_id, [day], [(day, m, v, None) for m, v in metrics.items()]
+            )
             _log_score_plot(out)
             mlflow.set_tags({"publish_gate": "passed" if gate.passed else "failed"})
             if not gate.passed:
@@ -676,8 +868,14 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
             out.unpersist()
             active.unpersist()
         register_tables(spark, config)
-        log.info("recommend %s: %d users (%d on the popularity fallback), %d rows, model version %s", day,
-                 stats["users"], fallback, stats["rows"], version)
+        log.info(
+            "recommend %s: %d users (%d on the popularity fallback), %d rows, model version %s",
+            day,
+            stats["users"],
+            fallback,
+            stats["rows"],
+            version,
+        )
         report_counts(run_id, users=stats["users"], rows=stats["rows"])
         return {"run_id": run_id, "model_version": version, "ranker": ranker.name, **metrics}
 
@@ -689,14 +887,27 @@ def _recommend_histories(interactions: DataFrame, active: DataFrame, config: Con
     window = config.recommend.seen_window_days
     if window <= 0:
         return histories
-    recent = features.filter_until(interactions, day, window).groupBy("user_id").agg(
-        F.collect_set("item_id").alias("recent_seen"))
-    return histories.join(recent, "user_id", "left").withColumn(
-        "seen", F.coalesce("recent_seen", F.array().cast("array<string>"))).drop("recent_seen")
+    recent = (
+        features.filter_until(interactions, day, window)
+        .groupBy("user_id")
+        .agg(F.collect_set("item_id").alias("recent_seen"))
+    )
+    return (
+        histories.join(recent, "user_id", "left")
+        .withColumn("seen", F.coalesce("recent_seen", F.array().cast("array<string>")))
+        .drop("recent_seen")
+    )
 
 
-def _list_rules(config: Config, catalog: Catalog, interactions: DataFrame, active: DataFrame, n_active: int,
-                text: np.ndarray, day: str) -> Any:
+def _list_rules(
+    config: Config,
+    catalog: Catalog,
+    interactions: DataFrame,
+    active: DataFrame,
+    n_active: int,
+    text: np.ndarray,
+    day: str,
+) -> Any:
     """The business rules as arrays over the catalogue; a rule whose catalogue field is absent is
     skipped, and the log says so."""
     from sparkrec.ranking import ListRules, category_codes
@@ -721,14 +932,28 @@ def _list_rules(config: Config, catalog: Catalog, interactions: DataFrame, activ
         else:
             vectors = (text / np.where(norms > 0, norms, 1.0)).astype(np.float32)
     people = features.without_bots(features.filter_until(interactions, day, rc.active_days)).where(F.col("weight") > 0)
-    counts = (people.join(active, "user_id").groupBy("item_id").agg(F.countDistinct("user_id").alias("n"))
-              .join(catalog.index_df, "item_id").select("row", "n").collect())
+    counts = (
+        people.join(active, "user_id")
+        .groupBy("item_id")
+        .agg(F.countDistinct("user_id").alias("n"))
+        .join(catalog.index_df, "item_id")
+        .select("row", "n")
+        .collect()
+    )
     popularity = np.zeros(catalog.size, dtype=np.float64)
     for r in counts:
         popularity[r["row"]] = r["n"] / max(1, n_active)
-    return ListRules(k=rc.k, candidates=rc.candidates, allowed=allowed, popularity=popularity, categories=categories,
-                     max_per_category=rc.max_per_category, item_vectors=vectors, mmr_lambda=rc.mmr_lambda,
-                     fallback_segment=rc.fallback_segment)
+    return ListRules(
+        k=rc.k,
+        candidates=rc.candidates,
+        allowed=allowed,
+        popularity=popularity,
+        categories=categories,
+        max_per_category=rc.max_per_category,
+        item_vectors=vectors,
+        mmr_lambda=rc.mmr_lambda,
+        fallback_segment=rc.fallback_segment,
+    )
 
 
 def _excluded_items(config: Config) -> set[str]:
@@ -794,8 +1019,15 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
     with stage_run(config, "evaluate", day, versions) as run_id:
         candidate, version = load_model(config, config.mlflow.candidate_alias)
         champion_version = alias_version(config, config.mlflow.champion_alias)
-        mlflow.log_params({"model_version": version, "champion_version_before": champion_version or "none",
-                           "k": k, "cutoff": cutoff, "protocol": "chrono"})
+        mlflow.log_params(
+            {
+                "model_version": version,
+                "champion_version_before": champion_version or "none",
+                "k": k,
+                "cutoff": cutoff,
+                "protocol": "chrono",
+            }
+        )
         catalog = item_catalog(spark, config)
         people = features.without_bots(tables.read_table(spark, config, INTERACTIONS))
         train_part, test_part = splits.chrono_split(people, day, config.evaluate.holdout_days)
@@ -808,22 +1040,34 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
             scorers["champion"] = model_scorer(spark, config, champion, catalog, train_part)
         longest = max(k, config.evaluate.curve_k)
         text_vectors = tables.read_table(spark, config, ITEM_EMBEDDINGS).where(
-            F.col("model") == candidate.meta["text_model"])
+            F.col("model") == candidate.meta["text_model"]
+        )
         results, lists = evaluation.score_models(
-            users, truth, scorers, catalog, k, longest, config.recommend.block_size,
-            item_vectors_df=text_vectors, train_df=train_part,
+            users,
+            truth,
+            scorers,
+            catalog,
+            k,
+            longest,
+            config.recommend.block_size,
+            item_vectors_df=text_vectors,
+            train_df=train_part,
         )
         users.unpersist()
-        evaluation.log_evaluation_plots(lists, truth.toPandas(), longest, k,
-                                        dict(zip(catalog.item_ids, popularity.popularity)))
+        evaluation.log_evaluation_plots(
+            lists, truth.toPandas(), longest, k, dict(zip(catalog.item_ids, popularity.popularity))
+        )
         served = served_metrics(spark, config, day, k)
         if served:
             results["served"] = served
         gate_metric = f"ndcg@{k}"
         decision = decide_promotion(
-            version, results["two_tower"][gate_metric], champion_version,
-            results["champion"][gate_metric] if "champion" in results else (
-                results["two_tower"][gate_metric] if champion_version == version else None),
+            version,
+            results["two_tower"][gate_metric],
+            champion_version,
+            results["champion"][gate_metric]
+            if "champion" in results
+            else (results["two_tower"][gate_metric] if champion_version == version else None),
             config.evaluate.promotion_tolerance,
         )
         apply_promotion(config, decision, gate_metric)
@@ -836,11 +1080,22 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
         evaluation.log_metric_bars(results, k)
         for source, metrics in results.items():
             log.info("evaluate %s %s: %s", day, source, ", ".join(f"{m}={v:.4f}" for m, v in metrics.items()))
-        log.info("evaluate %s: version %s %s (%s)", day, version,
-                 "promoted to @" + config.mlflow.champion_alias if decision.promoted else "not promoted", decision.reason)
+        log.info(
+            "evaluate %s: version %s %s (%s)",
+            day,
+            version,
+            "promoted to @" + config.mlflow.champion_alias if decision.promoted else "not promoted",
+            decision.reason,
+        )
         report_counts(run_id, held_out_users=results["two_tower"].get("users", 0.0))
-        return {"run_id": run_id, "model_version": version, "cutoff": cutoff, "promoted": decision.promoted,
-                "champion_version": alias_version(config, config.mlflow.champion_alias), "metrics": results}
+        return {
+            "run_id": run_id,
+            "model_version": version,
+            "cutoff": cutoff,
+            "promoted": decision.promoted,
+            "champion_version": alias_version(config, config.mlflow.champion_alias),
+            "metrics": results,
+        }
 
 
 def served_metrics(spark: SparkSession, config: Config, day: str, k: int) -> dict[str, float]:
@@ -857,7 +1112,8 @@ def served_metrics(spark: SparkSession, config: Config, day: str, k: int) -> dic
     yesterday = features.day_offset(day, -1)
     shown = tables.read_table(spark, config, RECOMMENDATIONS).where(F.col("ds") == F.to_date(F.lit(yesterday)))
     today = tables.read_table(spark, config, INTERACTIONS).where(
-        (F.col("event_date") == F.to_date(F.lit(day))) & (F.col("weight") > 0))
+        (F.col("event_date") == F.to_date(F.lit(day))) & (F.col("weight") > 0)
+    )
     got = ranking_metrics(shown, today.select("user_id", "item_id"), k)
     if not got["users"]:
         return {}
@@ -910,12 +1166,16 @@ def summary(spark: SparkSession, config: Config, day: str) -> str:
     if tables.table_exists(spark, config, RUN_METRICS):
         metrics = (
             tables.read_table(spark, config, RUN_METRICS)
-            .where((F.col("ds") == F.to_date(F.lit(day))) & (F.col("stage") == "evaluate") & (F.col("metric") != "users"))
+            .where(
+                (F.col("ds") == F.to_date(F.lit(day))) & (F.col("stage") == "evaluate") & (F.col("metric") != "users")
+            )
             .orderBy("source", "metric")
             .collect()
         )
         if metrics:
-            sources = [s for s in ("two_tower", "champion", "popularity", "served") if any(r["source"] == s for r in metrics)]
+            sources = [
+                s for s in ("two_tower", "champion", "popularity", "served") if any(r["source"] == s for r in metrics)
+            ]
             table = {(r["metric"], r["source"]): r["value"] for r in metrics}
             names = sorted({r["metric"] for r in metrics if r["source"] in sources})
             lines += ["", f"Evaluation (last {config.evaluate.holdout_days} days held out; two_tower = the new model)"]
@@ -925,11 +1185,13 @@ def summary(spark: SparkSession, config: Config, day: str) -> str:
                 lines.append(f"  {name:<16}{cells}")
             promoted = table.get(("promoted", "gate"))
             if promoted is not None:
-                lines.append(f"  promotion gate: {'promoted to champion' if promoted else 'not promoted (champion kept)'}")
+                lines.append(
+                    f"  promotion gate: {'promoted to champion' if promoted else 'not promoted (champion kept)'}"
+                )
     lines += [
         "",
         "Try SQL:",
-        f"  .venv/bin/sparkrec sql \"SELECT user_id, rank, item_id, score FROM {config.catalog.database}.recommendations "
+        f'  .venv/bin/sparkrec sql "SELECT user_id, rank, item_id, score FROM {config.catalog.database}.recommendations '
         f"WHERE ds = DATE'{day}' ORDER BY user_id, rank LIMIT 20\"",
         "",
         "MLflow UI:",

@@ -37,8 +37,17 @@ class DirtRates:
             raise ValueError(f"dirt rates must be shares that sum to at most 1: {self}")
 
 
-def synthetic_events(spark: SparkSession, rows: int, day: str, *, users: int = 100_000, items: int = 20_000,
-                     seed: int = 42, dirt: DirtRates = DirtRates(), partitions: int = 8) -> DataFrame:
+def synthetic_events(
+    spark: SparkSession,
+    rows: int,
+    day: str,
+    *,
+    users: int = 100_000,
+    items: int = 20_000,
+    seed: int = 42,
+    dirt: DirtRates = DirtRates(),
+    partitions: int = 8,
+) -> DataFrame:
     """``rows`` events (plus duplicates) of landing day ``day`` as one ``value`` column of raw lines."""
     dirt.check()
     # Each random stream is drawn once per row into a column: a rand() inside a CASE branch would
@@ -48,27 +57,36 @@ def synthetic_events(spark: SparkSession, rows: int, day: str, *, users: int = 1
     )
     start = F.unix_timestamp(F.to_timestamp(F.lit(f"{day} 00:00:00")))
     second = start + F.floor(F.col("r2") * 86400)
-    event_type = (F.when(F.col("r3") < 0.6, "view").when(F.col("r3") < 0.85, "click").when(F.col("r3") < 0.95, "cart")
-                  .otherwise("purchase"))
+    event_type = (
+        F.when(F.col("r3") < 0.6, "view")
+        .when(F.col("r3") < 0.85, "click")
+        .when(F.col("r3") < 0.95, "cart")
+        .otherwise("purchase")
+    )
     thresholds = _cumulative(dirt)
+
     def is_(name: str, column: str = "r1") -> Column:
         return (F.col(column) >= thresholds[name][0]) & (F.col(column) < thresholds[name][1])
 
-    ts_seconds = (F.when(is_("future"), second + 3 * 86400).when(is_("too_late"), second - 30 * 86400)
-                  .otherwise(second))
+    ts_seconds = F.when(is_("future"), second + 3 * 86400).when(is_("too_late"), second - 30 * 86400).otherwise(second)
     events = base.select(
         "id",
         F.when(F.col("id") % 2 == 0, F.concat(F.lit("e"), F.col("id").cast("string"))).alias("event_id"),
-        F.when(~is_("missing_user"), F.concat(F.lit("u"), F.floor(F.col("r4") * users).cast("string"))).alias("user_id"),
+        F.when(~is_("missing_user"), F.concat(F.lit("u"), F.floor(F.col("r4") * users).cast("string"))).alias(
+            "user_id"
+        ),
         # A skewed catalogue: a few items take most events; unknown items are outside synthetic_items.
         F.when(is_("unknown_item"), F.concat(F.lit("unknown-"), F.col("id").cast("string")))
-        .otherwise(F.concat(F.lit("i"), F.floor(F.pow(F.col("r5"), F.lit(3.0)) * items).cast("string"))).alias("item_id"),
+        .otherwise(F.concat(F.lit("i"), F.floor(F.pow(F.col("r5"), F.lit(3.0)) * items).cast("string")))
+        .alias("item_id"),
         F.when(is_("unknown_event_type"), F.lit("teleport"))
         .when(is_("bad_value"), F.lit("purchase"))  # a purchase of -1 items
-        .otherwise(event_type).alias("event_type"),
+        .otherwise(event_type)
+        .alias("event_type"),
         F.when(is_("bad_timestamp"), F.lit("not a time")).otherwise(_spelled(ts_seconds, F.col("id") % 3)).alias("ts"),
         F.when(is_("bad_value"), F.lit(-1.0))
-        .when(event_type.isin("cart", "purchase"), 1.0 + F.floor(F.col("r6") * 5)).alias("value"),
+        .when(event_type.isin("cart", "purchase"), 1.0 + F.floor(F.col("r6") * 5))
+        .alias("value"),
         F.col("r1").alias("_kind"),
         F.col("r7").alias("_copy"),
     )
@@ -82,8 +100,16 @@ def synthetic_events(spark: SparkSession, rows: int, day: str, *, users: int = 1
 
 def _cumulative(dirt: DirtRates) -> dict[str, tuple[float, float]]:
     out, low = {}, 0.0
-    for name in ("malformed", "missing_user", "bad_timestamp", "future", "too_late", "unknown_event_type", "bad_value",
-                 "unknown_item"):
+    for name in (
+        "malformed",
+        "missing_user",
+        "bad_timestamp",
+        "future",
+        "too_late",
+        "unknown_event_type",
+        "bad_value",
+        "unknown_item",
+    ):
         high = low + getattr(dirt, name)
         out[name] = (low, high)
         low = high
@@ -102,12 +128,14 @@ def _spelled(seconds: Column, style: Column) -> Column:
 def synthetic_items(spark: SparkSession, items: int, day: str) -> DataFrame:
     """The catalog of ``synthetic_events``' items ``i0 .. i<items-1>`` as raw JSON lines."""
     return spark.range(items).select(
-        F.to_json(F.struct(
-            F.concat(F.lit("i"), F.col("id").cast("string")).alias("item_id"),
-            F.concat(F.lit("Item "), F.col("id").cast("string")).alias("title"),
-            F.concat(F.lit("category "), (F.col("id") % 50).cast("string")).alias("category"),
-            F.lit(f"{day} 00:00:00").alias("updated_at"),
-        )).alias("value")
+        F.to_json(
+            F.struct(
+                F.concat(F.lit("i"), F.col("id").cast("string")).alias("item_id"),
+                F.concat(F.lit("Item "), F.col("id").cast("string")).alias("title"),
+                F.concat(F.lit("category "), (F.col("id") % 50).cast("string")).alias("category"),
+                F.lit(f"{day} 00:00:00").alias("updated_at"),
+            )
+        ).alias("value")
     )
 
 

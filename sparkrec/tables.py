@@ -46,7 +46,9 @@ def read_source(spark: SparkSession, where: str) -> DataFrame:
     try:
         return spark.read.parquet(path)
     except Exception as err:  # AnalysisException: path missing or not Parquet
-        raise TableMissingError(f"cannot read {where!r} as a Delta table or Parquet: {str(err).splitlines()[0]}") from err
+        raise TableMissingError(
+            f"cannot read {where!r} as a Delta table or Parquet: {str(err).splitlines()[0]}"
+        ) from err
 
 
 def table_version(spark: SparkSession, config: Config, table: str) -> int | None:
@@ -59,9 +61,7 @@ def table_version(spark: SparkSession, config: Config, table: str) -> int | None
     return int(row[0]) if row else None
 
 
-def replace_partitions(
-    df: DataFrame, config: Config, table: str, where: str, *, comment: str | None = None
-) -> None:
+def replace_partitions(df: DataFrame, config: Config, table: str, where: str, *, comment: str | None = None) -> None:
     """Atomically replace the rows matching ``where`` (e.g. one landing day) with ``df``.
 
     A re-run replaces exactly what the previous run of the same day wrote, so days never double,
@@ -178,8 +178,9 @@ def rollback(spark: SparkSession, config: Config, table: str, version: int) -> d
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
-def maintain(spark: SparkSession, config: Config, table: str, retain_hours: int,
-             zorder: Sequence[str] = ()) -> dict[str, float]:
+def maintain(
+    spark: SparkSession, config: Config, table: str, retain_hours: int, zorder: Sequence[str] = ()
+) -> dict[str, float]:
     """Compact ``table`` (OPTIMIZE, Z-ordered by ``zorder`` when given), then VACUUM files older than
     ``retain_hours`` that no kept version needs. Below Delta's 168-hour safety limit the check is
     switched off for this call only (time travel past ``retain_hours`` is then lost)."""
@@ -202,8 +203,12 @@ def maintain(spark: SparkSession, config: Config, table: str, retain_hours: int,
     finally:
         spark.conf.set(check_key, before)
     files = spark.read.format("delta").load(config.table_path(table)).inputFiles()
-    return {"files_added": float(stats[0]), "files_removed": float(stats[1]), "files_after": float(len(files)),
-            "version": float(table_version(spark, config, table) or 0)}
+    return {
+        "files_added": float(stats[0]),
+        "files_removed": float(stats[1]),
+        "files_after": float(len(files)),
+        "version": float(table_version(spark, config, table) or 0),
+    }
 
 
 def _quote(text: str) -> str:

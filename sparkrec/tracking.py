@@ -47,7 +47,10 @@ def git_commit() -> str:
         ).stdout.strip()
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=10,
+            cwd=PROJECT_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
         ).stdout.strip()
         return commit + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
@@ -63,8 +66,9 @@ def report_counts(run_id: str, **counts: float) -> None:
 
 
 @contextlib.contextmanager
-def stage_run(config: Config, stage: str, date: str,
-              table_versions: dict[str, int | None] | None = None) -> Iterator[str]:
+def stage_run(
+    config: Config, stage: str, date: str, table_versions: dict[str, int | None] | None = None
+) -> Iterator[str]:
     """Start an MLflow run for one stage of one date; yields the run id.
 
     Nested under the active run (nightly, backfill) when there is one. The log gets a line when the
@@ -93,12 +97,18 @@ def stage_run(config: Config, stage: str, date: str,
             yield run_id
         except BaseException as err:
             _STAGE_COUNTS.pop(run_id, None)
-            log.info("stage %s %s: failed after %.1f s (%s)", stage, date, time.perf_counter() - started,
-                     type(err).__name__)
+            log.info(
+                "stage %s %s: failed after %.1f s (%s)", stage, date, time.perf_counter() - started, type(err).__name__
+            )
             raise
         rows = ", ".join(f"{k}={v:.0f}" for k, v in _STAGE_COUNTS.pop(run_id, {}).items())
-        log.info("stage %s %s: finished in %.1f s%s", stage, date, time.perf_counter() - started,
-                 f" ({rows})" if rows else "")
+        log.info(
+            "stage %s %s: finished in %.1f s%s",
+            stage,
+            date,
+            time.perf_counter() - started,
+            f" ({rows})" if rows else "",
+        )
 
 
 def log_table_versions(versions: dict[str, int | None]) -> None:
@@ -117,4 +127,3 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     import mlflow
 
     mlflow.log_metrics({mlflow_metric_name(k): float(v) for k, v in metrics.items()}, step=step)
-

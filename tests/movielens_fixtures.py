@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-# (user, item, rating, unix seconds): the newest rating is on 2001-09-09 (1000000000 = 01:46:40 UTC), the rest months earlier.
+# (user, item, rating, unix seconds): the newest rating is on 2001-09-09 (1000000000 = 01:46:40 UTC),
+# the rest months earlier.
 RATINGS = [
     ("1", "10", "5", "978300760"),
     ("1", "20", "3", "978300820"),
@@ -36,18 +37,26 @@ def write_1m(folder: Path) -> Path:
     return folder
 
 
-def write_latest(folder: Path, ratings: list[tuple[str, str, str, str]] | None = None,
-                 movies: list[tuple[str, str, str]] | None = None) -> Path:
+def write_latest(
+    folder: Path,
+    ratings: list[tuple[str, str, str, str]] | None = None,
+    movies: list[tuple[str, str, str]] | None = None,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     rows = ratings if ratings is not None else [(u, i, f"{float(r):.1f}", t) for u, i, r, t in RATINGS]
     (folder / "ratings.csv").write_text("userId,movieId,rating,timestamp\n" + "".join(",".join(r) + "\n" for r in rows))
-    films = movies if movies is not None else [
-        ("10", "Amélie (2001)", "Comedy|Romance"),
-        ("20", "Heat (1995)", "Action|Crime|Thriller"),
-        ("30", "Good, the Bad and the Ugly, The (1966)", "(no genres listed)"),
-    ]
+    films = (
+        movies
+        if movies is not None
+        else [
+            ("10", "Amélie (2001)", "Comedy|Romance"),
+            ("20", "Heat (1995)", "Action|Crime|Thriller"),
+            ("30", "Good, the Bad and the Ugly, The (1966)", "(no genres listed)"),
+        ]
+    )
     (folder / "movies.csv").write_text(
-        "movieId,title,genres\n" + "".join(f'{m},"{t}",{g}\n' for m, t, g in films), encoding="utf-8")
+        "movieId,title,genres\n" + "".join(f'{m},"{t}",{g}\n' for m, t, g in films), encoding="utf-8"
+    )
     (folder / "tags.csv").write_text(
         "userId,movieId,tag,timestamp\n1,10,Paris,999990000\n2,10,paris,999990001\n2,10,whimsical,999990002\n",
         encoding="utf-8",
@@ -66,7 +75,7 @@ def write_two_communities(folder: Path, users: int = 40, items: int = 24) -> Pat
     start = 1_500_000_000
     for u in range(1, users + 1):
         side = [i for i in range(1, items + 1) if i % 2 == u % 2]
-        mine = side[u % len(side):] + side[: u % len(side)]  # each user reaches the films in another order
+        mine = side[u % len(side) :] + side[: u % len(side)]  # each user reaches the films in another order
         for n, i in enumerate(mine):
             day = (n * 10) // len(mine)
             ratings.append((str(u), str(i), "4.0", str(start + day * 86400 + u * 60 + n)))

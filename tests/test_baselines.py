@@ -60,10 +60,14 @@ def test_text_neighbours_add_one_pseudo_user_per_item_with_interactions() -> Non
     gram[:4, :4] = X.T @ X  # item e (row 4) has no interactions
     # a and b read the same, c is nearest d (cosine 0.8) and d nearest c; e reads like a but takes no part.
     text = np.array([[1, 0], [2, 0], [0, 1], [0.6, 0.8], [1, 0]], dtype=np.float32)
-    pseudo = np.array([[1, 1, 0, 0, 0],     # a: itself, b (cosine 1)
-                       [1, 1, 0, 0, 0],     # b: itself, a
-                       [0, 0, 1, 0.8, 0],   # c: itself, d
-                       [0, 0, 0.8, 1, 0]])  # d: itself, c
+    pseudo = np.array(
+        [
+            [1, 1, 0, 0, 0],  # a: itself, b (cosine 1)
+            [1, 1, 0, 0, 0],  # b: itself, a
+            [0, 0, 1, 0.8, 0],  # c: itself, d
+            [0, 0, 0.8, 1, 0],
+        ]
+    )  # d: itself, c
     out = with_text_neighbours(gram, text, neighbours=1, weight=0.5)
     np.testing.assert_allclose(out, gram + 0.5 * pseudo.T @ pseudo, rtol=1e-6)
     assert not out[4].any() and not out[:, 4].any()
@@ -124,8 +128,10 @@ def test_implicit_als_ranks_the_user_s_own_community_first(spark) -> None:
 def test_als_grid_is_every_combination_and_rejects_unknown_keys() -> None:
     grid = _als_grid({"rank": [8.0, 16.0], "alpha": [1.0], "reg_param": [0.1, 1.0]})
     assert grid == [
-        {"alpha": 1.0, "rank": 8, "reg_param": 0.1}, {"alpha": 1.0, "rank": 8, "reg_param": 1.0},
-        {"alpha": 1.0, "rank": 16, "reg_param": 0.1}, {"alpha": 1.0, "rank": 16, "reg_param": 1.0},
+        {"alpha": 1.0, "rank": 8, "reg_param": 0.1},
+        {"alpha": 1.0, "rank": 8, "reg_param": 1.0},
+        {"alpha": 1.0, "rank": 16, "reg_param": 0.1},
+        {"alpha": 1.0, "rank": 16, "reg_param": 1.0},
     ]
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['lr'\]"):
         _als_grid({"lr": [0.1]})

@@ -32,10 +32,12 @@ BAD = {
     "bad_timestamp": '{"user_id":"u5","item_id":"i1","event_type":"view","ts":"yesterday"}',
     "future_timestamp": '{"user_id":"u5","item_id":"i1","event_type":"view","ts":"2024-03-13 10:00:00"}',
     "too_late": '{"user_id":"u5","item_id":"i1","event_type":"view","ts":"2024-02-01 10:00:00"}',
-    "value_out_of_range": '{"user_id":"u5","item_id":"i1","event_type":"purchase","ts":"2024-03-10 10:00:00","value":-3}',
+    "value_out_of_range": (
+        '{"user_id":"u5","item_id":"i1","event_type":"purchase","ts":"2024-03-10 10:00:00","value":-3}'
+    ),
     "non_product": '{"user_id":"u5","item_id":"POST","event_type":"purchase","ts":"2024-03-10 10:00:00","value":1}',
     "bad_price": '{"user_id":"u5","item_id":"i1","event_type":"purchase","ts":"2024-03-10 10:00:00","value":1,'
-                 '"context":{"price":0.0}}',
+    '"context":{"price":0.0}}',
     "unknown_item": '{"user_id":"u5","item_id":"nobody-knows","event_type":"view","ts":"2024-03-10 10:00:00"}',
     "malformed_record": '{"user_id": "u6", "item_id": ',
 }
@@ -58,9 +60,16 @@ def write_items(config: Config, day: str, items: list[dict]) -> None:
 def cleaned(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path) -> Config:
     config = stages_config(make_config(tmp_path_factory.mktemp("clean"), mlflow_db))
     write_landing(config, DAY, GOOD + DUPLICATES + list(BAD.values()) + MALFORMED_MORE)
-    write_items(config, DAY, [{"item_id": "i1", "title": "Red mug", "price": "3.5", "updated_at": "2024-03-10 08:00:00"},
-                              {"item_id": "POST", "title": "Postage"}, {"title": "no id"},
-                              *[{"item_id": i} for i in ("i2", "i3", "ï-ünïcödé 🎁")]])
+    write_items(
+        config,
+        DAY,
+        [
+            {"item_id": "i1", "title": "Red mug", "price": "3.5", "updated_at": "2024-03-10 08:00:00"},
+            {"item_id": "POST", "title": "Postage"},
+            {"title": "no id"},
+            *[{"item_id": i} for i in ("i2", "i3", "ï-ünïcödé 🎁")],
+        ],
+    )
     stages.run_clean(spark, config, [DAY])
     return config
 
@@ -73,7 +82,8 @@ def stages_config(config: Config) -> Config:
 
 def test_clean_rows_are_parsed_and_normalised_to_utc(spark, cleaned: Config) -> None:
     got = read_table(spark, cleaned, "interactions").select(
-        "user_id", "item_id", "event_type", "value", "weight", "event_ts", "event_date", "ds")
+        "user_id", "item_id", "event_type", "value", "weight", "event_ts", "event_date", "ds"
+    )
     ts = dt.datetime(2024, 3, 10, 10, 0)
     day, ds = dt.date(2024, 3, 10), dt.date(2024, 3, 10)
     expected = spark.createDataFrame(
@@ -97,7 +107,9 @@ def test_every_bad_row_is_quarantined_with_its_reason(spark, cleaned: Config) ->
     quarantine = read_table(spark, cleaned, "quarantine")
     events = quarantine.where(F.col("source_file").startswith("events/"))
     got = sorted((r["reason"], r["raw"]) for r in events.collect())
-    expected = sorted([(reason, raw) for reason, raw in BAD.items()] + [("malformed_record", m) for m in MALFORMED_MORE])
+    expected = sorted(
+        [(reason, raw) for reason, raw in BAD.items()] + [("malformed_record", m) for m in MALFORMED_MORE]
+    )
     assert got == expected
     assert {r["source_file"] for r in events.collect()} == {f"events/ds={DAY}/part-0.jsonl"}
     items = quarantine.where(F.col("source_file").startswith("items/")).collect()
@@ -127,7 +139,9 @@ def test_rerunning_a_day_gives_the_same_rows(spark, cleaned: Config) -> None:
     stages.run_clean(spark, cleaned, [DAY])
     assertDataFrameEqual(read_table(spark, cleaned, "interactions"), before)
     assert read_table(spark, cleaned, "quarantine").count() == quarantine_before
-    metrics = read_table(spark, cleaned, "run_metrics").where("stage = 'clean' AND metric = 'raw_rows' AND source IS NULL")
+    metrics = read_table(spark, cleaned, "run_metrics").where(
+        "stage = 'clean' AND metric = 'raw_rows' AND source IS NULL"
+    )
     assert metrics.count() == 1
 
 
@@ -137,19 +151,25 @@ def test_missing_landing_day_is_a_clear_error(spark, config: Config) -> None:
 
 
 def test_reconcile_refuses_counts_that_do_not_add_up() -> None:
-    counts = [{"ds": DAY, "source": None, "metric": m, "value": v}
-              for m, v in [("raw_rows", 10), ("clean_rows", 6), ("duplicate_rows", 1), ("quarantined_rows", 2)]]
+    counts = [
+        {"ds": DAY, "source": None, "metric": m, "value": v}
+        for m, v in [("raw_rows", 10), ("clean_rows", 6), ("duplicate_rows", 1), ("quarantined_rows", 2)]
+    ]
     with pytest.raises(ReconciliationError, match="raw_rows=10"):
         reconcile(counts)
 
 
 def test_fast_users_are_kept_as_bots_counted_and_left_out_of_training(spark, tmp_path: Path, mlflow_db: Path) -> None:
     config = make_config(tmp_path, mlflow_db, "clean.bot_max_events_per_hour=3")
-    burst = [json.dumps({"user_id": "bot", "item_id": f"i{n}", "event_type": "view", "ts": f"2024-03-10T10:{n:02d}:00Z"})
-             for n in range(4)]  # 4 events in one hour: above 3
+    burst = [
+        json.dumps({"user_id": "bot", "item_id": f"i{n}", "event_type": "view", "ts": f"2024-03-10T10:{n:02d}:00Z"})
+        for n in range(4)
+    ]  # 4 events in one hour: above 3
     slow = [json.dumps({"user_id": "bot", "item_id": "i9", "event_type": "view", "ts": "2024-03-10T20:00:00Z"})]
-    person = [json.dumps({"user_id": "person", "item_id": f"i{n}", "event_type": "view", "ts": f"2024-03-10T{10 + n}:00:00Z"})
-              for n in range(4)]  # 4 events, one per hour
+    person = [
+        json.dumps({"user_id": "person", "item_id": f"i{n}", "event_type": "view", "ts": f"2024-03-10T{10 + n}:00:00Z"})
+        for n in range(4)
+    ]  # 4 events, one per hour
     write_landing(config, DAY, burst + slow + person + burst[:1])  # the repeated line is a duplicate, not a 5th event
     result = stages.run_clean(spark, config, [DAY])
     assert (result["raw_rows"], result["clean_rows"], result["duplicate_rows"], result["bot_rows"]) == (10, 9, 1, 5)
@@ -161,8 +181,13 @@ def test_fast_users_are_kept_as_bots_counted_and_left_out_of_training(spark, tmp
     kept = without_bots(read_table(spark, config, "interactions"))
     assert {r["user_id"] for r in kept.select("user_id").distinct().collect()} == {"person"}
     # Off: nobody is a bot.
-    off = stages.run_clean(spark, make_config(tmp_path / "off", mlflow_db, "clean.bot_max_events_per_hour=0",
-                                              f"landing.root={config.landing.root}"), [DAY])
+    off = stages.run_clean(
+        spark,
+        make_config(
+            tmp_path / "off", mlflow_db, "clean.bot_max_events_per_hour=0", f"landing.root={config.landing.root}"
+        ),
+        [DAY],
+    )
     assert off["bot_rows"] == 0
 
 

@@ -19,12 +19,24 @@ from sparkrec.tables import read_table
 from tests.conftest import make_config
 
 EVENTS = [
-    {"user_id": "u1", "item_id": "i1", "event_type": "purchase", "ts": "2024-03-10T10:00:00Z", "value": "2",
-     "session_id": "s1"},
+    {
+        "user_id": "u1",
+        "item_id": "i1",
+        "event_type": "purchase",
+        "ts": "2024-03-10T10:00:00Z",
+        "value": "2",
+        "session_id": "s1",
+    },
     {"user_id": "u2", "item_id": "i2", "event_type": "view", "ts": "2024-03-10 11:00:00"},
     {"user_id": "u3", "item_id": "ï-ünïcödé 🎁", "event_type": "click", "ts": "1710064800"},
-    {"user_id": "u4", "item_id": "i2", "event_type": "return", "ts": "2024-03-10 12:00:00", "value": "1",
-     "linked_event_id": "e-original"},
+    {
+        "user_id": "u4",
+        "item_id": "i2",
+        "event_type": "return",
+        "ts": "2024-03-10 12:00:00",
+        "value": "1",
+        "linked_event_id": "e-original",
+    },
 ]
 COLUMNS = ["user_id", "item_id", "event_type", "ts", "value", "session_id", "linked_event_id"]
 
@@ -51,8 +63,12 @@ def three_formats(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Pa
     lines = [json.dumps(e, ensure_ascii=False) for e in EVENTS]
     (day_folder(config, "2024-03-10") / "events.jsonl.gz").write_bytes(gzip.compress("\n".join(lines).encode()))
     rows = [{**e, "colour": "red"} for e in EVENTS]
-    write_csv_gz(day_folder(config, "2024-03-11") / "events.csv.gz", [shift(r, 1) for r in rows], [*COLUMNS, "colour"],
-                 extra_lines=['u9,"i,9",view'])
+    write_csv_gz(
+        day_folder(config, "2024-03-11") / "events.csv.gz",
+        [shift(r, 1) for r in rows],
+        [*COLUMNS, "colour"],
+        extra_lines=['u9,"i,9",view'],
+    )
     frame = pd.DataFrame([shift(e, 2) for e in EVENTS])
     frame["ts"] = pd.to_datetime(frame["ts"].map(_iso), utc=True)
     frame["value"] = pd.to_numeric(frame["value"])
@@ -82,8 +98,11 @@ def test_the_three_formats_give_the_same_interactions(spark, three_formats: Conf
     assertDataFrameEqual(per_day["2024-03-11"], per_day["2024-03-10"])
     assertDataFrameEqual(per_day["2024-03-12"], per_day["2024-03-10"])
     times = {r["ds"].isoformat(): r["event_ts"] for r in got.where("user_id = 'u1'").collect()}
-    assert times == {"2024-03-10": dt.datetime(2024, 3, 10, 10), "2024-03-11": dt.datetime(2024, 3, 11, 10),
-                     "2024-03-12": dt.datetime(2024, 3, 12, 10)}
+    assert times == {
+        "2024-03-10": dt.datetime(2024, 3, 10, 10),
+        "2024-03-11": dt.datetime(2024, 3, 11, 10),
+        "2024-03-12": dt.datetime(2024, 3, 12, 10),
+    }
     assert {r["linked_event_id"] for r in got.where("event_type = 'return'").collect()} == {"e-original"}
 
 

@@ -33,11 +33,21 @@ def test_killed_clean_leaves_the_last_commit_and_the_rerun_completes(spark, conf
     # starts writing data files (before its commit).
     write_landing_day(synthetic_events(spark, 100_000, DAY, seed=2, partitions=2), config.landing.root, DAY)
     files = _data_files(table)
-    args = [f"--set=lakehouse.root={config.lakehouse.root}", f"--set=landing.root={config.landing.root}",
-            f"--set=mlflow.tracking_uri={config.mlflow.tracking_uri}", f"--set=mlflow.experiment={config.mlflow.experiment}",
-            "--set=spark.master=local[2]", "--set=spark.show_progress=false", "--set=spark.driver_memory=1g"]
-    proc = subprocess.Popen([sys.executable, "-m", "sparkrec.cli", "clean", "--date", DAY, *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    args = [
+        f"--set=lakehouse.root={config.lakehouse.root}",
+        f"--set=landing.root={config.landing.root}",
+        f"--set=mlflow.tracking_uri={config.mlflow.tracking_uri}",
+        f"--set=mlflow.experiment={config.mlflow.experiment}",
+        "--set=spark.master=local[2]",
+        "--set=spark.show_progress=false",
+        "--set=spark.driver_memory=1g",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sparkrec.cli", "clean", "--date", DAY, *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline and proc.poll() is None and not (_data_files(table) - files):
         time.sleep(0.05)
@@ -53,6 +63,8 @@ def test_killed_clean_leaves_the_last_commit_and_the_rerun_completes(spark, conf
     assert rerun["raw_rows"] > first["raw_rows"]
     assert read_table(spark, config, "interactions").count() == rerun["clean_rows"]
     assert read_table(spark, config, "interactions").select("event_id").distinct().count() == rerun["clean_rows"]
-    metrics = {r["metric"]: r["value"] for r in read_table(spark, config, "run_metrics")
-               .where("stage = 'clean' AND source IS NULL").collect()}
+    metrics = {
+        r["metric"]: r["value"]
+        for r in read_table(spark, config, "run_metrics").where("stage = 'clean' AND source IS NULL").collect()
+    }
     assert json.dumps(metrics["raw_rows"]) == json.dumps(rerun["raw_rows"])

@@ -22,8 +22,24 @@ VALUES = st.one_of(
     st.integers(min_value=-(10**20), max_value=10**20),
     st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
-    st.sampled_from(["2024-03-10T10:00:00Z", "2024-03-10 10:00", "1710064800", "1710064800000", "2999-01-01",
-                     "1970-01-01", "view", "purchase", "i1", "POST", " ", "NaN", "-1", "0"]),
+    st.sampled_from(
+        [
+            "2024-03-10T10:00:00Z",
+            "2024-03-10 10:00",
+            "1710064800",
+            "1710064800000",
+            "2999-01-01",
+            "1970-01-01",
+            "view",
+            "purchase",
+            "i1",
+            "POST",
+            " ",
+            "NaN",
+            "-1",
+            "0",
+        ]
+    ),
     st.lists(st.integers(), max_size=2),
     st.dictionaries(st.sampled_from(["price", "country"]), st.one_of(st.integers(), st.text(max_size=4)), max_size=2),
 )
@@ -73,5 +89,7 @@ def test_garbage_never_crashes_and_reconciles_exactly(spark, tmp_path: Path, mlf
 @pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=FIXTURES)
 @given(**GARBAGE)
-def test_more_garbage_never_crashes_and_reconciles_exactly(spark, tmp_path: Path, mlflow_db: Path, lines, repeat) -> None:
+def test_more_garbage_never_crashes_and_reconciles_exactly(
+    spark, tmp_path: Path, mlflow_db: Path, lines, repeat
+) -> None:
     check_garbage(spark, tmp_path, mlflow_db, lines, repeat)

@@ -29,8 +29,15 @@ DAYS = ["2010-12-01", "2010-12-02", "2010-12-03", "2010-12-05", "2010-12-06"]
 DAY = "2010-12-07"
 K = 10
 # The same small settings for every run, local or cluster.
-SETTINGS = ["evaluate.holdout_days=2", "evaluate.curve_k=10", "train.epochs=3", "train.batch_size=64",
-            "train.model.dim=16", f"recommend.k={K}", "spark.show_progress=false"]
+SETTINGS = [
+    "evaluate.holdout_days=2",
+    "evaluate.curve_k=10",
+    "train.epochs=3",
+    "train.batch_size=64",
+    "train.model.dim=16",
+    f"recommend.k={K}",
+    "spark.show_progress=false",
+]
 # Local and cluster runs train the same seeded model on the same data in the same order (the
 # partition counts are the same), so their metrics agree; this is the tolerance the test allows.
 METRIC_TOLERANCE = 0.01
@@ -74,29 +81,62 @@ def _copy(cleaned: Path, dest: Path) -> Path:
 
 
 def _sets(root: Path, landing: Path) -> list[str]:
-    sets = [*SETTINGS, f"lakehouse.root={root / 'lakehouse'}", f"landing.root={landing}",
-            f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", f"mlflow.artifact_location={root / 'mlartifacts'}"]
+    sets = [
+        *SETTINGS,
+        f"lakehouse.root={root / 'lakehouse'}",
+        f"landing.root={landing}",
+        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+        f"mlflow.artifact_location={root / 'mlartifacts'}",
+    ]
     return [arg for s in sets for arg in ("--set", s)]
 
 
-def _submit(cluster: dict, job: str, root: Path, landing: Path, *extra: str, options: tuple[str, ...] = (),
-            env: dict | None = None) -> subprocess.Popen:
+def _submit(
+    cluster: dict,
+    job: str,
+    root: Path,
+    landing: Path,
+    *extra: str,
+    options: tuple[str, ...] = (),
+    env: dict | None = None,
+) -> subprocess.Popen:
     """spark-submit jobs/<job>.py to the cluster as the README says (plus spark-submit ``options``);
     its output goes to root/driver.log."""
-    args = subprocess.run([str(SCRIPT), "submit-args"], check=True, capture_output=True, text=True,
-                          env={**cluster["env"], "SPARKREC_MASTER_PORT": cluster["master"].rsplit(":", 1)[1]},
-                          cwd=ROOT).stdout.split()
+    args = subprocess.run(
+        [str(SCRIPT), "submit-args"],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={**cluster["env"], "SPARKREC_MASTER_PORT": cluster["master"].rsplit(":", 1)[1]},
+        cwd=ROOT,
+    ).stdout.split()
     assert args[:2] == ["--master", cluster["master"]]
-    cmd = [str(ROOT / ".venv" / "bin" / "spark-submit"), *args, *options, str(ROOT / "jobs" / f"{job}.py"),
-           "--date", DAY, "--conf", str(ROOT / "conf" / "cluster-local.yaml"), *_sets(root, landing), *extra]
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "spark-submit"),
+        *args,
+        *options,
+        str(ROOT / "jobs" / f"{job}.py"),
+        "--date",
+        DAY,
+        "--conf",
+        str(ROOT / "conf" / "cluster-local.yaml"),
+        *_sets(root, landing),
+        *extra,
+    ]
     return _start(cmd, root, env or cluster["env"])
 
 
 def _start(cmd: list[str], root: Path, env: dict | None = None) -> subprocess.Popen:
     # One file, as an operator sees it (spark-submit sends the Python driver's stderr to its stdout);
     # a file, not a pipe, so a chatty run cannot stall.
-    return subprocess.Popen(cmd, cwd=root, env=env or _env(), stdout=open(root / "driver.log", "w"),
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=root,
+        env=env or _env(),
+        stdout=open(root / "driver.log", "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def _finish(proc: subprocess.Popen, root: Path, timeout: int = 480) -> tuple[int, dict, str]:
@@ -111,7 +151,7 @@ def _finish(proc: subprocess.Popen, root: Path, timeout: int = 480) -> tuple[int
     # The result JSON the CLI prints last: from a line "{" to a line "}".
     if "{" in lines and "}" in lines:
         first, last = lines.index("{"), len(lines) - 1 - lines[::-1].index("}")
-        return proc.returncode, json.loads("\n".join(lines[first:last + 1])), log
+        return proc.returncode, json.loads("\n".join(lines[first : last + 1])), log
     return proc.returncode, {}, log
 
 
@@ -119,10 +159,17 @@ def _check_lists(spark, lakehouse: Path) -> list[str]:
     """The recommendations contract for DAY: every active user, K distinct unseen items, ranks 1..K."""
     config = make_config(lakehouse.parent, lakehouse.parent / "unused.db")
     recs = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
-    per_user = recs.groupBy("user_id").agg(F.count(F.lit(1)).alias("n"), F.countDistinct("item_id").alias("items"),
-                                           F.sort_array(F.collect_list("rank")).alias("ranks"))
-    assert per_user.where((F.col("n") != K) | (F.col("items") != K)
-                          | (F.col("ranks") != F.sequence(F.lit(1), F.lit(K)))).count() == 0
+    per_user = recs.groupBy("user_id").agg(
+        F.count(F.lit(1)).alias("n"),
+        F.countDistinct("item_id").alias("items"),
+        F.sort_array(F.collect_list("rank")).alias("ranks"),
+    )
+    assert (
+        per_user.where(
+            (F.col("n") != K) | (F.col("items") != K) | (F.col("ranks") != F.sequence(F.lit(1), F.lit(K)))
+        ).count()
+        == 0
+    )
     interactions = read_table(spark, config, "interactions").where(F.col("event_date") <= F.lit(DAY))
     assert recs.join(interactions.select("user_id", "item_id").distinct(), ["user_id", "item_id"]).count() == 0
     users = sorted(r[0] for r in per_user.select("user_id").collect())
@@ -203,9 +250,23 @@ def test_the_cluster_gives_the_answers_of_local_mode(spark, cluster, cleaned, tm
     """The same nightly, once as `sparkrec nightly` in local mode and once through spark-submit on the cluster."""
     local, remote = _copy(cleaned, tmp_path / "local"), _copy(cleaned, tmp_path / "cluster")
     started = time.perf_counter()
-    code, local_result, log = _finish(_start(
-        [sys.executable, "-m", "sparkrec.cli", "nightly", "--date", DAY, "--conf", str(ROOT / "conf" / "local.yaml"),
-         *_sets(local, cleaned / "landing")], local), local)
+    code, local_result, log = _finish(
+        _start(
+            [
+                sys.executable,
+                "-m",
+                "sparkrec.cli",
+                "nightly",
+                "--date",
+                DAY,
+                "--conf",
+                str(ROOT / "conf" / "local.yaml"),
+                *_sets(local, cleaned / "landing"),
+            ],
+            local,
+        ),
+        local,
+    )
     local_s = time.perf_counter() - started
     assert code == 0, log[-4000:]
     started = time.perf_counter()
@@ -271,8 +332,22 @@ def _training_process() -> int:
 
 def _build_package(dest: Path) -> tuple[Path, Path]:
     """make wheel's two files: the wheel and the same archive as a .zip for --py-files."""
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(dest), str(ROOT)], check=True, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(dest),
+            str(ROOT),
+        ],
+        check=True,
+        cwd=ROOT,
+    )
     wheel = next(dest.glob("sparkrec-*-py3-none-any.whl"))
     archive = dest / wheel.name.replace("-py3-none-any.whl", ".zip")
     shutil.copy(wheel, archive)
@@ -309,10 +384,19 @@ def test_the_code_reaches_the_executors_as_a_py_files_zip(cluster, cleaned, tmp_
 
 
 def test_spark_submit_without_the_delta_jars_says_how_to_pass_them(tmp_path: Path) -> None:
-    cmd = [str(ROOT / ".venv" / "bin" / "spark-submit"), "--master", "local[1]", str(ROOT / "jobs" / "nightly.py"),
-           "--date", DAY, *_sets(tmp_path, tmp_path / "landing")]
+    cmd = [
+        str(ROOT / ".venv" / "bin" / "spark-submit"),
+        "--master",
+        "local[1]",
+        str(ROOT / "jobs" / "nightly.py"),
+        "--date",
+        DAY,
+        *_sets(tmp_path, tmp_path / "landing"),
+    ]
     code, _, log = _finish(_start(cmd, tmp_path), tmp_path, timeout=120)
     errors = [line for line in log.splitlines() if line.startswith("sparkrec: error:")]
     assert code == 2 and len(errors) == 1, log[-3000:]
     assert errors[0].startswith(
-        "sparkrec: error: Delta Lake's classes are not on the driver's class path: pass --packages io.delta:delta-spark_")
+        "sparkrec: error: Delta Lake's classes are not on the driver's class path: "
+        "pass --packages io.delta:delta-spark_"
+    )

@@ -18,8 +18,16 @@ def test_defaults_load_with_absolute_paths(tmp_path: Path, monkeypatch: pytest.M
 
 
 def test_overrides_types_and_nested_keys() -> None:
-    config = load_config(None, ["recommend.k=20", "train.model.dim=8", "spark.conf.spark.executor.memory=2g",
-                                "clean.event_types=view,purchase", "lakehouse.root=s3a://bucket/lake"])
+    config = load_config(
+        None,
+        [
+            "recommend.k=20",
+            "train.model.dim=8",
+            "spark.conf.spark.executor.memory=2g",
+            "clean.event_types=view,purchase",
+            "lakehouse.root=s3a://bucket/lake",
+        ],
+    )
     assert config.recommend.k == 20
     assert config.train.model.dim == 8
     assert config.spark.conf["spark.executor.memory"] == "2g"
@@ -62,7 +70,9 @@ def test_a_file_extends_another_and_changes_only_what_it_sets(tmp_path: Path) ->
     assert cluster.clean == local.clean and cluster.lakehouse == local.lakehouse and cluster.mlflow == local.mlflow
     assert cluster.spark.master == "" and not cluster.train.local_mode and cluster.train.num_processes == 2
     # spark.conf is merged key by key: the base file's settings stay unless the top file sets them.
-    assert cluster.spark.conf["spark.sql.adaptive.enabled"] == "true" and cluster.spark.conf["spark.executor.cores"] == "1"
+    assert (
+        cluster.spark.conf["spark.sql.adaptive.enabled"] == "true" and cluster.spark.conf["spark.executor.cores"] == "1"
+    )
     (tmp_path / "a.yaml").write_text("extends: b.yaml\nrecommend:\n  k: 5\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(ConfigError, match="loop"):
@@ -75,7 +85,9 @@ def test_a_file_extends_another_and_changes_only_what_it_sets(tmp_path: Path) ->
 def test_the_keys_a_user_file_sets_are_those_above_the_project_defaults(tmp_path: Path) -> None:
     conf = Path(__file__).resolve().parent.parent / "conf"
     cluster = keys_set_in(conf / "cluster-local.yaml")
-    assert {"spark.master", "train.num_processes", "train.local_mode", "spark.conf.spark.executor.cores"} <= set(cluster)
+    assert {"spark.master", "train.num_processes", "train.local_mode", "spark.conf.spark.executor.cores"} <= set(
+        cluster
+    )
     assert "train.epochs" not in cluster and "clean" not in " ".join(cluster)  # local.yaml's own keys are defaults
     assert keys_set_in(DEFAULT_CONF) == ()
     (tmp_path / "mine.yaml").write_text(f"extends: {conf / 'cluster-local.yaml'}\ntrain:\n  example_history: others\n")

@@ -109,8 +109,9 @@ def test_cuda_vectors_match_the_cpu() -> None:
     texts = [t for t in AWKWARD if t.strip()]
     cpu = embed.embed_texts(texts, embed.load_encoder(embed.default_model_path(), device="cpu"))
     for precision in ("fp16", "bf16"):
-        gpu = embed.embed_texts(texts, embed.load_encoder(embed.default_model_path(), device="cuda",
-                                                          cuda_precision=precision))
+        gpu = embed.embed_texts(
+            texts, embed.load_encoder(embed.default_model_path(), device="cuda", cuda_precision=precision)
+        )
         assert cosines(cpu, gpu).min() >= 0.99, precision
 
 
@@ -127,8 +128,11 @@ def test_embed_stage_only_embeds_new_or_changed_items(spark, config: Config) -> 
     event = '{"user_id":"u1","item_id":"i1","event_type":"view","ts":"%s 10:00:00"}'
     write_landing(config, day1, [event % day1])
     write_landing(config, day2, [event % day2])
-    write_items(config, day1, [{"item_id": "i1", "title": "Red mug"}, {"item_id": "i2", "title": "Blue cup"},
-                               {"item_id": "i3", "title": ""}])
+    write_items(
+        config,
+        day1,
+        [{"item_id": "i1", "title": "Red mug"}, {"item_id": "i2", "title": "Blue cup"}, {"item_id": "i3", "title": ""}],
+    )
     stages.run_clean(spark, config, [day1])
     first = stages.run_embed(spark, config, day1)
     assert (first["embedded_items"], first["skipped_unchanged_items"]) == (3, 0)
@@ -145,5 +149,8 @@ def test_embed_stage_only_embeds_new_or_changed_items(spark, config: Config) -> 
     assert (changed["embedded_items"], changed["skipped_unchanged_items"]) == (1, 2)
     assert read_table(spark, config, "item_embeddings").count() == 3
     metrics = read_table(spark, config, "run_metrics").where((F.col("stage") == "embed") & (F.col("ds") == F.lit(day2)))
-    assert {r["metric"]: r["value"] for r in metrics.collect()} == {"embedded_items": 1.0, "skipped_unchanged_items": 2.0}
+    assert {r["metric"]: r["value"] for r in metrics.collect()} == {
+        "embedded_items": 1.0,
+        "skipped_unchanged_items": 2.0,
+    }
     assert json.loads(json.dumps(changed))  # small, serialisable result

@@ -22,7 +22,8 @@ K = 5
 def experiment(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path):
     root = tmp_path_factory.mktemp("experiment")
     config = make_config(
-        root, mlflow_db,
+        root,
+        mlflow_db,
         f"experiment.root={root / 'experiments'}",
         f"experiment.mlflow_experiment=experiments-{root.name}",
         f"experiment.registered_model=experiment_model_{root.name}",
@@ -43,11 +44,23 @@ def test_every_model_is_scored_on_the_same_users_and_written_as_json(experiment)
     assert json.loads(output.read_text()) == json.loads(json.dumps(result, default=str))
     protocol = result["protocol"]
     assert (protocol["split"], protocol["holdout_days"], protocol["k"], protocol["dataset"]) == (
-        "chrono", 3, K, "movielens-latest")
+        "chrono",
+        3,
+        K,
+        "movielens-latest",
+    )
     assert list(result["models"]) == ["sparkrec", "popularity", "als", "ease"]
     for name, metrics in result["models"].items():
-        for metric in (f"ndcg@{K}", f"precision@{K}", f"recall@{K}", "map", f"map@{K}", f"mrr@{K}", f"coverage@{K}",
-                       "train_s"):
+        for metric in (
+            f"ndcg@{K}",
+            f"precision@{K}",
+            f"recall@{K}",
+            "map",
+            f"map@{K}",
+            f"mrr@{K}",
+            f"coverage@{K}",
+            "train_s",
+        ):
             assert 0.0 <= metrics[metric] <= (1.0 if metric != "train_s" else 1e4), (name, metric)
         assert metrics["users"] == protocol["users_evaluated"] == 40
     table = format_table(result)
@@ -142,18 +155,28 @@ def test_the_towers_and_the_ranker_learn_what_the_protocol_hides(tmp_path: Path,
 
     config = make_config(tmp_path, mlflow_db, "train.ranker.candidates=7")
     assert config.train.ranker.recent_days == 7
-    for split, history, labels, share, recent in (("chrono", "earlier", "latest", 0.2, 7),
-                                                  ("stratified-by-item", "others", "random", 0.05, 0),
-                                                  ("random-by-user", "others", "random", 0.05, 0),
-                                                  ("cold-items", "others", "random", 0.05, 0)):
+    for split, history, labels, share, recent in (
+        ("chrono", "earlier", "latest", 0.2, 7),
+        ("stratified-by-item", "others", "random", 0.05, 0),
+        ("random-by-user", "others", "random", 0.05, 0),
+        ("cold-items", "others", "random", 0.05, 0),
+    ):
         chosen, _ = experiment_config(config, ExperimentSpec(landing=str(tmp_path / "landing"), split=split))
         assert (chosen.train.example_history, chosen.train.ranker.labels) == (history, labels), split
         assert chosen.train.ranker.label_fraction == share, split  # chrono: the config's own
         assert chosen.train.ranker.recent_days == recent, split
         assert chosen.train.ranker.candidates == 7  # the rest of the ranker's settings kept
-    mine = make_config(tmp_path, mlflow_db, "train.example_history=earlier", "train.ranker.labels=latest",
-                       "train.ranker.label_fraction=0.3", "train.ranker.recent_days=3")
+    mine = make_config(
+        tmp_path,
+        mlflow_db,
+        "train.example_history=earlier",
+        "train.ranker.labels=latest",
+        "train.ranker.label_fraction=0.3",
+        "train.ranker.recent_days=3",
+    )
     fixed = ("train.example_history", "train.ranker.labels", "train.ranker.label_fraction", "train.ranker.recent_days")
-    chosen, _ = experiment_config(mine, ExperimentSpec(landing=str(tmp_path / "landing"), split="cold-items", fixed=fixed))
+    chosen, _ = experiment_config(
+        mine, ExperimentSpec(landing=str(tmp_path / "landing"), split="cold-items", fixed=fixed)
+    )
     assert (chosen.train.example_history, chosen.train.ranker.labels) == ("earlier", "latest")  # the user's --set wins
     assert chosen.train.ranker.label_fraction == 0.3 and chosen.train.ranker.recent_days == 3

@@ -10,10 +10,19 @@ L2, L3 = math.log2(3), math.log2(4)  # log2(rank + 1) for ranks 2 and 3
 @pytest.fixture(scope="module")
 def recs(spark):
     return spark.createDataFrame(
-        [("a", 1, "x"), ("a", 2, "y"), ("a", 3, "z"), ("a", 4, "m"),  # rank 4 is beyond k = 3
-         ("b", 1, "x"), ("b", 2, "q"), ("b", 3, "w"),
-         ("c", 1, "x"),  # c is not in the test set: ignored by the per-user metrics
-         ("e", 1, "x"), ("e", 2, "y"), ("e", 3, "v")],
+        [
+            ("a", 1, "x"),
+            ("a", 2, "y"),
+            ("a", 3, "z"),
+            ("a", 4, "m"),  # rank 4 is beyond k = 3
+            ("b", 1, "x"),
+            ("b", 2, "q"),
+            ("b", 3, "w"),
+            ("c", 1, "x"),  # c is not in the test set: ignored by the per-user metrics
+            ("e", 1, "x"),
+            ("e", 2, "y"),
+            ("e", 3, "v"),
+        ],
         "user_id string, rank int, item_id string",
     )
 
@@ -52,23 +61,31 @@ def test_ranks_beyond_k_do_not_count(spark) -> None:
 
 
 def test_intra_list_diversity_is_mean_pairwise_cosine_distance(spark) -> None:
-    recs = spark.createDataFrame([("a", 1, "x"), ("a", 2, "y"), ("a", 3, "z"), ("b", 1, "x"), ("b", 2, "x2")],
-                                 "user_id string, rank int, item_id string")
+    recs = spark.createDataFrame(
+        [("a", 1, "x"), ("a", 2, "y"), ("a", 3, "z"), ("b", 1, "x"), ("b", 2, "x2")],
+        "user_id string, rank int, item_id string",
+    )
     vectors = spark.createDataFrame(
         [("x", [1.0, 0.0]), ("y", [0.0, 1.0]), ("z", [1.0, 1.0]), ("x2", [2.0, 0.0])],
-        "item_id string, embedding array<float>")
+        "item_id string, embedding array<float>",
+    )
     a = (1 + 2 * (1 - 1 / math.sqrt(2))) / 3
     assert intra_list_diversity(recs, vectors) == pytest.approx((a + 0.0) / 2, abs=1e-6)
     # An item without text (zero vector) has no direction: its pairs are left out, not an error.
-    blank = spark.createDataFrame([("c", 1, "x"), ("c", 2, "w"), ("c", 3, "y")], "user_id string, rank int, item_id string")
+    blank = spark.createDataFrame(
+        [("c", 1, "x"), ("c", 2, "w"), ("c", 3, "y")], "user_id string, rank int, item_id string"
+    )
     zero = vectors.unionByName(spark.createDataFrame([("w", [0.0, 0.0])], "item_id string, embedding array<float>"))
     assert intra_list_diversity(blank, zero) == pytest.approx(1.0, abs=1e-6)
 
 
 def test_novelty_is_mean_self_information(spark) -> None:
-    train = spark.createDataFrame([("u1", "x"), ("u2", "x"), ("u3", "x"), ("u4", "x"), ("u4", "y")],
-                                  "user_id string, item_id string")
-    recs = spark.createDataFrame([("a", 1, "x"), ("a", 2, "y"), ("b", 1, "z")], "user_id string, rank int, item_id string")
+    train = spark.createDataFrame(
+        [("u1", "x"), ("u2", "x"), ("u3", "x"), ("u4", "x"), ("u4", "y")], "user_id string, item_id string"
+    )
+    recs = spark.createDataFrame(
+        [("a", 1, "x"), ("a", 2, "y"), ("b", 1, "z")], "user_id string, rank int, item_id string"
+    )
     # a: (-log2 1 + -log2 1/4) / 2 = 1; b: z unseen in training, p = 1 / (4 + 1)
     assert novelty(recs, train) == pytest.approx((1 + math.log2(5)) / 2)
 

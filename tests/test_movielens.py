@@ -26,7 +26,11 @@ def _lines(path: Path) -> list[dict]:
 
 @pytest.mark.parametrize(
     ("writer", "layout", "genres"),
-    [(write_100k, "100k", "Comedy, Romance"), (write_1m, "1m", "Comedy, Romance"), (write_latest, "latest", "Comedy, Romance")],
+    [
+        (write_100k, "100k", "Comedy, Romance"),
+        (write_1m, "1m", "Comedy, Romance"),
+        (write_latest, "latest", "Comedy, Romance"),
+    ],
 )
 def test_each_layout_lands_every_rating_and_the_catalog(tmp_path: Path, writer, layout: str, genres: str) -> None:
     source = writer(tmp_path / "ml")
@@ -35,7 +39,9 @@ def test_each_layout_lands_every_rating_and_the_catalog(tmp_path: Path, writer, 
     assert (summary.layout, summary.events, summary.items, summary.days) == (layout, 4, 3, [DAY])
     events = _lines(tmp_path / "landing" / "events" / f"ds={DAY}" / "movielens.jsonl.gz")
     assert [(e["event_id"], e["event_type"], float(e["value"]), e["ts"]) for e in events][:2] == [
-        ("1:10", "rating", 5.0, "978300760"), ("1:20", "rating", 3.0, "978300820")]
+        ("1:10", "rating", 5.0, "978300760"),
+        ("1:20", "rating", 3.0, "978300820"),
+    ]
     items = {i["item_id"]: i for i in _lines(tmp_path / "landing" / "items" / f"ds={DAY}" / "movies.jsonl.gz")}
     assert items["10"]["title"] == "Amélie (2001)"  # Latin-1 decoded
     assert items["10"]["category"] == genres
@@ -75,5 +81,9 @@ def test_profile_rules_keep_old_ratings_that_the_nightly_rules_would_quarantine(
     result = stages.run_clean(spark, with_values(config, {"clean": profile["clean"]}), [DAY])
     assert (result["raw_rows"], result["clean_rows"], result.get("quarantined_rows", 0.0)) == (4, 4, 0)
     rows = read_table(spark, config, "interactions").select("user_id", "item_id", "event_type", "value").collect()
-    assert sorted(tuple(r) for r in rows) == [("1", "10", "rating", 5.0), ("1", "20", "rating", 3.0),
-                                             ("2", "10", "rating", 4.0), ("2", "30", "rating", 1.0)]
+    assert sorted(tuple(r) for r in rows) == [
+        ("1", "10", "rating", 5.0),
+        ("1", "20", "rating", 3.0),
+        ("2", "10", "rating", 4.0),
+        ("2", "30", "rating", 1.0),
+    ]

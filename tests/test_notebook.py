@@ -19,7 +19,9 @@ def execute(name: str, env: dict[str, str], cwd: Path) -> dict[int, list[dict]]:
     os.environ.update(env)
     try:
         notebook = nbformat.read(NOTEBOOKS / name, as_version=4)
-        NotebookClient(notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}).execute()
+        NotebookClient(
+            notebook, timeout=900, kernel_name="python3", resources={"metadata": {"path": str(cwd)}}
+        ).execute()
     finally:
         for k, v in saved.items():
             if v is None:
@@ -44,10 +46,17 @@ def images(outputs: dict[int, list[dict]]) -> int:
 def workspace(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, str], Path, dict[int, list[dict]]]:
     root = tmp_path_factory.mktemp("notebooks")
     overrides = [
-        f"lakehouse.root={root / 'lakehouse'}", f"landing.root={root / 'landing'}",
-        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}", f"mlflow.artifact_location={root / 'mlartifacts'}",
-        "spark.master=local[2]", "spark.shuffle_partitions=2", "spark.show_progress=false", "spark.driver_memory=1g",
-        "train.epochs=1", "train.num_processes=1", "evaluate.holdout_days=1",
+        f"lakehouse.root={root / 'lakehouse'}",
+        f"landing.root={root / 'landing'}",
+        f"mlflow.tracking_uri=sqlite:///{root / 'mlflow.db'}",
+        f"mlflow.artifact_location={root / 'mlartifacts'}",
+        "spark.master=local[2]",
+        "spark.shuffle_partitions=2",
+        "spark.show_progress=false",
+        "spark.driver_memory=1g",
+        "train.epochs=1",
+        "train.num_processes=1",
+        "evaluate.holdout_days=1",
     ]
     env = {"SPARKREC_SET": ";".join(overrides), "SPARKREC_FROM": "2010-12-01", "SPARKREC_TO": "2010-12-03"}
     return env, root, execute("01_quickstart.ipynb", env, root)

@@ -30,9 +30,15 @@ def test_every_row_becomes_one_landing_line(tmp_path: Path) -> None:
     assert len(day1) + len(day2) == 5
     first, cancel, no_customer = (json.loads(x) for x in day1)
     assert first.pop("event_id").startswith("or-")
-    assert first == {"user_id": "17850", "item_id": "85123A", "event_type": "purchase", "ts": "2010-12-01 08:26:00",
-                     "value": 6, "session_id": "536365",
-                     "context": {"country": "United Kingdom", "price": 2.55}}
+    assert first == {
+        "user_id": "17850",
+        "item_id": "85123A",
+        "event_type": "purchase",
+        "ts": "2010-12-01 08:26:00",
+        "value": 6,
+        "session_id": "536365",
+        "context": {"country": "United Kingdom", "price": 2.55},
+    }
     assert (cancel["event_type"], cancel["value"]) == ("return", 1)
     assert "user_id" not in no_customer  # left for the clean stage to quarantine
     bought, broken = json.loads(day2[0]), day2[1]
@@ -80,7 +86,12 @@ def test_online_retail_rules_through_the_clean_stage(spark, tmp_path: Path, mlfl
     config = make_config(tmp_path, mlflow_db)
     config = with_values(config, {"clean": read_profile(config.landing.root)["clean"]})
     result = stages.run_clean(spark, config, ["2010-12-01"])
-    assert (result["raw_rows"], result["clean_rows"], result["duplicate_rows"], result["quarantined_rows"]) == (8, 4, 1, 3)
+    assert (result["raw_rows"], result["clean_rows"], result["duplicate_rows"], result["quarantined_rows"]) == (
+        8,
+        4,
+        1,
+        3,
+    )
     rows = read_table(spark, config, "interactions").collect()
     by_session = {r["session_id"]: r for r in rows}
     # The return of 2 reverses the latest purchase with quantity left: invoice 536366.

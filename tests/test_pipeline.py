@@ -31,9 +31,14 @@ def nightly(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path) ->
     import_online_retail(SAMPLE, config.landing.root)
     stages.run_clean(spark, config, DAYS)
     result = stages.run_nightly(spark, config, DAY)
-    cli_args = [f"--set=lakehouse.root={config.lakehouse.root}", f"--set=landing.root={config.landing.root}",
-                f"--set=mlflow.tracking_uri={config.mlflow.tracking_uri}", "--set=spark.master=local[1]",
-                "--set=spark.show_progress=false", "--set=spark.driver_memory=1g"]
+    cli_args = [
+        f"--set=lakehouse.root={config.lakehouse.root}",
+        f"--set=landing.root={config.landing.root}",
+        f"--set=mlflow.tracking_uri={config.mlflow.tracking_uri}",
+        "--set=spark.master=local[1]",
+        "--set=spark.show_progress=false",
+        "--set=spark.driver_memory=1g",
+    ]
     return config, result, cli_args
 
 
@@ -42,10 +47,16 @@ def test_every_active_user_gets_k_distinct_unseen_items(spark, nightly) -> None:
     k = config.recommend.k
     recs = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
     per_user = recs.groupBy("user_id").agg(
-        F.count(F.lit(1)).alias("n"), F.countDistinct("item_id").alias("items"),
+        F.count(F.lit(1)).alias("n"),
+        F.countDistinct("item_id").alias("items"),
         F.sort_array(F.collect_list("rank")).alias("ranks"),
     )
-    assert per_user.where((F.col("n") != k) | (F.col("items") != k) | (F.col("ranks") != F.sequence(F.lit(1), F.lit(k)))).count() == 0
+    assert (
+        per_user.where(
+            (F.col("n") != k) | (F.col("items") != k) | (F.col("ranks") != F.sequence(F.lit(1), F.lit(k)))
+        ).count()
+        == 0
+    )
     interactions = read_table(spark, config, "interactions").where(F.col("event_date") <= F.lit(DAY))
     active = interactions.select("user_id").distinct()
     assert per_user.count() == active.count() == result["recommend"]["users"] > 100
@@ -73,15 +84,18 @@ def test_evaluation_is_logged_to_mlflow_and_run_metrics(spark, nightly) -> None:
     for source in ("two_tower", "popularity"):
         assert {(source, "ndcg@10"), (source, "recall@10")} <= got
     run = MlflowClient(config.mlflow.tracking_uri).get_run(result["evaluate"]["run_id"])
-    assert run.data.metrics["popularity.ndcg_at_10"] == pytest.approx(result["evaluate"]["metrics"]["popularity"]["ndcg@10"])
+    assert run.data.metrics["popularity.ndcg_at_10"] == pytest.approx(
+        result["evaluate"]["metrics"]["popularity"]["ndcg@10"]
+    )
     assert 0.0 <= run.data.metrics["two_tower.recall_at_10"] <= 1.0
     assert run.data.params["table_version.interactions"] != "absent"
     assert run.data.tags["mlflow.source.git.commit"]
     assert run.data.tags["mlflow.parentRunId"]  # nested under the nightly run
     assert ("gate", "promoted") in got
     for source in ("two_tower", "popularity"):
-        assert {(source, m) for m in ("map", "map@10", "mrr@10", "hit@10", "coverage@10", "diversity@10",
-                                      "novelty@10")} <= got
+        assert {
+            (source, m) for m in ("map", "map@10", "mrr@10", "hit@10", "coverage@10", "diversity@10", "novelty@10")
+        } <= got
     plots = {a.path for a in MlflowClient(config.mlflow.tracking_uri).list_artifacts(run.info.run_id, "plots")}
     assert {"plots/metrics.png", "plots/metrics_at_k.png", "plots/recommended_popularity.png"} <= plots
 
@@ -94,7 +108,8 @@ def test_model_is_registered_with_its_vocabulary(spark, nightly) -> None:
     train_run = client.get_run(result["train"]["run_id"])
     assert [m.step for m in client.get_metric_history(train_run.info.run_id, "loss")] == [1, 2]
     artifacts = {a.path for a in client.list_artifacts(train_run.info.run_id)} | {
-        a.path for a in client.list_artifacts(train_run.info.run_id, "plots")}
+        a.path for a in client.list_artifacts(train_run.info.run_id, "plots")
+    }
     assert {"config.json", "plots/loss.png"} <= artifacts
     mlflow.set_tracking_uri(config.mlflow.tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{config.mlflow.registered_model}@{config.recommend.model_alias}")
@@ -107,16 +122,24 @@ def test_model_is_registered_with_its_vocabulary(spark, nightly) -> None:
 
 def test_a_new_session_reads_the_tables_by_name(nightly) -> None:
     config, _, cli_args = nightly
-    query = f"SELECT count(DISTINCT user_id) AS users, max(rank) AS k FROM sparkrec.recommendations WHERE ds = DATE'{DAY}'"
-    out = subprocess.run([sys.executable, "-m", "sparkrec.cli", "sql", query, *cli_args],
-                         capture_output=True, text=True, timeout=300, env={**os.environ, "PYSPARK_PYTHON": sys.executable})
+    query = (
+        f"SELECT count(DISTINCT user_id) AS users, max(rank) AS k FROM sparkrec.recommendations WHERE ds = DATE'{DAY}'"
+    )
+    out = subprocess.run(
+        [sys.executable, "-m", "sparkrec.cli", "sql", query, *cli_args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYSPARK_PYTHON": sys.executable},
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     row = [line for line in out.stdout.splitlines() if line.startswith("|") and "users" not in line][0]
     users, k = (int(x) for x in row.strip("|").split("|"))
     assert k == config.recommend.k and users > 100
     for wrong in ("SELECT * FROM sparkrec.nope", "SELECT nope FROM sparkrec.recommendations"):
-        bad = subprocess.run([sys.executable, "-m", "sparkrec.cli", "sql", wrong, *cli_args],
-                             capture_output=True, text=True, timeout=300)
+        bad = subprocess.run(
+            [sys.executable, "-m", "sparkrec.cli", "sql", wrong, *cli_args], capture_output=True, text=True, timeout=300
+        )
         assert bad.returncode == 2 and "SQL error" in bad.stderr, bad.stderr[-2000:]
         assert "Traceback" not in bad.stderr and "at org.apache.spark" not in bad.stderr, bad.stderr[-2000:]
 
@@ -129,8 +152,12 @@ def test_a_worse_model_is_not_promoted_and_the_champion_stays_served(spark, nigh
     assert result["evaluate"]["promoted"] and result["evaluate"]["champion_version"] == champion
     # learning rate 0: the towers stay at their random start, and without a ranker they are the whole model
     # (a ranker at its random start still weighs EASE and popularity, which can beat a model by luck)
-    worse = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, epochs=1, learning_rate=0.0, ranker=dataclasses.replace(config.train.ranker, enabled=False)))
+    worse = dataclasses.replace(
+        config,
+        train=dataclasses.replace(
+            config.train, epochs=1, learning_rate=0.0, ranker=dataclasses.replace(config.train.ranker, enabled=False)
+        ),
+    )
     trained = stages.run_train(spark, worse, DAY)
     evaluated = stages.run_evaluate(spark, worse, DAY)
     metrics = evaluated["metrics"]
@@ -159,14 +186,20 @@ def test_recommendations_table_contract(spark, nightly) -> None:
     recs = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
     sources = {r[0] for r in recs.select(F.split("reason", ":")[0]).distinct().collect()}
     assert sources == {"two_tower+dcn", "fallback"}  # the towers' candidates, re-scored by the learned ranker
-    assert {r[0] for r in recs.where(F.col("reason").startswith("fallback:")).select("reason").distinct().collect()} <= {
-        FALLBACK_CATEGORY, FALLBACK_GLOBAL}
+    assert {
+        r[0] for r in recs.where(F.col("reason").startswith("fallback:")).select("reason").distinct().collect()
+    } <= {FALLBACK_CATEGORY, FALLBACK_GLOBAL}
     # a model row names the history item that explains it: one the user interacted with positively
     explained = recs.where(F.col("reason").startswith("two_tower+dcn:history=")).select(
-        "user_id", F.substring_index("reason", "=", -1).alias("item_id"))
+        "user_id", F.substring_index("reason", "=", -1).alias("item_id")
+    )
     assert explained.count() == recs.where(F.col("reason").startswith("two_tower")).count()
-    positives = read_table(spark, config, "interactions").where(
-        (F.col("event_date") <= F.lit(DAY)) & (F.col("weight") > 0)).select("user_id", "item_id").distinct()
+    positives = (
+        read_table(spark, config, "interactions")
+        .where((F.col("event_date") <= F.lit(DAY)) & (F.col("weight") > 0))
+        .select("user_id", "item_id")
+        .distinct()
+    )
     assert explained.join(positives, ["user_id", "item_id"], "left_anti").count() == 0
     # the fallback flag marks exactly the users without a positive event on a catalogue item
     interactions = read_table(spark, config, "interactions").where(F.col("event_date") <= F.lit(DAY))
@@ -188,7 +221,8 @@ def test_delta_rs_reads_the_table_without_spark(spark, nightly) -> None:
     want = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
     assert len(frame) == want.count() > 0
     assert set(zip(frame["user_id"], frame["rank"], frame["item_id"], strict=True)) == {
-        (r["user_id"], r["rank"], r["item_id"]) for r in want.select("user_id", "rank", "item_id").collect()}
+        (r["user_id"], r["rank"], r["item_id"]) for r in want.select("user_id", "rank", "item_id").collect()
+    }
     assert table.version() == spark.sql("DESCRIBE HISTORY sparkrec.recommendations").agg(F.max("version")).first()[0]
 
 
@@ -200,15 +234,25 @@ def test_a_failing_publish_gate_keeps_the_previous_day_served(spark, nightly) ->
 
     config, _, _ = nightly
     next_day = "2010-12-08"
-    strict = dataclasses.replace(config, recommend=dataclasses.replace(
-        config.recommend, gate=dataclasses.replace(config.recommend.gate, max_row_change=-1.0)))
+    strict = dataclasses.replace(
+        config,
+        recommend=dataclasses.replace(
+            config.recommend, gate=dataclasses.replace(config.recommend.gate, max_row_change=-1.0)
+        ),
+    )
     before = table_version(spark, config, "recommendations")
-    with pytest.raises(PublishGateError, match=f"publish gate failed for {next_day} \\(the lists of {DAY} stay served\\)"):
+    with pytest.raises(
+        PublishGateError, match=f"publish gate failed for {next_day} \\(the lists of {DAY} stay served\\)"
+    ):
         stages.run_recommend(spark, strict, next_day)
     assert table_version(spark, config, "recommendations") == before
     assert [str(r[0]) for r in spark.sql("SELECT DISTINCT ds FROM sparkrec.recommendations_latest").collect()] == [DAY]
-    gate = {r["metric"]: r["value"] for r in read_table(spark, config, "run_metrics").where(
-        (F.col("stage") == "recommend") & (F.col("ds") == F.lit(next_day))).collect()}
+    gate = {
+        r["metric"]: r["value"]
+        for r in read_table(spark, config, "run_metrics")
+        .where((F.col("stage") == "recommend") & (F.col("ds") == F.lit(next_day)))
+        .collect()
+    }
     assert gate["gate.row_change"] == 0.0 and gate["gate.user_coverage"] == 1.0
 
 
@@ -225,9 +269,17 @@ def test_exclusions_and_seen_window_then_rollback(spark, nightly, tmp_path, capl
     top = [r["item_id"] for r in recs.groupBy("item_id").count().orderBy(F.desc("count"), "item_id").limit(3).collect()]
     exclude_file = tmp_path / "exclude.txt"
     exclude_file.write_text(f"# promotions that ended\n{top[1]}\n{top[2]}  # comment\n")
-    ruled = dataclasses.replace(config, recommend=dataclasses.replace(
-        config.recommend, exclude_items=(top[0],), exclude_file=str(exclude_file), seen_window_days=1,
-        mmr_lambda=0.7, max_per_category=2))
+    ruled = dataclasses.replace(
+        config,
+        recommend=dataclasses.replace(
+            config.recommend,
+            exclude_items=(top[0],),
+            exclude_file=str(exclude_file),
+            seen_window_days=1,
+            mmr_lambda=0.7,
+            max_per_category=2,
+        ),
+    )
     version_before = table_version(spark, config, "recommendations")
     caplog.set_level(logging.INFO, logger="sparkrec")
     stages.run_recommend(spark, ruled, DAY)
@@ -272,8 +324,11 @@ def test_a_failing_training_process_is_one_clear_error(spark, nightly) -> None:
 
     config, _, _ = nightly
     impossible = dataclasses.replace(config, train=dataclasses.replace(config.train, batch_size=10**7, epochs=1))
-    with pytest.raises(TrainingFailedError, match=r"training failed after 0 finished epoch\(s\) .*lower "
-                                                  r"train.batch_size.*no epoch finished, so a re-run starts over"):
+    with pytest.raises(
+        TrainingFailedError,
+        match=r"training failed after 0 finished epoch\(s\) .*lower "
+        r"train.batch_size.*no epoch finished, so a re-run starts over",
+    ):
         stages.run_train(spark, impossible, DAY)
 
 
@@ -281,8 +336,9 @@ def test_train_stage_early_stopping_logs_validation_loss(spark, nightly) -> None
     import dataclasses
 
     config, _, _ = nightly
-    stopping = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, epochs=3, patience=1, validation_fraction=0.2, num_processes=1))
+    stopping = dataclasses.replace(
+        config, train=dataclasses.replace(config.train, epochs=3, patience=1, validation_fraction=0.2, num_processes=1)
+    )
     result = stages.run_train(spark, stopping, DAY)
     client = MlflowClient(config.mlflow.tracking_uri)
     run = client.get_run(result["run_id"])
@@ -308,13 +364,21 @@ def test_an_extra_item_vector_column_is_trained_on_and_read_again_when_serving(s
 
     def write(rows: dict[str, list[float]]) -> None:
         spark.createDataFrame(list(rows.items()), "item_id string, image array<double>").write.mode(
-            "overwrite").parquet(str(source))
+            "overwrite"
+        ).parquet(str(source))
 
     write(vectors)
     model = dataclasses.replace(config.train.model, item_vectors={"image": str(source)})
-    extra = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, model=model, epochs=1, num_processes=1,
-        ranker=dataclasses.replace(config.train.ranker, enabled=False)))
+    extra = dataclasses.replace(
+        config,
+        train=dataclasses.replace(
+            config.train,
+            model=model,
+            epochs=1,
+            num_processes=1,
+            ranker=dataclasses.replace(config.train.ranker, enabled=False),
+        ),
+    )
     stages.run_train(spark, extra, DAY)
     loaded, _ = load_model(extra, config.mlflow.candidate_alias)
     assert loaded.extra_columns == {"image": 4} and loaded.model.item_extra.shape[1] == 4
@@ -329,7 +393,9 @@ def test_an_extra_item_vector_column_is_trained_on_and_read_again_when_serving(s
     assert moved.tolist() == [item == changed for item in catalog.item_ids]
 
     write({**vectors, changed: [1.0, 2.0]})
-    with pytest.raises(ValueError, match=r"train.model.item_vectors.image .* has 2-d vectors but the model expects 4-d"):
+    with pytest.raises(
+        ValueError, match=r"train.model.item_vectors.image .* has 2-d vectors but the model expects 4-d"
+    ):
         stages.two_tower_scorer(spark, extra, loaded, catalog)
     with pytest.raises(ValueError, match=r"vectors must all have one size, found sizes \[2, 4\]"):
         stages.run_train(spark, extra, DAY)
@@ -347,14 +413,26 @@ def test_views_beside_purchases_reach_the_user_tower_from_training_to_serving(sp
 
     config, _, _ = nightly
     purchases = features.filter_until(read_table(spark, config, "interactions"), "2010-12-05")
-    views = (purchases.where(F.col("weight") > 0).sample(0.3, seed=1)  # each viewed an hour before a purchase
-             .withColumn("event_id", F.concat(F.lit("view-"), "event_id")).withColumn("event_type", F.lit("view"))
-             .withColumn("event_ts", F.col("event_ts") - F.expr("INTERVAL 1 HOUR")).withColumn("weight", F.lit(0.2)))
+    views = (
+        purchases.where(F.col("weight") > 0)
+        .sample(0.3, seed=1)  # each viewed an hour before a purchase
+        .withColumn("event_id", F.concat(F.lit("view-"), "event_id"))
+        .withColumn("event_type", F.lit("view"))
+        .withColumn("event_ts", F.col("event_ts") - F.expr("INTERVAL 1 HOUR"))
+        .withColumn("weight", F.lit(0.2))
+    )
     history = purchases.unionByName(views)
     # a random-holdout protocol's settings: histories of the user's other items, random labels
-    typed = dataclasses.replace(config, train=dataclasses.replace(
-        config.train, epochs=1, num_processes=1, example_history="others",
-        ranker=dataclasses.replace(config.train.ranker, labels="random")))
+    typed = dataclasses.replace(
+        config,
+        train=dataclasses.replace(
+            config.train,
+            epochs=1,
+            num_processes=1,
+            example_history="others",
+            ranker=dataclasses.replace(config.train.ranker, labels="random"),
+        ),
+    )
     with stage_run(typed, "train", DAY) as run_id:
         stages.fit_two_tower(spark, typed, history, run_id, "purchases and views")
     loaded, _ = load_model(typed, config.mlflow.candidate_alias)

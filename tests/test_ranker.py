@@ -46,13 +46,17 @@ def test_training_lists_take_candidates_outside_the_context_and_label_what_came_
         weights[i, i + 1] = 1.0
     weights[4, 6] = 0.5
     np.fill_diagonal(weights, 0.0)
-    events = pd.DataFrame({
-        "user_id": ["a", "a", "a", "b", "b", "c"],
-        "item_id": ["i1", "i2", "i3", "i4", "i6", "i1"],
-        "event_ts": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-01", "2024-01-02", "2024-01-01"]),
-        "event_id": ["1", "2", "3", "4", "5", "6"],
-        "is_label": [False, False, True, False, True, False],  # c has no label: no list
-    })
+    events = pd.DataFrame(
+        {
+            "user_id": ["a", "a", "a", "b", "b", "c"],
+            "item_id": ["i1", "i2", "i3", "i4", "i6", "i1"],
+            "event_ts": pd.to_datetime(
+                ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-01", "2024-01-02", "2024-01-01"]
+            ),
+            "event_id": ["1", "2", "3", "4", "5", "6"],
+            "is_label": [False, False, True, False, True, False],  # c has no label: no list
+        }
+    )
     lists = training_lists(events, vocab, weights, history_length=3, candidates=3, max_lists=10, seed=0)
     assert len(lists) == 2
     a = lists.iloc[0]
@@ -71,14 +75,26 @@ def test_training_lists_read_popularity_over_the_contexts_last_days() -> None:
     weights = np.full((5, 5), 0.1, dtype=np.float32)
     np.fill_diagonal(weights, 0.0)
     # i1 was held by three users weeks ago, i2 by three in the last days; i3 is the label of a and d
-    events = pd.DataFrame({
-        "user_id": ["a", "b", "c", "b", "c", "d", "a", "d"],
-        "item_id": ["i1", "i1", "i1", "i2", "i2", "i2", "i3", "i3"],
-        "event_ts": pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-28", "2024-01-30",
-                                    "2024-01-29", "2024-01-31", "2024-01-31"]),
-        "event_id": [str(i) for i in range(8)],
-        "is_label": [False] * 6 + [True, True],
-    })
+    events = pd.DataFrame(
+        {
+            "user_id": ["a", "b", "c", "b", "c", "d", "a", "d"],
+            "item_id": ["i1", "i1", "i1", "i2", "i2", "i2", "i3", "i3"],
+            "event_ts": pd.to_datetime(
+                [
+                    "2024-01-01",
+                    "2024-01-02",
+                    "2024-01-03",
+                    "2024-01-28",
+                    "2024-01-30",
+                    "2024-01-29",
+                    "2024-01-31",
+                    "2024-01-31",
+                ]
+            ),
+            "event_id": [str(i) for i in range(8)],
+            "is_label": [False] * 6 + [True, True],
+        }
+    )
     lists = training_lists(events, vocab, weights, history_length=2, candidates=3, max_lists=10, seed=0, recent_days=7)
     assert len(lists) == 2
 
@@ -123,30 +139,64 @@ def test_the_ranker_learns_what_the_collaborative_order_gets_wrong(spark, tmp_pa
         for _ in range(n):
             cand = rng.choice(vocab, width, replace=False) + 1
             collab, recent = rng.random(width).astype(np.float32), rng.random(width).astype(np.float32)
-            labels = ((collab == collab.min()) if signal == "collaborative" else (recent == recent.max())).astype(np.float32)
-            rows.append(([int(x) for x in rng.choice(vocab, length) + 1], [int(x) for x in cand], collab.tolist(),
-                         rng.random(width).astype(np.float32).tolist(), recent.tolist(), labels.tolist()))
-        return pd.DataFrame(rows, columns=["history", "candidates", "collaborative", "popularity", "recent_popularity",
-                                           "labels"])
+            labels = ((collab == collab.min()) if signal == "collaborative" else (recent == recent.max())).astype(
+                np.float32
+            )
+            rows.append(
+                (
+                    [int(x) for x in rng.choice(vocab, length) + 1],
+                    [int(x) for x in cand],
+                    collab.tolist(),
+                    rng.random(width).astype(np.float32).tolist(),
+                    recent.tolist(),
+                    labels.tolist(),
+                )
+            )
+        return pd.DataFrame(
+            rows, columns=["history", "candidates", "collaborative", "popularity", "recent_popularity", "labels"]
+        )
 
-    schema = ("history array<bigint>, candidates array<bigint>, collaborative array<float>, popularity array<float>, "
-              "recent_popularity array<float>, labels array<float>")
+    schema = (
+        "history array<bigint>, candidates array<bigint>, collaborative array<float>, popularity array<float>, "
+        "recent_popularity array<float>, labels array<float>"
+    )
     train = spark.createDataFrame(lists(256), schema)
-    examples = spark.range(256).selectExpr(f"CAST(id % {vocab} + 1 AS long) AS target",
-                                           f"array(CAST((id + 1) % {vocab} + 1 AS long), 0L, 0L) AS history")
+    examples = spark.range(256).selectExpr(
+        f"CAST(id % {vocab} + 1 AS long) AS target", f"array(CAST((id + 1) % {vocab} + 1 AS long), 0L, 0L) AS history"
+    )
     np.save(tmp_path / "text.npy", np.vstack([np.zeros((1, 4)), rng.standard_normal((vocab, 4))]).astype(np.float32))
     np.save(tmp_path / "log_q.npy", np.full(vocab + 1, np.log(1 / vocab), dtype=np.float32))
-    data = {"converter": make_converter(examples, str(tmp_path / "examples")).to_json(),
-            "item_text": str(tmp_path / "text.npy"), "log_q": str(tmp_path / "log_q.npy"),
-            "lists": make_converter(train, str(tmp_path / "lists")).to_json()}
-    params = {"dim": 8, "history_length": length, "temperature": 0.1, "dropout": 0.0, "epochs": 6, "batch_size": 32,
-              "learning_rate": 0.01, "seed": 3, "timeout_s": 60, "use_gpu": False, "ranker_weight": 1.0,
-              "ranker_batch_size": 16, "ranker_hidden": 16, "ranker_cross_layers": 2,
-              "ranker_recent_days": 7 if signal == "recent" else 0}
+    data = {
+        "converter": make_converter(examples, str(tmp_path / "examples")).to_json(),
+        "item_text": str(tmp_path / "text.npy"),
+        "log_q": str(tmp_path / "log_q.npy"),
+        "lists": make_converter(train, str(tmp_path / "lists")).to_json(),
+    }
+    params = {
+        "dim": 8,
+        "history_length": length,
+        "temperature": 0.1,
+        "dropout": 0.0,
+        "epochs": 6,
+        "batch_size": 32,
+        "learning_rate": 0.01,
+        "seed": 3,
+        "timeout_s": 60,
+        "use_gpu": False,
+        "ranker_weight": 1.0,
+        "ranker_batch_size": 16,
+        "ranker_hidden": 16,
+        "ranker_cross_layers": 2,
+        "ranker_recent_days": 7 if signal == "recent" else 0,
+    }
     result = train_two_tower(data, str(tmp_path / "out"), params)
     assert len(result["rank_loss"]) == 6 and result["rank_loss"][-1] < result["rank_loss"][0]
-    model = TwoTower(torch.from_numpy(np.load(tmp_path / "text.npy")), 8, length,
-                     ranker={"hidden": 16, "cross_layers": 2, "recent": signal == "recent"}).eval()
+    model = TwoTower(
+        torch.from_numpy(np.load(tmp_path / "text.npy")),
+        8,
+        length,
+        ranker={"hidden": 16, "cross_layers": 2, "recent": signal == "recent"},
+    ).eval()
     model.load_state_dict(torch.load(tmp_path / "out" / "weights.pt"))
     test = lists(200)
     batch = {c: torch.tensor(np.stack(test[c].to_numpy())) for c in test.columns}
@@ -169,9 +219,15 @@ def test_learned_ranker_proposes_from_both_sources_and_never_a_seen_or_barred_it
     weights[0, 1:4] = [3.0, 2.0, 1.0]  # the collaborative model only knows items 1, 2, 3 (after item 0)
     module = DCNRanker(hidden=8, cross_layers=1)
     popularity = np.where(np.arange(n) < 7, 1.0, 0.0).astype(np.float32)  # items 7.. have no interactions yet
-    ranker = LearnedRanker(towers(n), weights, popularity,
-                           {k: v.detach().numpy() for k, v in module.state_dict().items()},
-                           {"hidden": 8, "cross_layers": 1}, candidates=3, retrieval_candidates=4)
+    ranker = LearnedRanker(
+        towers(n),
+        weights,
+        popularity,
+        {k: v.detach().numpy() for k, v in module.state_dict().items()},
+        {"hidden": 8, "cross_layers": 1},
+        candidates=3,
+        retrieval_candidates=4,
+    )
     allowed = np.ones(n, dtype=bool)
     allowed[2] = False
     block = UserBlock(["u"], [np.array([0])], [np.array([0, 5])])
@@ -187,15 +243,26 @@ def test_learned_ranker_proposes_from_both_sources_and_never_a_seen_or_barred_it
     # a ranker trained with recent popularity reads the catalogue's recent counts when serving
     module = DCNRanker(hidden=8, cross_layers=1, recent=True)
     lately = np.arange(n, dtype=np.float32)
-    recent = dataclasses.replace(ranker, ranker_state={k: v.detach().numpy() for k, v in module.state_dict().items()},
-                                 shape={"hidden": 8, "cross_layers": 1, "recent": True}, recent=lately)
-    rising, falling = (dataclasses.replace(recent, recent=r).rescore(block, candidates, collaborative)
-                       for r in (lately, lately[::-1].copy()))
-    assert np.isfinite(rising[0]).sum() == 7 and not np.allclose(rising[np.isfinite(rising)], falling[np.isfinite(falling)])
+    recent = dataclasses.replace(
+        ranker,
+        ranker_state={k: v.detach().numpy() for k, v in module.state_dict().items()},
+        shape={"hidden": 8, "cross_layers": 1, "recent": True},
+        recent=lately,
+    )
+    rising, falling = (
+        dataclasses.replace(recent, recent=r).rescore(block, candidates, collaborative)
+        for r in (lately, lately[::-1].copy())
+    )
+    assert np.isfinite(rising[0]).sum() == 7 and not np.allclose(
+        rising[np.isfinite(rising)], falling[np.isfinite(falling)]
+    )
 
     # EASE has no score for items without interactions: where it knows too few, the towers fill the list
-    few = dataclasses.replace(ranker, popularity=np.where(np.isin(np.arange(n), [0, 1, 3]), 1.0, 0.0).astype(np.float32),
-                              retrieval_candidates=0)
+    few = dataclasses.replace(
+        ranker,
+        popularity=np.where(np.isin(np.arange(n), [0, 1, 3]), 1.0, 0.0).astype(np.float32),
+        retrieval_candidates=0,
+    )
     candidates, collaborative, usable = few.propose(block, allowed, 3)
     assert usable[0] == 3 and candidates[0, :2].tolist() == [1, 3] and candidates[0, 2] not in {0, 1, 2, 3, 5}
     assert collaborative[0].tolist()[:2] == [3.0, 1.0] and np.isfinite(collaborative[0]).all()
@@ -216,15 +283,19 @@ def test_rank_scores_depend_on_each_signal() -> None:
     collab, pop, mask = torch.randn(2, 5), torch.randn(2, 5), torch.ones(2, 5, dtype=torch.bool)
     base = rank_scores(ranker, users, items, collab, pop, mask)
     assert base.shape == (2, 5)
-    for changed in (rank_scores(ranker, users, items, collab ** 3, pop, mask),
-                    rank_scores(ranker, users, items, collab, -pop, mask),
-                    rank_scores(ranker, users, items * torch.randn(2, 5, 1), collab, pop, mask)):
+    for changed in (
+        rank_scores(ranker, users, items, collab**3, pop, mask),
+        rank_scores(ranker, users, items, collab, -pop, mask),
+        rank_scores(ranker, users, items * torch.randn(2, 5, 1), collab, pop, mask),
+    ):
         assert not torch.allclose(base, changed)
     assert torch.equal(base, rank_scores(ranker, users, items, collab, pop, mask, torch.randn(2, 5)))  # not read
     recent = DCNRanker(hidden=8, cross_layers=2, recent=True)
     lately = torch.randn(2, 5)
-    assert not torch.allclose(rank_scores(recent, users, items, collab, pop, mask, lately),
-                              rank_scores(recent, users, items, collab, pop, mask, -lately))
+    assert not torch.allclose(
+        rank_scores(recent, users, items, collab, pop, mask, lately),
+        rank_scores(recent, users, items, collab, pop, mask, -lately),
+    )
     with pytest.raises(ValueError, match="recent popularity"):
         rank_scores(recent, users, items, collab, pop, mask)
 
@@ -241,18 +312,30 @@ def test_without_the_mlp_the_ranker_is_the_cross_network_and_without_cross_layer
     assert sum(p.numel() for p in linear.parameters()) == 4
     cross = DCNRanker(hidden=0, cross_layers=2)
     assert sum(p.numel() for p in cross.parameters()) == 4 + 2 * (9 + 3) and cross(features).shape == (2, 5)
-    assert ranker_shape({"ranker_hidden": 0, "ranker_cross_layers": 0}) == {"hidden": 0, "cross_layers": 0, "recent": False}
+    assert ranker_shape({"ranker_hidden": 0, "ranker_cross_layers": 0}) == {
+        "hidden": 0,
+        "cross_layers": 0,
+        "recent": False,
+    }
     assert ranker_shape({}) == {"hidden": 0, "cross_layers": 2, "recent": False}
     defaults = RankerConfig()
     assert ranker_shape({f"ranker_{k}": v for k, v in defaults.__dict__.items()}) == {
-        "hidden": defaults.hidden, "cross_layers": defaults.cross_layers, "recent": defaults.recent_days > 0}
+        "hidden": defaults.hidden,
+        "cross_layers": defaults.cross_layers,
+        "recent": defaults.recent_days > 0,
+    }
     with pytest.raises(ValueError, match="hidden and cross_layers"):
         DCNRanker(hidden=-1)
 
 
-@pytest.mark.parametrize("shape", [{"hidden": 8, "cross_layers": 1, "recent": False},
-                                   {"hidden": 0, "cross_layers": 0, "recent": False},
-                                   {"hidden": 0, "cross_layers": 2, "recent": True}])
+@pytest.mark.parametrize(
+    "shape",
+    [
+        {"hidden": 8, "cross_layers": 1, "recent": False},
+        {"hidden": 0, "cross_layers": 0, "recent": False},
+        {"hidden": 0, "cross_layers": 2, "recent": True},
+    ],
+)
 def test_a_saved_model_brings_its_ranker_back(tmp_path: Path, shape: dict[str, int]) -> None:
     """A model saved before the recent-popularity feature (no ``recent_days`` in its meta) loads as the
     three-feature ranker it is."""
@@ -264,8 +347,12 @@ def test_a_saved_model_brings_its_ranker_back(tmp_path: Path, shape: dict[str, i
     model = TwoTower(text, 4, 3, ranker=shape)
     torch.save(model.state_dict(), tmp_path / "weights.pt")
     saved = {"hidden": shape["hidden"], "cross_layers": shape["cross_layers"], "ease_lambda": 50.0, "candidates": 10}
-    meta = {"dim": 4, "history_length": 3, "text_model": "t",
-            "ranker": {**saved, **({"recent_days": 7} if shape["recent"] else {})}}
+    meta = {
+        "dim": 4,
+        "history_length": 3,
+        "text_model": "t",
+        "ranker": {**saved, **({"recent_days": 7} if shape["recent"] else {})},
+    }
     loaded = load_model_dir(write_model_dir(tmp_path / "m", tmp_path / "weights.pt", list("abcde"), text.numpy(), meta))
     assert loaded.model.ranker is not None and loaded.meta["ranker"]["ease_lambda"] == 50.0
     assert loaded.model.ranker.recent == shape["recent"]
@@ -279,8 +366,9 @@ def test_a_vocabulary_too_large_for_the_collaborative_score_is_a_clear_error(spa
     from sparkrec.models.baselines import EaseTooLargeError
 
     small = with_values(config, {"experiment": {"ease_max_items": 3}})
-    marked = spark.createDataFrame([("u", "a", True), ("u", "b", False), ("u", "c", False)],
-                                   "user_id string, item_id string, is_label boolean")
+    marked = spark.createDataFrame(
+        [("u", "a", True), ("u", "b", False), ("u", "c", False)], "user_id string, item_id string, is_label boolean"
+    )
     vocab = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "item_id string, idx int")
     with pytest.raises(EaseTooLargeError, match="train.ranker.enabled: false"):
         stages._ranking_lists(spark, small, marked, vocab, tmp_path, [], np.zeros((4, 2), np.float32))
@@ -294,10 +382,16 @@ def test_the_collaborative_score_takes_text_as_the_model_was_trained(config) -> 
     x = np.array([[1, 1, 0, 1], [1, 0, 1, 0], [0, 1, 1, 1]], dtype=np.float64)
     gram, text = x.T @ x, np.array([[1, 0], [0.9, 0.1], [0, 1], [0.2, 1]], dtype=np.float32)
     meta = stages.ranker_meta(config)
-    assert (meta["text_weight"], meta["text_neighbours"]) == (config.train.ranker.text_weight,
-                                                              config.train.ranker.text_neighbours)
-    np.testing.assert_allclose(stages.collaborative_weights(gram, text, meta), ease_weights(
-        with_text_neighbours(gram, text, meta["text_neighbours"], meta["text_weight"]), meta["ease_lambda"]))
+    assert (meta["text_weight"], meta["text_neighbours"]) == (
+        config.train.ranker.text_weight,
+        config.train.ranker.text_neighbours,
+    )
+    np.testing.assert_allclose(
+        stages.collaborative_weights(gram, text, meta),
+        ease_weights(
+            with_text_neighbours(gram, text, meta["text_neighbours"], meta["text_weight"]), meta["ease_lambda"]
+        ),
+    )
     # The "without text" ablation and models saved before text neighbours: plain EASE.
     plain = ease_weights(gram, meta["ease_lambda"])
     no_text = stages.ranker_meta(with_values(config, {"train": {"model": {"text": False}}}))

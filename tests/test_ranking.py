@@ -39,13 +39,22 @@ class DotScorer:
 
 
 def frame(*users: tuple[str, list[int], list[int]]) -> pd.DataFrame:
-    return pd.DataFrame({"user_id": [u[0] for u in users], "history": [np.array(u[1]) for u in users],
-                         "seen": [np.array(u[2]) for u in users]})
+    return pd.DataFrame(
+        {
+            "user_id": [u[0] for u in users],
+            "history": [np.array(u[1]) for u in users],
+            "seen": [np.array(u[2]) for u in users],
+        }
+    )
 
 
 def rules(**kw: object) -> ListRules:
-    base = {"k": 3, "candidates": 8, "allowed": np.ones(8, dtype=bool),
-            "popularity": np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2])}
+    base = {
+        "k": 3,
+        "candidates": 8,
+        "allowed": np.ones(8, dtype=bool),
+        "popularity": np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2]),
+    }
     return ListRules(**{**base, **kw})
 
 
@@ -58,8 +67,13 @@ DESCENDING = PopularityScorer(np.array([8, 7, 6, 5, 4, 3, 2, 1], dtype=float))
 
 def test_seen_and_disallowed_items_are_never_recommended_and_lists_have_min_k_eligible() -> None:
     allowed = np.array([True, False, True, True, True, True, False, True])  # i1 inactive, i6 out of stock
-    out = recommend_block(frame(("u1", [0], [0, 2]), ("u2", [3], [0, 2, 3, 4, 5])), DESCENDING, RetrievalRanker(),
-                          rules(allowed=allowed), ITEMS)
+    out = recommend_block(
+        frame(("u1", [0], [0, 2]), ("u2", [3], [0, 2, 3, 4, 5])),
+        DESCENDING,
+        RetrievalRanker(),
+        rules(allowed=allowed),
+        ITEMS,
+    )
     assert lists(out) == {"u1": ["i3", "i4", "i5"], "u2": ["i7"]}  # u2 has one eligible unseen item left
     assert list(out.sort_values(["user_id", "rank"])["rank"]) == [1, 2, 3, 1]
     assert set(out["reason"]) == {"popularity"}
@@ -97,11 +111,13 @@ def test_the_ranking_step_reorders_the_candidates() -> None:
 
 def test_category_cap_limits_each_category_and_fills_from_capped_items_when_needed() -> None:
     cats = category_codes(["a", "a", "a", "b", "b", None, "a", "b"])
-    out = recommend_block(frame(("u1", [7], [7])), DESCENDING, RetrievalRanker(),
-                          rules(k=4, categories=cats, max_per_category=1), ITEMS)
+    out = recommend_block(
+        frame(("u1", [7], [7])), DESCENDING, RetrievalRanker(), rules(k=4, categories=cats, max_per_category=1), ITEMS
+    )
     assert lists(out) == {"u1": ["i0", "i3", "i5", "i1"]}  # a, b, uncategorised, then the cap relaxes
-    few = recommend_block(frame(("u1", [7], [7])), DESCENDING, RetrievalRanker(),
-                          rules(k=3, categories=cats, max_per_category=2), ITEMS)
+    few = recommend_block(
+        frame(("u1", [7], [7])), DESCENDING, RetrievalRanker(), rules(k=3, categories=cats, max_per_category=2), ITEMS
+    )
     assert lists(few) == {"u1": ["i0", "i1", "i3"]}
 
 
@@ -112,29 +128,40 @@ def test_mmr_trades_score_for_dissimilarity() -> None:
     vectors[[3], 2] = 5.0
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
     plain = recommend_block(frame(("u1", [7], [7])), DESCENDING, RetrievalRanker(), rules(k=3), ITEMS)
-    diverse = recommend_block(frame(("u1", [7], [7])), DESCENDING, RetrievalRanker(),
-                              rules(k=3, item_vectors=vectors, mmr_lambda=0.3), ITEMS)
+    diverse = recommend_block(
+        frame(("u1", [7], [7])), DESCENDING, RetrievalRanker(), rules(k=3, item_vectors=vectors, mmr_lambda=0.3), ITEMS
+    )
     assert lists(plain) == {"u1": ["i0", "i1", "i2"]}
     assert lists(diverse)["u1"][0] == "i0" and "i1" not in lists(diverse)["u1"]
     assert lists(diverse) == {"u1": ["i0", "i3", "i4"]}
-    same = recommend_block(frame(("u1", [7], [7])), DESCENDING, RetrievalRanker(),
-                           rules(k=3, item_vectors=vectors, mmr_lambda=1.0), ITEMS)
+    same = recommend_block(
+        frame(("u1", [7], [7])), DESCENDING, RetrievalRanker(), rules(k=3, item_vectors=vectors, mmr_lambda=1.0), ITEMS
+    )
     assert lists(same) == lists(plain)
 
 
 def test_users_without_history_get_popular_in_segment_flagged() -> None:
     cats = category_codes(["a", "a", "b", "b", "b", None, "a", "b"])
     out = recommend_block(
-        frame(("cold_b", [], [4, 7]), ("cold", [], []), ("warm", [0], [0])), DESCENDING, RetrievalRanker(),
-        rules(categories=cats), ITEMS)
+        frame(("cold_b", [], [4, 7]), ("cold", [], []), ("warm", [0], [0])),
+        DESCENDING,
+        RetrievalRanker(),
+        rules(categories=cats),
+        ITEMS,
+    )
     got = lists(out)
     assert got["cold_b"] == ["i2", "i3", "i0"]  # category b first (i4, i7 seen), then popular overall
     assert got["cold"] == ["i0", "i1", "i2"]
     reasons = out.groupby("user_id")["reason"].first().to_dict()
     assert reasons == {"cold_b": FALLBACK_CATEGORY, "cold": FALLBACK_GLOBAL, "warm": "popularity"}
     assert out.loc[out["user_id"] == "cold", "score"].tolist() == pytest.approx([0.9, 0.8, 0.7])
-    globally = recommend_block(frame(("cold_b", [], [4, 7])), DESCENDING, RetrievalRanker(),
-                               rules(categories=cats, fallback_segment="global"), ITEMS)
+    globally = recommend_block(
+        frame(("cold_b", [], [4, 7])),
+        DESCENDING,
+        RetrievalRanker(),
+        rules(categories=cats, fallback_segment="global"),
+        ITEMS,
+    )
     assert lists(globally)["cold_b"] == ["i0", "i1", "i2"] and set(globally["reason"]) == {FALLBACK_GLOBAL}
 
 
@@ -144,8 +171,11 @@ def test_unknown_ranker_and_unusable_settings_are_clear_errors() -> None:
     with pytest.raises(ValueError, match="recommend.ranker must be one of retrieval"):
         check_ranker("deepfm")
     check_settings(10, 100, 0, 1.0, "category")
-    with pytest.raises(ValueError, match=r"recommend.mmr_lambda must be between 0 and 1, got 1.5; "
-                                         r"recommend.fallback_segment must be one of category, global"):
+    with pytest.raises(
+        ValueError,
+        match=r"recommend.mmr_lambda must be between 0 and 1, got 1.5; "
+        r"recommend.fallback_segment must be one of category, global",
+    ):
         check_settings(10, 100, 0, 1.5, "country")
     with pytest.raises(ValueError, match="recommend.k must be at least 1"):
         check_settings(0, 100, 0, 1.0, "global")

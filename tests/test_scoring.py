@@ -70,7 +70,8 @@ def test_training_examples_encode_to_padded_vocabulary_indices(spark) -> None:
     from sparkrec.features import encode_examples
 
     examples = spark.createDataFrame(
-        [("e2", "b", ["a", "c", "b"]), ("e1", "c", ["a"])], "event_id string, item_id string, history array<string>")
+        [("e2", "b", ["a", "c", "b"]), ("e1", "c", ["a"])], "event_id string, item_id string, history array<string>"
+    )
     vocab = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "item_id string, idx int")
     rows = [(r["target"], r["history"]) for r in encode_examples(examples, vocab, 2).collect()]
     assert rows == [(3, [1, 0]), (2, [1, 3])]  # event_id order; truncated or zero-padded to 2
@@ -83,11 +84,15 @@ def test_event_types_keep_step_with_the_history_from_interactions_to_codes(spark
 
     t = dt.datetime(2024, 1, 1)
     events = spark.createDataFrame(
-        [("e1", "u", "a", "view", 1.0, t), ("e2", "u", "zz", "cart", 1.0, t + dt.timedelta(hours=1)),
-         ("e3", "u", "b", "purchase", 1.0, t + dt.timedelta(hours=2)),
-         ("e4", "u", "c", "return", 0.0, t + dt.timedelta(hours=3)),
-         ("e5", "u", "c", "purchase", 1.0, t + dt.timedelta(hours=4))],
-        "event_id string, user_id string, item_id string, event_type string, weight double, event_ts timestamp")
+        [
+            ("e1", "u", "a", "view", 1.0, t),
+            ("e2", "u", "zz", "cart", 1.0, t + dt.timedelta(hours=1)),
+            ("e3", "u", "b", "purchase", 1.0, t + dt.timedelta(hours=2)),
+            ("e4", "u", "c", "return", 0.0, t + dt.timedelta(hours=3)),
+            ("e5", "u", "c", "purchase", 1.0, t + dt.timedelta(hours=4)),
+        ],
+        "event_id string, user_id string, item_id string, event_type string, weight double, event_ts timestamp",
+    )
     types = event_types(events)
     assert types == ["cart", "purchase", "view"]  # positive events only
     assert event_types(events.where("event_type = 'purchase'")) == []  # one type: nothing to tell apart
@@ -98,7 +103,9 @@ def test_event_types_keep_step_with_the_history_from_interactions_to_codes(spark
     # the user's features before e5: 3 positive events over 2 hours
     assert np.allclose(last["user_features"], [np.log1p(3), np.log1p(2 / 24)])
     vocab = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "item_id string, idx int")  # zz unknown
-    encoded = {r["target"]: (r["history"], r["history_types"]) for r in encode_examples(examples, vocab, 3, types).collect()}
+    encoded = {
+        r["target"]: (r["history"], r["history_types"]) for r in encode_examples(examples, vocab, 3, types).collect()
+    }
     assert encoded[3] == ([2, 1, 0], [2, 3, 0])  # zz and its type dropped together, then padding
 
     histories = to_user_histories(events, 4)  # c, b, zz, a: zz is not in the catalogue
@@ -117,7 +124,8 @@ def test_others_history_is_the_latest_items_but_the_target_as_served(spark) -> N
     rows = [(f"e{i}", "u", item, "purchase", 1.0, t + dt.timedelta(days=i)) for i, item in enumerate("abcbd")]
     rows += [("e9", "u", "x", "return", 0.0, t + dt.timedelta(days=9)), ("f0", "v", "a", "purchase", 1.0, t)]
     events = spark.createDataFrame(
-        rows, "event_id string, user_id string, item_id string, event_type string, weight double, event_ts timestamp")
+        rows, "event_id string, user_id string, item_id string, event_type string, weight double, event_ts timestamp"
+    )
     examples = {r["event_id"]: r for r in to_training_examples(events, 3, "others").collect()}
     assert set(examples) == {"e0", "e1", "e2", "e3", "e4"}  # v has no other item; a return is no target
     assert examples["e0"]["history"] == ["d", "b", "c"]  # older than the history: the latest 3 others
@@ -140,10 +148,14 @@ def test_early_stopping_holds_out_no_target_that_a_training_history_holds(spark)
     from sparkrec.features import to_training_examples, validation_split
 
     t = dt.datetime(2024, 1, 1)
-    rows = [(f"{u}{i}", f"u{u}", f"i{(u * 7 + i) % 40}", "purchase", 1.0, t + dt.timedelta(days=u + i))
-            for u in range(40) for i in range(6)]
+    rows = [
+        (f"{u}{i}", f"u{u}", f"i{(u * 7 + i) % 40}", "purchase", 1.0, t + dt.timedelta(days=u + i))
+        for u in range(40)
+        for i in range(6)
+    ]
     events = spark.createDataFrame(
-        rows, "event_id string, user_id string, item_id string, event_type string, weight double, event_ts timestamp")
+        rows, "event_id string, user_id string, item_id string, event_type string, weight double, event_ts timestamp"
+    )
     for mode in ("earlier", "others"):
         examples = to_training_examples(events, 3, mode)
         train, held = (df.collect() for df in validation_split(examples, 0.25, mode, seed=42))
@@ -157,6 +169,7 @@ def test_early_stopping_holds_out_no_target_that_a_training_history_holds(spark)
     assert held_users != {r["user_id"] for r in validation_split(examples, 0.25, "others", seed=7)[1].collect()}
     with pytest.raises(ValueError, match="validation_fraction"):
         validation_split(examples, 1.0, "others", seed=42)
+
 
 def test_the_user_tower_reads_event_types_by_the_trained_vocabulary() -> None:
     import torch
@@ -238,17 +251,22 @@ def test_top_k_and_recommend_serve_the_user_tower_its_user_features_and_event_ty
     scorer = TwoTowerScorer(items, state, 4, 3, event_types=("view", "purchase"))
     item_ids = [f"i{j}" for j in range(12)]
     histories = spark.createDataFrame(
-        [("a", ["i0", "i1"], ["view", "view"], ["i0", "i1"], [0.0, 0.0]),
-         ("b", ["i0", "i1"], ["purchase", "purchase"], ["i0", "i1"], [2.0, -1.0])],
+        [
+            ("a", ["i0", "i1"], ["view", "view"], ["i0", "i1"], [0.0, 0.0]),
+            ("b", ["i0", "i1"], ["purchase", "purchase"], ["i0", "i1"], [2.0, -1.0]),
+        ],
         "user_id string, history array<string>, history_types array<string>, seen array<string>, "
-        "user_features array<float>")
+        "user_features array<float>",
+    )
     index = spark.createDataFrame(list(zip(item_ids, range(12), strict=True)), "item_id string, row int")
     users_df = to_matrix_rows(histories, index)
     whole = users_df.toPandas().sort_values("user_id")
     expected_scores = scorer.scores(user_block(whole))
     expected_scores[:, [0, 1]] = -np.inf
-    expected = {u: [item_ids[j] for j in np.argsort(-s, kind="stable")[:3]]
-                for u, s in zip(whole["user_id"], expected_scores, strict=True)}
+    expected = {
+        u: [item_ids[j] for j in np.argsort(-s, kind="stable")[:3]]
+        for u, s in zip(whole["user_id"], expected_scores, strict=True)
+    }
     assert expected["a"] != expected["b"]  # the features and types change the lists
     served = top_k(users_df, scorer, item_ids, np.ones(12, dtype=bool), k=3)
     rules = ListRules(k=3, candidates=12, allowed=np.ones(12, dtype=bool), popularity=np.ones(12))

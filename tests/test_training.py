@@ -12,8 +12,18 @@ from sparkrec.loader import make_converter
 from sparkrec.models.training import WeightAverage, checkpoint_epoch, train_two_tower
 
 VOCAB = 40
-PARAMS = {"dim": 8, "history_length": 4, "temperature": 0.1, "dropout": 0.2, "epochs": 2, "batch_size": 16,
-          "learning_rate": 0.01, "seed": 7, "timeout_s": 60, "use_gpu": False}
+PARAMS = {
+    "dim": 8,
+    "history_length": 4,
+    "temperature": 0.1,
+    "dropout": 0.2,
+    "epochs": 2,
+    "batch_size": 16,
+    "learning_rate": 0.01,
+    "seed": 7,
+    "timeout_s": 60,
+    "use_gpu": False,
+}
 
 
 @pytest.fixture(scope="module")
@@ -22,14 +32,18 @@ def data(spark, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     # item i is followed by item i + 1: a structure the model can learn
     examples = spark.range(320).selectExpr(
         f"CAST(id % {VOCAB - 1} + 2 AS long) AS target",
-        f"array(CAST(id % {VOCAB - 1} + 1 AS long), 0L, 0L, 0L) AS history")
+        f"array(CAST(id % {VOCAB - 1} + 1 AS long), 0L, 0L, 0L) AS history",
+    )
     converter = make_converter(examples, str(root / "examples"))
     rng = np.random.default_rng(0)
     text = np.vstack([np.zeros((1, 6)), rng.standard_normal((VOCAB, 6))]).astype(np.float32)
     np.save(root / "item_text.npy", text)
     np.save(root / "log_q.npy", np.full(VOCAB + 1, np.log(1 / VOCAB), dtype=np.float32))
-    return {"converter": converter.to_json(), "item_text": str(root / "item_text.npy"),
-            "log_q": str(root / "log_q.npy")}
+    return {
+        "converter": converter.to_json(),
+        "item_text": str(root / "item_text.npy"),
+        "log_q": str(root / "log_q.npy"),
+    }
 
 
 def test_same_seed_same_losses_and_weights(data, tmp_path: Path) -> None:
@@ -50,8 +64,9 @@ def test_a_rerun_resumes_after_the_last_checkpointed_epoch(data, tmp_path: Path,
     straight = train_two_tower(data, str(tmp_path / "straight"), {**PARAMS, "epochs": 3})
     partial = train_two_tower(data, str(tmp_path / "partial"), {**PARAMS, "checkpoint_dir": str(checkpoints)})
     assert checkpoint_epoch(str(checkpoints)) == 2 and partial["resumed_from"] == 0
-    resumed = train_two_tower(data, str(tmp_path / "resumed"), {**PARAMS, "epochs": 3,
-                                                                 "checkpoint_dir": str(checkpoints)})
+    resumed = train_two_tower(
+        data, str(tmp_path / "resumed"), {**PARAMS, "epochs": 3, "checkpoint_dir": str(checkpoints)}
+    )
     assert "resuming after epoch 2" in capsys.readouterr().out
     assert resumed["resumed_from"] == 2 and checkpoint_epoch(str(checkpoints)) == 3
     assert resumed["loss"][:2] == partial["loss"]  # the first two epochs come from the checkpoint
@@ -74,7 +89,9 @@ def test_weight_average_follows_every_step_and_leaves_the_model_its_own_weights(
         keep = min(0.9, (1 + t) / (10 + t))
         expected = keep * expected + (1 - keep) * (start + t)
     assert torch.allclose(average.shadow["weight"], expected)
-    assert (expected < start + 30).all() and (expected > start + 20).all()  # behind the last step, not stuck at the start
+    assert (expected < start + 30).all() and (
+        expected > start + 20
+    ).all()  # behind the last step, not stuck at the start
     with average.applied(model):
         assert torch.allclose(model.weight, expected)
     assert torch.allclose(model.weight, start + 30)
@@ -108,7 +125,8 @@ def test_averaged_weights_are_saved_and_a_resumed_run_continues_the_average(data
 def validation(spark, tmp_path_factory: pytest.TempPathFactory) -> str:
     examples = spark.range(64).selectExpr(
         f"CAST(id % {VOCAB - 1} + 2 AS long) AS target",
-        f"array(CAST(id % {VOCAB - 1} + 1 AS long), 0L, 0L, 0L) AS history")
+        f"array(CAST(id % {VOCAB - 1} + 1 AS long), 0L, 0L, 0L) AS history",
+    )
     return make_converter(examples, str(tmp_path_factory.mktemp("validation"))).to_json()
 
 
@@ -151,14 +169,19 @@ def test_planted_clusters_are_learned_far_above_popularity(spark, tmp_path: Path
         return ids[:, :length], ids[:, length]
 
     history, target = draw(4000)
-    frame = spark.createDataFrame([(int(t), [int(x) for x in h]) for h, t in zip(history, target, strict=True)],
-                                  "target long, history array<long>")
+    frame = spark.createDataFrame(
+        [(int(t), [int(x) for x in h]) for h, t in zip(history, target, strict=True)],
+        "target long, history array<long>",
+    )
     vocab = clusters * size
     np.save(tmp_path / "text.npy", np.vstack([np.zeros((1, 6)), rng.standard_normal((vocab, 6))]).astype(np.float32))
     counts = np.bincount(target, minlength=vocab + 1)[1:] + 1.0
     np.save(tmp_path / "log_q.npy", np.concatenate([[0.0], np.log(counts / counts.sum())]).astype(np.float32))
-    data = {"converter": make_converter(frame, str(tmp_path / "examples")).to_json(),
-            "item_text": str(tmp_path / "text.npy"), "log_q": str(tmp_path / "log_q.npy")}
+    data = {
+        "converter": make_converter(frame, str(tmp_path / "examples")).to_json(),
+        "item_text": str(tmp_path / "text.npy"),
+        "log_q": str(tmp_path / "log_q.npy"),
+    }
     params = {**PARAMS, "dim": 16, "history_length": length, "epochs": 8, "batch_size": 64, "dropout": 0.1}
     train_two_tower(data, str(tmp_path / "out"), params)
     model = TwoTower(torch.from_numpy(np.load(tmp_path / "text.npy")), 16, length).eval()
@@ -206,21 +229,29 @@ def test_event_types_let_the_user_tower_tell_purchases_from_views(spark, tmp_pat
     history, types, target = draw(4000)
     frame = spark.createDataFrame(
         [(int(t), [int(x) for x in h], [int(x) for x in k]) for h, k, t in zip(history, types, target, strict=True)],
-        "target long, history array<long>, history_types array<long>")
+        "target long, history array<long>, history_types array<long>",
+    )
     np.save(tmp_path / "text.npy", np.vstack([np.zeros((1, 6)), rng.standard_normal((vocab, 6))]).astype(np.float32))
     np.save(tmp_path / "log_q.npy", np.full(vocab + 1, np.log(1 / vocab), dtype=np.float32))
     params = {**PARAMS, "dim": 16, "history_length": length, "epochs": 8, "batch_size": 64, "dropout": 0.1}
     test_history, test_types, test_target = draw(500)
     hits = {}
     for name, known in (("with types", ["purchase", "view"]), ("without", [])):
-        data = {"converter": make_converter(frame, str(tmp_path / name / "examples")).to_json(),
-                "item_text": str(tmp_path / "text.npy"), "log_q": str(tmp_path / "log_q.npy"), "event_types": known}
+        data = {
+            "converter": make_converter(frame, str(tmp_path / name / "examples")).to_json(),
+            "item_text": str(tmp_path / "text.npy"),
+            "log_q": str(tmp_path / "log_q.npy"),
+            "event_types": known,
+        }
         train_two_tower(data, str(tmp_path / name / "out"), params)
         model = TwoTower(torch.from_numpy(np.load(tmp_path / "text.npy")), 16, length, event_types=len(known)).eval()
         model.load_state_dict(torch.load(tmp_path / name / "out" / "weights.pt"))
         with torch.no_grad():
-            users = model.users(model.item_vectors(torch.from_numpy(test_history)),
-                                torch.ones(500, length, dtype=torch.bool), torch.from_numpy(test_types))
+            users = model.users(
+                model.item_vectors(torch.from_numpy(test_history)),
+                torch.ones(500, length, dtype=torch.bool),
+                torch.from_numpy(test_types),
+            )
             scores = (users @ model.item_vectors(torch.arange(1, vocab + 1)).T).numpy()
         np.put_along_axis(scores, test_history - 1, -np.inf, axis=1)
         hits[name] = float(((np.argsort(-scores, axis=1)[:, :5] + 1) == test_target[:, None]).any(axis=1).mean())

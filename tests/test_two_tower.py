@@ -70,8 +70,14 @@ def test_attributes_are_coded_with_the_training_vocabulary_and_fused() -> None:
     assert codes[0, -1] > codes[2, -1] > 0  # a dearer item gets a higher price bucket
 
     torch.manual_seed(0)
-    attrs = torch.from_numpy(np.vstack([np.zeros((1, codes.shape[1]), dtype=np.int64), encode(
-        spec, ["Action", "Comedy", None, "Drama", "Action", "Comedy"], [1.0, 2.0, None, 40.0, 1.0, 2.0])]))
+    attrs = torch.from_numpy(
+        np.vstack(
+            [
+                np.zeros((1, codes.shape[1]), dtype=np.int64),
+                encode(spec, ["Action", "Comedy", None, "Drama", "Action", "Comedy"], [1.0, 2.0, None, 40.0, 1.0, 2.0]),
+            ]
+        )
+    )
     m = TwoTower(torch.cat([torch.zeros(1, T), torch.randn(V, T)]), D, L, item_attrs=attrs, attr_codes=spec.size).eval()
     text = torch.randn(2, T)
     with_attrs = m.items(torch.tensor([0, 0]), text, torch.from_numpy(codes[[0, 1]]))
@@ -111,8 +117,10 @@ def test_sampled_negatives_join_the_softmax_with_their_own_correction() -> None:
     assert torch.isclose(got, torch.nn.functional.cross_entropy(logits, torch.arange(3)))
     # without sampled items: in-batch only, and the constant log(B) changes nothing
     plain = users @ items[:3].T / 0.5 - log_q
-    assert torch.isclose(in_batch_softmax_loss(users, items[:3], targets, 0.5, log_q),
-                         torch.nn.functional.cross_entropy(plain, torch.arange(3)))
+    assert torch.isclose(
+        in_batch_softmax_loss(users, items[:3], targets, 0.5, log_q),
+        torch.nn.functional.cross_entropy(plain, torch.arange(3)),
+    )
 
 
 def test_extra_vector_columns_are_fused_each_on_its_own_and_travel_with_the_model(tmp_path) -> None:
@@ -135,13 +143,23 @@ def test_extra_vector_columns_are_fused_each_on_its_own_and_travel_with_the_mode
     weights = tmp_path / "weights.pt"
     torch.save(m.state_dict(), weights)
     vocab = [f"i{j}" for j in range(1, V + 1)]
-    meta = {"dim": D, "history_length": L, "text_model": "t", "item_vectors": {"image": "/a", "colour": "/b"},
-            "extra_dims": [3, 2]}
-    loaded = load_model_dir(write_model_dir(tmp_path / "model", weights, vocab, text.numpy(), meta,
-                                            item_extra=extra.numpy()))
+    meta = {
+        "dim": D,
+        "history_length": L,
+        "text_model": "t",
+        "item_vectors": {"image": "/a", "colour": "/b"},
+        "extra_dims": [3, 2],
+    }
+    loaded = load_model_dir(
+        write_model_dir(tmp_path / "model", weights, vocab, text.numpy(), meta, item_extra=extra.numpy())
+    )
     assert loaded.extra_columns == {"image": 3, "colour": 2}
-    vectors = loaded.item_vectors(["i1", "new"], np.vstack([text[1].numpy(), cold_text[0].numpy()]), None,
-                                  np.vstack([extra[1].numpy(), columns[0].numpy()]))
+    vectors = loaded.item_vectors(
+        ["i1", "new"],
+        np.vstack([text[1].numpy(), cold_text[0].numpy()]),
+        None,
+        np.vstack([extra[1].numpy(), columns[0].numpy()]),
+    )
     assert np.allclose(vectors[0], m.item_vectors(torch.tensor([1])).detach().numpy()[0], atol=1e-5)
     assert np.allclose(vectors[1], cold[0].numpy(), atol=1e-5)
 
@@ -162,17 +180,31 @@ def test_the_pyfunc_reads_event_types_and_user_features_where_given(tmp_path) ->
     weights = tmp_path / "weights.pt"
     torch.save(m.state_dict(), weights)
     vocab = [f"i{j}" for j in range(1, V + 1)]
-    meta = {"dim": D, "history_length": L, "text_model": "t", "event_types": ["view", "purchase"],
-            "user_feature_names": ["activity", "tenure_days"]}
+    meta = {
+        "dim": D,
+        "history_length": L,
+        "text_model": "t",
+        "event_types": ["view", "purchase"],
+        "user_feature_names": ["activity", "tenure_days"],
+    }
     folder = write_model_dir(tmp_path / "model", weights, vocab, text.numpy(), meta)
-    mlflow.pyfunc.save_model(tmp_path / "pyfunc", python_model=TwoTowerPyfunc(), artifacts={"model_dir": str(folder)},
-                             signature=signature())
+    mlflow.pyfunc.save_model(
+        tmp_path / "pyfunc", python_model=TwoTowerPyfunc(), artifacts={"model_dir": str(folder)}, signature=signature()
+    )
     served = mlflow.pyfunc.load_model(str(tmp_path / "pyfunc"))
     history = ["i2", "i1"]
     everything = {"k": V, "exclude_history": False}
     plain = served.predict(pd.DataFrame({"history": [history]}), params=everything)
-    full = served.predict(pd.DataFrame({"history": [history, history], "history_types": [["purchase", "view"], None],
-                                        "user_features": [[1.5, 0.5], None]}), params=everything)
+    full = served.predict(
+        pd.DataFrame(
+            {
+                "history": [history, history],
+                "history_types": [["purchase", "view"], None],
+                "user_features": [[1.5, 0.5], None],
+            }
+        ),
+        params=everything,
+    )
     ids = torch.tensor([[2, 1, 0]])
     with torch.no_grad():
         user = m.users(m.item_vectors(ids), ids > 0, torch.tensor([[2, 1, 0]]), torch.tensor([[1.5, 0.5]]))
@@ -184,7 +216,10 @@ def test_the_pyfunc_reads_event_types_and_user_features_where_given(tmp_path) ->
     # by default the history's own items are not recommended back, however many are asked for
     unseen = served.predict(pd.DataFrame({"history": [history + ["not-in-vocabulary"]]}), params={"k": V})
     assert unseen["item_ids"][0] == [i for i in plain["item_ids"][0] if i not in history]
-    assert np.allclose(unseen["scores"][0], [s for i, s in zip(plain["item_ids"][0], plain["scores"][0], strict=True)
-                                             if i not in history], atol=1e-6)
+    assert np.allclose(
+        unseen["scores"][0],
+        [s for i, s in zip(plain["item_ids"][0], plain["scores"][0], strict=True) if i not in history],
+        atol=1e-6,
+    )
     with pytest.raises(ValueError, match="user_features of row 0 has 3 values; the model reads 2"):
         served.predict(pd.DataFrame({"history": [history], "user_features": [[1.0, 2.0, 3.0]]}))

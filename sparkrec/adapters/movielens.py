@@ -26,8 +26,25 @@ from pathlib import Path
 from sparkrec.adapters import write_jsonl, write_profile
 
 GENRES_100K = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary", "Drama",
-    "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller", "War", "Western",
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
 )
 # Ratings files of the two older layouts: (file, field separator).
 SEPARATED = {"100k": ("u.data", "\t"), "1m": ("ratings.dat", "::")}
@@ -81,8 +98,10 @@ def read_movies(folder: Path, layout: str) -> list[Movie]:
                 if not line.strip():
                     continue
                 fields = line.rstrip("\n").split("|")
-                flags = fields[5:5 + len(GENRES_100K)]
-                movies.append(Movie(fields[0], fields[1], [g for g, f in zip(GENRES_100K, flags, strict=False) if f == "1"]))
+                flags = fields[5 : 5 + len(GENRES_100K)]
+                movies.append(
+                    Movie(fields[0], fields[1], [g for g, f in zip(GENRES_100K, flags, strict=False) if f == "1"])
+                )
         return movies
     if layout == "1m":
         with open(folder / "movies.dat", encoding="latin-1") as handle:
@@ -123,22 +142,43 @@ def import_movielens(folder: str | Path, landing_root: str | Path) -> ImportSumm
         seconds = int(ts) if ts.strip().isdigit() else None
         if seconds is not None:
             newest = max(newest or seconds, seconds)
-        events.append(json.dumps({"event_id": f"{user.strip()}:{item.strip()}", "user_id": user.strip(),
-                                  "item_id": item.strip(), "event_type": "rating", "ts": ts.strip(),
-                                  "value": rating.strip()}))
+        events.append(
+            json.dumps(
+                {
+                    "event_id": f"{user.strip()}:{item.strip()}",
+                    "user_id": user.strip(),
+                    "item_id": item.strip(),
+                    "event_type": "rating",
+                    "ts": ts.strip(),
+                    "value": rating.strip(),
+                }
+            )
+        )
     if newest is None:
         raise ValueError(f"{folder}: no ratings with a timestamp")
     day = dt.datetime.fromtimestamp(newest, dt.UTC).date().isoformat()
     tags = read_tags(folder) if layout == "latest" else {}
     updated = f"{day}T00:00:00Z"
     items = [
-        json.dumps({"item_id": m.item_id, "title": m.title, "category": ", ".join(m.genres) or None,
-                    "tags": ", ".join(tags.get(m.item_id, [])) or None, "updated_at": updated}, ensure_ascii=False)
+        json.dumps(
+            {
+                "item_id": m.item_id,
+                "title": m.title,
+                "category": ", ".join(m.genres) or None,
+                "tags": ", ".join(tags.get(m.item_id, [])) or None,
+                "updated_at": updated,
+            },
+            ensure_ascii=False,
+        )
         for m in read_movies(folder, layout)
     ]
     root = Path(landing_root)
     write_jsonl(root / "events" / f"ds={day}" / "movielens.jsonl.gz", events)
     write_jsonl(root / "items" / f"ds={day}" / "movies.jsonl.gz", items)
-    write_profile(root, f"movielens-{layout}", {"late_days": 0, "non_product_items": "", "bot_max_events_per_hour": 0},
-                  "MovieLens export: lands at once on the day of its newest rating; every rating is an interaction")
+    write_profile(
+        root,
+        f"movielens-{layout}",
+        {"late_days": 0, "non_product_items": "", "bot_max_events_per_hour": 0},
+        "MovieLens export: lands at once on the day of its newest rating; every rating is an interaction",
+    )
     return ImportSummary(layout, len(events), len(items), [day])

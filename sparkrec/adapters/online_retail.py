@@ -161,8 +161,12 @@ def import_online_retail(csv_path: str | Path, landing_root: str | Path) -> Impo
     for day, catalog in items.items():
         lines = [json.dumps(item, ensure_ascii=False) for item in catalog.values()]
         write_jsonl(root / "items" / f"ds={day}" / "catalog.jsonl.gz", lines)
-    write_profile(root, "online-retail", {"late_days": 7, "non_product_items": NON_PRODUCT_ITEMS},
-                  "UCI Online Retail: one landing day per invoice day; fees and postage are not products")
+    write_profile(
+        root,
+        "online-retail",
+        {"late_days": 7, "non_product_items": NON_PRODUCT_ITEMS},
+        "UCI Online Retail: one landing day per invoice day; fees and postage are not products",
+    )
     return ImportSummary(
         events=sum(len(v) for v in events.values()),
         items=len({i for c in items.values() for i in c}),

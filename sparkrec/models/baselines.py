@@ -34,7 +34,8 @@ def fit_popularity(train_df: DataFrame, item_index_df: DataFrame, n_items: int) 
     counts = np.zeros(n_items, dtype=np.float64)
     rows = (
         train_df.where(F.col("weight") > 0)
-        .groupBy("item_id").agg(F.countDistinct("user_id").alias("n"))
+        .groupBy("item_id")
+        .agg(F.countDistinct("user_id").alias("n"))
         .join(item_index_df, "item_id")
         .select("row", "n")
         .collect()
@@ -77,14 +78,22 @@ def fit_als(train_df: DataFrame, item_index_df: DataFrame, n_items: int, params:
     require_columns(train_df, ["user_id", "item_id", "weight"], "fit_als")
     pairs = (
         train_df.where(F.col("weight") > 0)
-        .groupBy("user_id", "item_id").agg(F.sum("weight").alias("strength"))
+        .groupBy("user_id", "item_id")
+        .agg(F.sum("weight").alias("strength"))
         .join(item_index_df, "item_id")
     )
     indexer = StringIndexer(inputCol="user_id", outputCol="user", stringOrderType="alphabetAsc").fit(pairs)
     data = indexer.transform(pairs).select(F.col("user").cast("int"), "row", "strength")
     als = ALS(
-        rank=int(params.rank), regParam=float(params.reg_param), alpha=float(params.alpha), maxIter=int(params.max_iter),
-        implicitPrefs=True, userCol="user", itemCol="row", ratingCol="strength", seed=int(seed),
+        rank=int(params.rank),
+        regParam=float(params.reg_param),
+        alpha=float(params.alpha),
+        maxIter=int(params.max_iter),
+        implicitPrefs=True,
+        userCol="user",
+        itemCol="row",
+        ratingCol="strength",
+        seed=int(seed),
         coldStartStrategy="drop",
     )
     model = als.fit(data)
@@ -141,8 +150,9 @@ def item_gram(train_df: DataFrame, item_index_df: DataFrame, n_items: int, max_i
     return gram
 
 
-def with_text_neighbours(gram: np.ndarray, vectors: np.ndarray, neighbours: int, weight: float,
-                         block: int = 2048) -> np.ndarray:
+def with_text_neighbours(
+    gram: np.ndarray, vectors: np.ndarray, neighbours: int, weight: float, block: int = 2048
+) -> np.ndarray:
     """G + weight * R^T R: EASE's gram with one pseudo-user per item that holds the item (1) and its
     ``neighbours`` nearest items by the cosine of their text vectors (the similarity, at least 0).
 
@@ -164,13 +174,14 @@ def with_text_neighbours(gram: np.ndarray, vectors: np.ndarray, neighbours: int,
     unit = (vectors[rows] / norms[rows, None]).astype(np.float32)
     out = gram.copy()
     for start in range(0, len(rows), block):
-        sims = unit[start:start + block] @ unit.T  # [b, m]
+        sims = unit[start : start + block] @ unit.T  # [b, m]
         own = np.arange(sims.shape[0])
         sims[own, start + own] = -np.inf  # an item is its own neighbour with weight 1, below
         near = np.argpartition(-sims, k - 1, axis=1)[:, :k]
         members = np.concatenate([(start + own)[:, None], near], axis=1)  # [b, k + 1]
-        values = np.concatenate([np.ones((len(own), 1), np.float32),
-                                 np.maximum(np.take_along_axis(sims, near, 1), 0.0)], axis=1)
+        values = np.concatenate(
+            [np.ones((len(own), 1), np.float32), np.maximum(np.take_along_axis(sims, near, 1), 0.0)], axis=1
+        )
         held = rows[members]  # each pseudo-user's items as gram rows; it adds the outer product of its values
         np.add.at(out, (held[:, :, None], held[:, None, :]), weight * values[:, :, None] * values[:, None, :])
     return out

@@ -33,8 +33,9 @@ class LoadedTwoTower:
     def index(self) -> dict[str, int]:
         return {item: i + 1 for i, item in enumerate(self.item_ids)}
 
-    def item_vectors(self, item_ids: list[str], text: np.ndarray, attrs: np.ndarray | None = None,
-                     extra: np.ndarray | None = None) -> np.ndarray:
+    def item_vectors(
+        self, item_ids: list[str], text: np.ndarray, attrs: np.ndarray | None = None, extra: np.ndarray | None = None
+    ) -> np.ndarray:
         """Vectors [n, D] for any items: vocabulary items use their ID, all use their text and (for a
         model trained with them) their attribute codes (``attribute_codes``) and extra vector columns
         (``extra`` [n, E], ``extra_dims`` side by side; zeros: none)."""
@@ -43,8 +44,11 @@ class LoadedTwoTower:
         index = self.index
         ids = torch.tensor([index.get(i, 0) for i in item_ids], dtype=torch.long)
         codes = None if attrs is None or self.model.item_attrs is None else torch.from_numpy(np.asarray(attrs))
-        columns = None if extra is None or self.model.item_extra is None else torch.from_numpy(
-            np.asarray(extra, dtype=np.float32))
+        columns = (
+            None
+            if extra is None or self.model.item_extra is None
+            else torch.from_numpy(np.asarray(extra, dtype=np.float32))
+        )
         with torch.inference_mode():
             return self.model.items(ids, torch.from_numpy(np.asarray(text, dtype=np.float32)), codes, columns).numpy()
 
@@ -62,9 +66,15 @@ class LoadedTwoTower:
         return encode(AttributeSpec.from_dict(self.meta.get("attributes")), categories, prices)
 
 
-def write_model_dir(path: str | Path, weights: str | Path, item_ids: list[str], item_text: np.ndarray,
-                    meta: dict[str, Any], item_attrs: np.ndarray | None = None,
-                    item_extra: np.ndarray | None = None) -> Path:
+def write_model_dir(
+    path: str | Path,
+    weights: str | Path,
+    item_ids: list[str],
+    item_text: np.ndarray,
+    meta: dict[str, Any],
+    item_attrs: np.ndarray | None = None,
+    item_extra: np.ndarray | None = None,
+) -> Path:
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
     (out / WEIGHTS).write_bytes(Path(weights).read_bytes())
@@ -91,12 +101,20 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
     attrs = torch.from_numpy(np.load(folder / ITEM_ATTRS)) if (folder / ITEM_ATTRS).exists() else None
     codes = AttributeSpec.from_dict(meta.get("attributes")).size if attrs is not None else 0
     extra = torch.from_numpy(np.load(folder / ITEM_EXTRA)) if (folder / ITEM_EXTRA).exists() else None
-    model = TwoTower(item_text, int(meta["dim"]), int(meta["history_length"]), item_attrs=attrs, attr_codes=codes,
-                     text=bool(meta.get("text", True)), history_attention=bool(meta.get("history_attention", True)),
-                     ranker=saved_shape(meta["ranker"]) if meta.get("ranker") else None,
-                     item_extra=extra, extra_dims=tuple(meta.get("extra_dims") or ()),
-                     event_types=len(meta.get("event_types") or ()),
-                     user_features=len(meta.get("user_feature_names") or ()))
+    model = TwoTower(
+        item_text,
+        int(meta["dim"]),
+        int(meta["history_length"]),
+        item_attrs=attrs,
+        attr_codes=codes,
+        text=bool(meta.get("text", True)),
+        history_attention=bool(meta.get("history_attention", True)),
+        ranker=saved_shape(meta["ranker"]) if meta.get("ranker") else None,
+        item_extra=extra,
+        extra_dims=tuple(meta.get("extra_dims") or ()),
+        event_types=len(meta.get("event_types") or ()),
+        user_features=len(meta.get("user_feature_names") or ()),
+    )
     model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
     model.eval()
     item_ids = meta.pop("item_ids")
@@ -111,9 +129,13 @@ def signature() -> Any:
     from mlflow.types.schema import Array, ColSpec, ParamSchema, ParamSpec, Schema
 
     return ModelSignature(
-        inputs=Schema([ColSpec(Array("string"), "history"),
-                       ColSpec(Array("string"), "history_types", required=False),
-                       ColSpec(Array("double"), "user_features", required=False)]),
+        inputs=Schema(
+            [
+                ColSpec(Array("string"), "history"),
+                ColSpec(Array("string"), "history_types", required=False),
+                ColSpec(Array("double"), "user_features", required=False),
+            ]
+        ),
         outputs=Schema([ColSpec(Array("string"), "item_ids"), ColSpec(Array("double"), "scores")]),
         params=ParamSchema([ParamSpec("k", "long", 10), ParamSpec("exclude_history", "boolean", True)]),
     )
@@ -160,8 +182,12 @@ class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
             users = loaded.model.users(loaded.model.item_vectors(hist), hist > 0, types)
             if given.any():  # a row without user features is scored on its history alone
                 mine = torch.from_numpy(given)
-                users[mine] = loaded.model.users(loaded.model.item_vectors(hist[mine]), hist[mine] > 0,
-                                                 None if types is None else types[mine], torch.from_numpy(feats[given]))
+                users[mine] = loaded.model.users(
+                    loaded.model.item_vectors(hist[mine]),
+                    hist[mine] > 0,
+                    None if types is None else types[mine],
+                    torch.from_numpy(feats[given]),
+                )
             all_ids = torch.arange(1, len(loaded.item_ids) + 1)
             scores = users @ loaded.model.item_vectors(all_ids).T
             if exclude:
@@ -171,7 +197,9 @@ class TwoTowerPyfunc(mlflow.pyfunc.PythonModel):
         kept = [torch.isfinite(row) for row in top.values]  # fewer than k items outside the history: the rest
         return pd.DataFrame(
             {
-                "item_ids": [[loaded.item_ids[int(i)] for i in row[ok]] for row, ok in zip(top.indices, kept, strict=True)],
+                "item_ids": [
+                    [loaded.item_ids[int(i)] for i in row[ok]] for row, ok in zip(top.indices, kept, strict=True)
+                ],
                 "scores": [row[ok].tolist() for row, ok in zip(top.values, kept, strict=True)],
             }
         )

@@ -30,8 +30,13 @@ FEATURES = ("retrieval_z", "collaborative_z", "popularity_z")
 RECENT = "recent_popularity_z"  # the fourth feature of a ranker trained with train.ranker.recent_days
 
 
-def list_features(retrieval: torch.Tensor, collaborative: torch.Tensor, popularity: torch.Tensor,
-                  mask: torch.Tensor, recent: torch.Tensor | None = None) -> torch.Tensor:
+def list_features(
+    retrieval: torch.Tensor,
+    collaborative: torch.Tensor,
+    popularity: torch.Tensor,
+    mask: torch.Tensor,
+    recent: torch.Tensor | None = None,
+) -> torch.Tensor:
     """[B, C, F] from the per-candidate scores [B, C] (``popularity``, ``recent``: log counts, over all
     the history and over its last days), each standardised within its list; ``mask`` [B, C] is true
     on real candidates (padding is left out of the list statistics and its features are 0).
@@ -83,8 +88,9 @@ class DCNRanker(nn.Module):
         self.recent = recent  # whether it reads the RECENT feature after FEATURES
         width = len(FEATURES) + int(recent)
         self.cross = nn.ModuleList(CrossLayer(width) for _ in range(cross_layers))
-        self.deep = (nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU())
-                     if hidden else None)
+        self.deep = (
+            nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU()) if hidden else None
+        )
         self.out = nn.Linear(width + hidden, 1)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -99,8 +105,11 @@ class DCNRanker(nn.Module):
 def saved_shape(meta: dict[str, Any]) -> dict[str, Any]:
     """``DCNRanker`` arguments from a saved model's ranker description (``stages.ranker_meta``); a model
     saved before ``recent_days`` existed reads without that feature."""
-    return {"hidden": int(meta["hidden"]), "cross_layers": int(meta["cross_layers"]),
-            "recent": int(meta.get("recent_days", 0)) > 0}
+    return {
+        "hidden": int(meta["hidden"]),
+        "cross_layers": int(meta["cross_layers"]),
+        "recent": int(meta.get("recent_days", 0)) > 0,
+    }
 
 
 def retrieval_scores(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
@@ -108,14 +117,24 @@ def retrieval_scores(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     return (users.unsqueeze(1) * items).sum(-1)
 
 
-def rank_scores(ranker: DCNRanker, users: torch.Tensor, items: torch.Tensor, collaborative: torch.Tensor,
-                popularity: torch.Tensor, mask: torch.Tensor, recent: torch.Tensor | None = None) -> torch.Tensor:
+def rank_scores(
+    ranker: DCNRanker,
+    users: torch.Tensor,
+    items: torch.Tensor,
+    collaborative: torch.Tensor,
+    popularity: torch.Tensor,
+    mask: torch.Tensor,
+    recent: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Scores [B, C] of each user's candidates: users [B, D], items [B, C, D], the other signals [B, C]
     (``recent``: needed by, and only read by, a ranker built with ``recent``)."""
     if ranker.recent and recent is None:
         raise ValueError("this ranker reads each candidate's recent popularity: pass recent")
-    return ranker(list_features(retrieval_scores(users, items), collaborative, popularity, mask,
-                                recent if ranker.recent else None))
+    return ranker(
+        list_features(
+            retrieval_scores(users, items), collaborative, popularity, mask, recent if ranker.recent else None
+        )
+    )
 
 
 def listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -127,8 +146,9 @@ def listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
 
 
 # --------------------------------------------------------------------------- collaborative signal
-def collaborative_candidates(weights: np.ndarray, context: list[np.ndarray], allowed: np.ndarray,
-                             count: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def collaborative_candidates(
+    weights: np.ndarray, context: list[np.ndarray], allowed: np.ndarray, count: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each user's top ``count`` allowed items outside its context by EASE score x_u B:
     (rows [U, c], scores [U, c], usable count [U]); c = min(count, n)."""
     from sparkrec.models.scoring import binary_rows, masked_scores, top_indices
@@ -145,15 +165,25 @@ def _log_holders(events: Any, n: int) -> np.ndarray:
     return np.log1p(holders).astype(np.float32)
 
 
-def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, history_length: int, candidates: int,
-                   max_lists: int, seed: int, types: list[str] | None = None, recent_days: int = 0) -> Any:
+def training_lists(
+    events: Any,
+    vocab: dict[str, int],
+    weights: np.ndarray,
+    history_length: int,
+    candidates: int,
+    max_lists: int,
+    seed: int,
+    types: list[str] | None = None,
+    recent_days: int = 0,
+) -> Any:
     """The ranker's training lists from ``features.ranking_split`` rows (pandas: ``user_id, item_id,
     event_ts, event_id, event_type, is_label``), ``vocab`` (item id -> index, 1..V) and EASE ``weights`` [V + 1, V + 1]
     fitted on the contexts.
 
     A list is a user with a context and a label: its context's latest items (``history``, most recent
     first, 0-padded) and their event type codes in ``types`` (``history_types``, 0: unknown), the
-    context's ``user_features`` (``features.USER_FEATURES``), the context's top ``candidates`` by EASE that the context does not hold (0-padded),
+    context's ``user_features`` (``features.USER_FEATURES``), the context's top ``candidates`` by EASE that the
+    context does not hold (0-padded),
     each candidate's ``collaborative`` score, ``popularity`` (log of 1 + the context users holding it),
     ``recent_popularity`` (the same over the contexts' last ``recent_days`` days, up to the latest
     context event; 0 with ``recent_days`` 0) and ``labels`` (1.0: the user's label part holds it).
@@ -176,13 +206,17 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
     by_user = {u: g["idx"].to_numpy() for u, g in context.groupby("user_id", sort=True)}
     spans = context.groupby("user_id", sort=True)["event_ts"].agg(["count", "min", "max"])
     tenure = (spans["max"] - spans["min"]).dt.total_seconds() / 86400.0
-    user_features = {u: [float(np.log1p(n)), float(np.log1p(max(d, 0.0)))]
-                     for u, n, d in zip(spans.index, spans["count"], tenure, strict=True)}
+    user_features = {
+        u: [float(np.log1p(n)), float(np.log1p(max(d, 0.0)))]
+        for u, n, d in zip(spans.index, spans["count"], tenure, strict=True)
+    }
     code = event_type_codes(types)
     types_by_user = {}
     if code and "event_type" in context.columns:
-        types_by_user = {u: g["event_type"].map(code).fillna(0).to_numpy(dtype=np.int64)
-                         for u, g in context.groupby("user_id", sort=True)}
+        types_by_user = {
+            u: g["event_type"].map(code).fillna(0).to_numpy(dtype=np.int64)
+            for u, g in context.groupby("user_id", sort=True)
+        }
     label_sets = {u: set(g["idx"].tolist()) for u, g in events[events["is_label"]].groupby("user_id", sort=True)}
     users = [u for u in by_user if u in label_sets]
     if len(users) > max_lists:
@@ -209,7 +243,28 @@ def training_lists(events: Any, vocab: dict[str, int], weights: np.ndarray, hist
             history_types = np.zeros(history_length, dtype=np.int64)
             if user in types_by_user:
                 history_types[: len(recent)] = types_by_user[user][:history_length]
-            rows.append((history.tolist(), history_types.tolist(), user_features[user], cand.tolist(), collab.tolist(),
-                         popularity[cand].tolist(), recent_popularity[cand].tolist(), labels.tolist()))
-    return pd.DataFrame(rows, columns=["history", "history_types", "user_features", "candidates", "collaborative",
-                                       "popularity", "recent_popularity", "labels"])
+            rows.append(
+                (
+                    history.tolist(),
+                    history_types.tolist(),
+                    user_features[user],
+                    cand.tolist(),
+                    collab.tolist(),
+                    popularity[cand].tolist(),
+                    recent_popularity[cand].tolist(),
+                    labels.tolist(),
+                )
+            )
+    return pd.DataFrame(
+        rows,
+        columns=[
+            "history",
+            "history_types",
+            "user_features",
+            "candidates",
+            "collaborative",
+            "popularity",
+            "recent_popularity",
+            "labels",
+        ],
+    )

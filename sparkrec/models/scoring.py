@@ -89,9 +89,13 @@ class TwoTowerScorer(LazyModule):
         if self._module is None:
             # a tower trained without history attention (an ablation) has no query to load
             features = self.user_tower_state.get("features.weight")
-            tower = UserTower(self.dim, self.history_length, attention="query" in self.user_tower_state,
-                              event_types=len(self.event_types),
-                              user_features=0 if features is None else features.shape[1])
+            tower = UserTower(
+                self.dim,
+                self.history_length,
+                attention="query" in self.user_tower_state,
+                event_types=len(self.event_types),
+                user_features=0 if features is None else features.shape[1],
+            )
             tower.load_state_dict({k: torch.from_numpy(v) for k, v in self.user_tower_state.items()})
             self._module = tower.eval()
         length = self.history_length
@@ -109,7 +113,9 @@ class TwoTowerScorer(LazyModule):
         vectors = torch.from_numpy(self.item_vectors)
         with torch.inference_mode():
             feats = None if block.user_features is None else torch.from_numpy(block.user_features)
-            users = self._module(vectors[torch.from_numpy(rows)], torch.from_numpy(mask), torch.from_numpy(types), feats)
+            users = self._module(
+                vectors[torch.from_numpy(rows)], torch.from_numpy(mask), torch.from_numpy(types), feats
+            )
         return users.numpy()
 
 
@@ -153,7 +159,9 @@ class Scorer(Protocol):
     def scores(self, block: UserBlock) -> np.ndarray: ...
 
 
-def block_top(scorer: Scorer, block: UserBlock, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def block_top(
+    scorer: Scorer, block: UserBlock, allowed: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(top item rows [B, k], their scores, usable count) of one block: seen and not-allowed items masked."""
     if hasattr(scorer, "user_vectors") and hasattr(scorer, "item_vectors"):
         return dot_top_indices(scorer.user_vectors(block), scorer.item_vectors, allowed, block.seen, k)
@@ -162,8 +170,9 @@ def block_top(scorer: Scorer, block: UserBlock, allowed: np.ndarray, k: int) -> 
     return top, np.take_along_axis(scores, top, axis=1), usable
 
 
-def top_k(users_df: DataFrame, scorer: Scorer, item_ids: list[str],
-          eligible: np.ndarray, k: int, block_size: int = 512) -> DataFrame:
+def top_k(
+    users_df: DataFrame, scorer: Scorer, item_ids: list[str], eligible: np.ndarray, k: int, block_size: int = 512
+) -> DataFrame:
     """Top ``k`` eligible, unseen items per user.
 
     Args:
@@ -201,8 +210,7 @@ def user_columns(users_df: DataFrame) -> list[str]:
     return ["user_id", "history", "seen"] + [c for c in USER_INPUTS if c in users_df.columns]
 
 
-def _top_k_block(block: pd.DataFrame, scorer: Scorer, items: np.ndarray, eligible: np.ndarray,
-                 k: int) -> pd.DataFrame:
+def _top_k_block(block: pd.DataFrame, scorer: Scorer, items: np.ndarray, eligible: np.ndarray, k: int) -> pd.DataFrame:
     users = user_block(block)
     top, scores, usable = block_top(scorer, users, eligible, k)
     return ranked_frame(users.user_ids, top, scores, usable, items, scorer.name)
@@ -281,8 +289,9 @@ def top_indices(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return top, np.isfinite(values).sum(axis=1)
 
 
-def dot_top_indices(users: np.ndarray, items: np.ndarray, allowed: np.ndarray, seen: list[np.ndarray], k: int,
-                    chunk: int = 4096) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def dot_top_indices(
+    users: np.ndarray, items: np.ndarray, allowed: np.ndarray, seen: list[np.ndarray], k: int, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``top_indices`` of ``users @ items.T`` (plus the top scores) without the [B, n] score matrix.
 
     The items are scored ``chunk`` at a time into one reused buffer (a few MB, cache-resident: most
@@ -340,21 +349,34 @@ def dot_top_indices(users: np.ndarray, items: np.ndarray, allowed: np.ndarray, s
     return top, top_values, np.isfinite(top_values).sum(axis=1)
 
 
-def ranked_frame(user_ids: list[str], top: np.ndarray, scores: np.ndarray, usable: np.ndarray, items: np.ndarray,
-                 reason: str | np.ndarray) -> pd.DataFrame:
+def ranked_frame(
+    user_ids: list[str],
+    top: np.ndarray,
+    scores: np.ndarray,
+    usable: np.ndarray,
+    items: np.ndarray,
+    reason: str | np.ndarray,
+) -> pd.DataFrame:
     """``user_id, rank, item_id, score, reason`` rows of the first ``usable`` columns of each row;
     ``reason`` is one string, one per user [B] or one per row and rank [B, k]."""
     keep = np.arange(top.shape[1])[None, :] < np.minimum(usable, top.shape[1])[:, None]
     rows, cols = np.nonzero(keep)
     reasons = np.asarray(reason, dtype=object)
-    return pd.DataFrame({
-        "user_id": np.asarray(user_ids, dtype=object)[rows],
-        "rank": (cols + 1).astype(np.int32),
-        "item_id": items[top[rows, cols]],
-        "score": scores[rows, cols].astype(np.float64),
-        "reason": (reasons[rows, cols] if reasons.ndim == 2 else reasons[rows] if reasons.ndim
-                   else np.full(len(rows), reason, dtype=object)),
-    })
+    return pd.DataFrame(
+        {
+            "user_id": np.asarray(user_ids, dtype=object)[rows],
+            "rank": (cols + 1).astype(np.int32),
+            "item_id": items[top[rows, cols]],
+            "score": scores[rows, cols].astype(np.float64),
+            "reason": (
+                reasons[rows, cols]
+                if reasons.ndim == 2
+                else reasons[rows]
+                if reasons.ndim
+                else np.full(len(rows), reason, dtype=object)
+            ),
+        }
+    )
 
 
 def _top_indices_exact(row: np.ndarray, kk: int) -> np.ndarray:

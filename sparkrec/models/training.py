@@ -50,7 +50,9 @@ def rank_errors(output_dir: str, world: int) -> list[str]:
     if not written:
         return []
     silent = [r for r in range(world) if r not in written]
-    died = [f"rank {', '.join(map(str, silent))} died without a Python error (killed or out of memory)"] if silent else []
+    died = (
+        [f"rank {', '.join(map(str, silent))} died without a Python error (killed or out of memory)"] if silent else []
+    )
     return died + [f"rank {r}: {written[r]}" for r in sorted(written)]
 
 
@@ -92,25 +94,38 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
         )
     # Each rank owns a share of the cores: its task's cores in an executor, else the machine's split.
     threads = int(params.get("threads") or 0)
-    torch.set_num_threads(threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world)))))
+    torch.set_num_threads(
+        threads or max(1, (os.cpu_count() or 1) // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", world))))
+    )
     torch.manual_seed(int(params["seed"]))
     placement = _placement(world)
     if rank == 0:
-        print(f"[train] {world} process(es): " + "; ".join(f"rank {r} pid {p['pid']} on {p['host']} in {p['cwd']}"
-                                                         for r, p in enumerate(placement)), flush=True)
+        print(
+            f"[train] {world} process(es): "
+            + "; ".join(f"rank {r} pid {p['pid']} on {p['host']} in {p['cwd']}" for r, p in enumerate(placement)),
+            flush=True,
+        )
 
     item_text = torch.from_numpy(np.load(data["item_text"]))
     log_q = torch.from_numpy(np.load(data["log_q"])).float().to(device)
     attrs = torch.from_numpy(np.load(data["item_attrs"])) if data.get("item_attrs") else None
     extra = torch.from_numpy(np.load(data["item_extra"])) if data.get("item_extra") else None
-    model = TwoTower(item_text, int(params["dim"]), int(params["history_length"]), float(params["dropout"]),
-                     item_attrs=attrs, attr_codes=int(data.get("attr_codes") or 0), text=bool(params.get("text", True)),
-                     history_attention=bool(params.get("history_attention", True)),
-                     ranker=ranker_shape(params) if data.get("lists") else None,
-                     ranker_trains_towers=bool(params.get("ranker_train_towers", False)),
-                     item_extra=extra, extra_dims=tuple(data.get("extra_dims") or ()),
-                     event_types=len(data.get("event_types") or ()),
-                     user_features=len(data.get("user_features") or ())).to(device)
+    model = TwoTower(
+        item_text,
+        int(params["dim"]),
+        int(params["history_length"]),
+        float(params["dropout"]),
+        item_attrs=attrs,
+        attr_codes=int(data.get("attr_codes") or 0),
+        text=bool(params.get("text", True)),
+        history_attention=bool(params.get("history_attention", True)),
+        ranker=ranker_shape(params) if data.get("lists") else None,
+        ranker_trains_towers=bool(params.get("ranker_train_towers", False)),
+        item_extra=extra,
+        extra_dims=tuple(data.get("extra_dims") or ()),
+        event_types=len(data.get("event_types") or ()),
+        user_features=len(data.get("user_features") or ()),
+    ).to(device)
     vocabulary = item_text.shape[0] - 1
     sampled = int(params.get("sampled_negatives") or 0)  # uniform negatives per step, beside the in-batch ones
     if not params.get("logq_correction", True):
@@ -161,11 +176,18 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
             ranking = {k: v.to(device) for k, v in next(lists).items()} if lists_loader is not None else None
             target = batch["target"].to(device)
             negatives = torch.randint(1, vocabulary + 1, (sampled,), device=device) if sampled else None
-            users, items, rank_out = trained(batch["history"].to(device), target, ranking, negatives,
-                                             *_user_inputs(batch, device))
-            retrieval_loss = in_batch_softmax_loss(users, items, target, float(params["temperature"]),
-                                                   None if log_q is None else log_q[target],
-                                                   negatives, math.log(max(sampled, 1) / vocabulary))
+            users, items, rank_out = trained(
+                batch["history"].to(device), target, ranking, negatives, *_user_inputs(batch, device)
+            )
+            retrieval_loss = in_batch_softmax_loss(
+                users,
+                items,
+                target,
+                float(params["temperature"]),
+                None if log_q is None else log_q[target],
+                negatives,
+                math.log(max(sampled, 1) / vocabulary),
+            )
             loss = retrieval_loss
             if rank_out is not None and ranking is not None:  # the multi-task loss
                 rank_loss = listwise_loss(rank_out, ranking["labels"].float(), ranking["candidates"] > 0)
@@ -179,8 +201,9 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
             total += float(retrieval_loss.detach())
             steps += 1
         elapsed = time.perf_counter() - started
-        stats = torch.tensor([total / steps, steps * loader.batch_size / elapsed, rank_total / max(rank_steps, 1)],
-                             dtype=torch.float64)
+        stats = torch.tensor(
+            [total / steps, steps * loader.batch_size / elapsed, rank_total / max(rank_steps, 1)], dtype=torch.float64
+        )
         if world > 1:
             dist.all_reduce(stats)
             stats[0] /= world  # mean losses; examples/s summed over ranks
@@ -196,8 +219,11 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
             with average.applied(model):
                 val = _validation_loss(model, validation, params, log_q, device, world)
                 if val < best["loss"]:
-                    best = {"loss": val, "epoch": epoch + 1,
-                            "state": {k: v.detach().clone() for k, v in model.state_dict().items()}}
+                    best = {
+                        "loss": val,
+                        "epoch": epoch + 1,
+                        "state": {k: v.detach().clone() for k, v in model.state_dict().items()},
+                    }
             history["val_loss"].append(val)
             stop = epoch + 1 - best["epoch"] >= patience
             note = f" val_loss {val:.4f} (best {best['loss']:.4f} at epoch {best['epoch']})"
@@ -205,19 +231,31 @@ def _train(data: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dic
             print(
                 f"[train] epoch {epoch + 1}/{epochs} loss {stats[0]:.4f} "
                 f"{stats[1]:.0f} examples/s over {world} process(es)"
-                + (f" ranking loss {stats[2]:.4f}" if lists_loader is not None else "") + note,
+                + (f" ranking loss {stats[2]:.4f}" if lists_loader is not None else "")
+                + note,
                 flush=True,
             )
             sys.stdout.flush()
             if checkpoint is not None:
-                _save_checkpoint(checkpoint, {"epoch": epoch + 1, "model": model.state_dict(),
-                                              "optimiser": optimiser.state_dict(), "history": history,
-                                              "rng": torch.get_rng_state(), "best": best,
-                                              "average": average.state_dict()})
+                _save_checkpoint(
+                    checkpoint,
+                    {
+                        "epoch": epoch + 1,
+                        "model": model.state_dict(),
+                        "optimiser": optimiser.state_dict(),
+                        "history": history,
+                        "rng": torch.get_rng_state(),
+                        "best": best,
+                        "average": average.state_dict(),
+                    },
+                )
         if stop:
             if rank == 0:
-                print(f"[train] early stop: validation loss has not improved for {patience} epoch(s); "
-                      f"keeping epoch {best['epoch']}", flush=True)
+                print(
+                    f"[train] early stop: validation loss has not improved for {patience} epoch(s); "
+                    f"keeping epoch {best['epoch']}",
+                    flush=True,
+                )
             break
     if best["state"] is not None:
         model.load_state_dict(best["state"])
@@ -249,7 +287,7 @@ class WeightAverage:
             raise ValueError(f"train.weight_average must be in [0, 1), got {decay}")
         self.decay = decay
         self.updates = 0
-        self.shadow = ({n: p.detach().clone() for n, p in model.named_parameters()} if decay else {})
+        self.shadow = {n: p.detach().clone() for n, p in model.named_parameters()} if decay else {}
 
     def update(self, model: Any) -> None:
         if not self.decay:
@@ -318,8 +356,11 @@ def _placement(world: int) -> list[dict[str, Any]]:
 
 def ranker_shape(params: dict[str, Any]) -> dict[str, Any]:
     """The ranker's shape (``DCNRanker`` arguments) from the flat training params."""
-    return {"hidden": int(params.get("ranker_hidden", 0)), "cross_layers": int(params.get("ranker_cross_layers", 2)),
-            "recent": int(params.get("ranker_recent_days", 0)) > 0}
+    return {
+        "hidden": int(params.get("ranker_hidden", 0)),
+        "cross_layers": int(params.get("ranker_cross_layers", 2)),
+        "recent": int(params.get("ranker_recent_days", 0)) > 0,
+    }
 
 
 def _lists_loader(data: dict[str, Any], batch_size: int, rank: int, world: int, seed: int) -> Any:
@@ -331,10 +372,13 @@ def _lists_loader(data: dict[str, Any], batch_size: int, rank: int, world: int, 
     converter = ParquetConverter.from_json(data["lists"])
     per_rank = converter.num_rows // world
     if per_rank < 1:
-        raise ValueError(f"{converter.num_rows} ranking lists are too few for {world} process(es); "
-                         "use more data or set train.ranker.enabled: false")
-    return converter.make_torch_dataloader(min(batch_size, per_rank), cur_shard=rank, shard_count=world,
-                                           shuffle_seed=seed)
+        raise ValueError(
+            f"{converter.num_rows} ranking lists are too few for {world} process(es); "
+            "use more data or set train.ranker.enabled: false"
+        )
+    return converter.make_torch_dataloader(
+        min(batch_size, per_rank), cur_shard=rank, shard_count=world, shuffle_seed=seed
+    )
 
 
 def _cycle(loader: Any, epoch: int) -> Any:
@@ -359,8 +403,10 @@ def _validation_loader(data: dict[str, Any], batch_size: int, rank: int, world: 
     converter = ParquetConverter.from_json(data["validation"])
     per_rank = converter.num_rows // world
     if per_rank < 2:
-        raise ValueError(f"{converter.num_rows} validation examples are too few for {world} process(es); "
-                         "raise train.validation_fraction or set train.patience: 0")
+        raise ValueError(
+            f"{converter.num_rows} validation examples are too few for {world} process(es); "
+            "raise train.validation_fraction or set train.patience: 0"
+        )
     return converter.make_torch_dataloader(min(batch_size, per_rank), cur_shard=rank, shard_count=world, shuffle_seed=0)
 
 
@@ -377,8 +423,11 @@ def _validation_loss(model: Any, loader: Any, params: dict[str, Any], log_q: Any
         for batch in loader:
             target = batch["target"].to(device)
             users, items, _ = model(batch["history"].to(device), target, None, None, *_user_inputs(batch, device))
-            total += float(in_batch_softmax_loss(users, items, target, float(params["temperature"]),
-                                                 None if log_q is None else log_q[target]))
+            total += float(
+                in_batch_softmax_loss(
+                    users, items, target, float(params["temperature"]), None if log_q is None else log_q[target]
+                )
+            )
             steps += 1
     stats = torch.tensor([total, float(steps)], dtype=torch.float64)
     if world > 1:

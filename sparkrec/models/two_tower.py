@@ -25,8 +25,16 @@ class ItemTower(nn.Module):
     what is left: cold items still get a vector.
     """
 
-    def __init__(self, num_items: int, text_dim: int, dim: int, dropout: float = 0.0, attr_codes: int = 0,
-                 text: bool = True, extra_dims: tuple[int, ...] = ()) -> None:
+    def __init__(
+        self,
+        num_items: int,
+        text_dim: int,
+        dim: int,
+        dropout: float = 0.0,
+        attr_codes: int = 0,
+        text: bool = True,
+        extra_dims: tuple[int, ...] = (),
+    ) -> None:
         super().__init__()
         self.id_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
         nn.init.normal_(self.id_embedding.weight, std=0.05)
@@ -42,8 +50,13 @@ class ItemTower(nn.Module):
         self.gate = nn.Linear(sources * dim, sources)
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, ids: torch.Tensor, text: torch.Tensor, attrs: torch.Tensor | None = None,
-                extra: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        ids: torch.Tensor,
+        text: torch.Tensor,
+        attrs: torch.Tensor | None = None,
+        extra: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """ids [...]; text [..., T]; attrs [..., A] codes (0 = none); extra [..., E] -> item vectors [..., D]."""
         sources, absent = [self.id_embedding(ids)], [ids == 0]
         if self.text_projection is not None:
@@ -59,8 +72,9 @@ class ItemTower(nn.Module):
         if self.extra_dims:
             if extra is None:
                 extra = torch.zeros((*ids.shape, sum(self.extra_dims)), device=ids.device)
-            for projection, column in zip(self.extra_projections, extra.float().split(self.extra_dims, dim=-1),
-                                          strict=True):
+            for projection, column in zip(
+                self.extra_projections, extra.float().split(self.extra_dims, dim=-1), strict=True
+            ):
                 sources.append(projection(column))
                 absent.append((column == 0).all(-1))
         logits = self.gate(torch.cat(sources, dim=-1)).masked_fill(torch.stack(absent, -1), -1e4)
@@ -77,8 +91,9 @@ class UserTower(nn.Module):
     ``user_features`` (their count; ``features.USER_FEATURES``) a linear map of the user's features is
     added to the user vector (starting at zero: the history alone)."""
 
-    def __init__(self, dim: int, history_length: int, attention: bool = True, event_types: int = 0,
-                 user_features: int = 0) -> None:
+    def __init__(
+        self, dim: int, history_length: int, attention: bool = True, event_types: int = 0, user_features: int = 0
+    ) -> None:
         super().__init__()
         self.features = None
         if user_features > 0:
@@ -96,8 +111,13 @@ class UserTower(nn.Module):
             nn.init.zeros_(self.recency.weight)
         self.output = nn.Linear(dim, dim)
 
-    def forward(self, history: torch.Tensor, mask: torch.Tensor, types: torch.Tensor | None = None,
-                features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        history: torch.Tensor,
+        mask: torch.Tensor,
+        types: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """history [B, L, D] (most recent first); mask [B, L] true where an item is; types [B, L] event
         type codes; features [B, F] -> users [B, D]."""
         if self.event_type is not None and types is not None:
@@ -123,11 +143,23 @@ class TwoTower(nn.Module):
     ``item_extra`` [V + 1, E] its extra vector columns, ``extra_dims`` their sizes.
     """
 
-    def __init__(self, item_text: torch.Tensor, dim: int, history_length: int, dropout: float = 0.0,
-                 item_attrs: torch.Tensor | None = None, attr_codes: int = 0, text: bool = True,
-                 history_attention: bool = True, ranker: dict[str, int] | None = None,
-                 ranker_trains_towers: bool = False, item_extra: torch.Tensor | None = None,
-                 extra_dims: tuple[int, ...] = (), event_types: int = 0, user_features: int = 0) -> None:
+    def __init__(
+        self,
+        item_text: torch.Tensor,
+        dim: int,
+        history_length: int,
+        dropout: float = 0.0,
+        item_attrs: torch.Tensor | None = None,
+        attr_codes: int = 0,
+        text: bool = True,
+        history_attention: bool = True,
+        ranker: dict[str, int] | None = None,
+        ranker_trains_towers: bool = False,
+        item_extra: torch.Tensor | None = None,
+        extra_dims: tuple[int, ...] = (),
+        event_types: int = 0,
+        user_features: int = 0,
+    ) -> None:
         super().__init__()
         num_items, text_dim = item_text.shape[0] - 1, item_text.shape[1]
         self.register_buffer("item_text", item_text.float())
@@ -135,10 +167,18 @@ class TwoTower(nn.Module):
         self.register_buffer("item_attrs", item_attrs.long() if with_attrs else None)
         with_extra = item_extra is not None and len(extra_dims) > 0
         self.register_buffer("item_extra", item_extra.float() if with_extra else None)
-        self.items = ItemTower(num_items, text_dim, dim, dropout, attr_codes if self.item_attrs is not None else 0,
-                               text=text, extra_dims=tuple(extra_dims) if with_extra else ())
-        self.users = UserTower(dim, history_length, attention=history_attention, event_types=event_types,
-                               user_features=user_features)
+        self.items = ItemTower(
+            num_items,
+            text_dim,
+            dim,
+            dropout,
+            attr_codes if self.item_attrs is not None else 0,
+            text=text,
+            extra_dims=tuple(extra_dims) if with_extra else (),
+        )
+        self.users = UserTower(
+            dim, history_length, attention=history_attention, event_types=event_types, user_features=user_features
+        )
         # The ranking model (``sparkrec.models.ranker``), trained with the towers; None: retrieval only.
         self.ranker = DCNRanker(**ranker) if ranker is not None else None
         # Whether the ranking loss also reaches the towers (through the retrieval score it reads).
@@ -146,40 +186,65 @@ class TwoTower(nn.Module):
 
     def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [...] of vocabulary items -> [..., D]."""
-        return self.items(ids, self.item_text[ids], None if self.item_attrs is None else self.item_attrs[ids],
-                          None if self.item_extra is None else self.item_extra[ids])
+        return self.items(
+            ids,
+            self.item_text[ids],
+            None if self.item_attrs is None else self.item_attrs[ids],
+            None if self.item_extra is None else self.item_extra[ids],
+        )
 
-    def forward(self, history: torch.Tensor, target: torch.Tensor, lists: dict[str, torch.Tensor] | None = None,
-                negatives: torch.Tensor | None = None, history_types: torch.Tensor | None = None,
-                user_features: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    def forward(
+        self,
+        history: torch.Tensor,
+        target: torch.Tensor,
+        lists: dict[str, torch.Tensor] | None = None,
+        negatives: torch.Tensor | None = None,
+        history_types: torch.Tensor | None = None,
+        user_features: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """history [B, L] ids, target [B] ids -> (users [B, D], items [B, D], ranking scores); with
         sampled ``negatives`` [S] ids, items is [B + S, D]: the targets' vectors, then theirs.
         ``history_types`` [B, L]: the history items' event type codes, ``user_features`` [B, F] (``UserTower``).
 
-        ``lists`` (a batch of ranking lists: ``history`` [B', L], its ``history_types``, ``user_features``, ``candidates``
-        [B', C] ids, 0 = padding, ``collaborative``, ``popularity`` and ``recent_popularity`` [B', C]) is scored by the ranker in the same
+        ``lists`` (a batch of ranking lists: ``history`` [B', L], its ``history_types``, ``user_features``,
+        ``candidates`` [B', C] ids, 0 = padding, ``collaborative``, ``popularity`` and ``recent_popularity``
+        [B', C]) is scored by the ranker in the same
         forward pass — one pass, so DDP synchronises the ranker's gradients with the towers'.
         """
         users = self.users(self.item_vectors(history), history > 0, history_types, user_features)
         scores = None
         if lists is not None and self.ranker is not None:
             context = lists["history"]
-            list_users = self.users(self.item_vectors(context), context > 0, lists.get("history_types"),
-                                    lists.get("user_features"))
+            list_users = self.users(
+                self.item_vectors(context), context > 0, lists.get("history_types"), lists.get("user_features")
+            )
             candidates = lists["candidates"]
             list_items = self.item_vectors(candidates)
             if not self.ranker_trains_towers:
                 list_users, list_items = list_users.detach(), list_items.detach()
             recent = lists.get("recent_popularity")
-            scores = rank_scores(self.ranker, list_users, list_items, lists["collaborative"].float(),
-                                 lists["popularity"].float(), candidates > 0, None if recent is None else recent.float())
+            scores = rank_scores(
+                self.ranker,
+                list_users,
+                list_items,
+                lists["collaborative"].float(),
+                lists["popularity"].float(),
+                candidates > 0,
+                None if recent is None else recent.float(),
+            )
         items = self.item_vectors(target if negatives is None else torch.cat([target, negatives]))
         return users, items, scores
 
 
-def in_batch_softmax_loss(users: torch.Tensor, items: torch.Tensor, targets: torch.Tensor, temperature: float,
-                          log_q: torch.Tensor | None = None, negatives: torch.Tensor | None = None,
-                          negatives_log_q: float = 0.0) -> torch.Tensor:
+def in_batch_softmax_loss(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    targets: torch.Tensor,
+    temperature: float,
+    log_q: torch.Tensor | None = None,
+    negatives: torch.Tensor | None = None,
+    negatives_log_q: float = 0.0,
+) -> torch.Tensor:
     """Sampled softmax with the batch's other targets, and optionally sampled items, as negatives.
 
     ``items`` [B (+ S), D] are the batch's targets, then the vectors of ``negatives`` [S] (ids drawn
