@@ -22,7 +22,7 @@ from pyspark.sql import Column, DataFrame
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
-from sparkrec.config import EmbedConfig
+from sparkrec.config import LONG_TEXT, POOLINGS, EmbedConfig
 from sparkrec.schemas import ITEMS_SCHEMA
 
 DEFAULT_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -100,7 +100,7 @@ class TextEncoder:
 
 
 _ENCODERS: dict[tuple[object, ...], TextEncoder] = {}
-LONG_TEXT = ("truncate", "chunk")
+# torch dtype of each embed.cuda_precision (config.CUDA_PRECISIONS); fp32 runs without autocast.
 PRECISIONS = {"fp16": "float16", "bf16": "bfloat16", "fp32": None}
 
 
@@ -120,10 +120,10 @@ def load_encoder(
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    if pooling not in ("mean", "cls"):
-        raise ValueError(f"embed.pooling must be 'mean' or 'cls', got {pooling!r}")
+    if pooling not in POOLINGS:
+        raise ValueError(f"embed.pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
     if long_text not in LONG_TEXT:
-        raise ValueError(f"embed.long_text must be one of {LONG_TEXT}, got {long_text!r}")
+        raise ValueError(f"embed.long_text must be one of {', '.join(LONG_TEXT)}, got {long_text!r}")
     if cuda_precision not in PRECISIONS:
         raise ValueError(f"embed.cuda_precision must be one of {tuple(PRECISIONS)}, got {cuda_precision!r}")
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -218,7 +218,7 @@ def make_embed_udf(config: EmbedConfig):  # noqa: ANN201 - returns a pandas UDF
         "cuda_precision": config.cuda_precision,
     }
 
-    @F.pandas_udf(T.ArrayType(T.FloatType()))
+    @F.pandas_udf(T.ArrayType(T.FloatType()))  # type: ignore[call-overload]  # pyspark's overloads omit this form
     def embed(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
         import torch
 

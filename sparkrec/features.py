@@ -1,14 +1,29 @@
-"""Training examples and user histories from interactions (Spark transforms, no I/O)."""
+"""Training examples and user histories from interactions (Spark transforms, no I/O).
+
+A user is read the same way for training and serving (``encoding``): the latest positive items first
+(``history_order``), their event types, and ``user_features``; both paths map item ids to integer rows
+with ``positions_to_ids`` and pad with ``encoding.encode_users``.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterator
 
+import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
+from sparkrec.config import HISTORY_MODES, LABEL_MODES
+from sparkrec.encoding import USER_FEATURES, UserEncoding, encode_users
 from sparkrec.schemas import require_columns
+
+
+def history_order() -> list[Column]:
+    """A user's events latest first; events at the same time by ``event_id``, the latest first.
+    Training examples, the ranker's lists and serving all read a history in this order."""
+    return [F.desc("event_ts"), F.desc("event_id")]
 
 
 def filter_until(interactions_df: DataFrame, last_day: str, window_days: int = 0) -> DataFrame:
@@ -30,9 +45,6 @@ def without_bots(interactions_df: DataFrame) -> DataFrame:
 def day_offset(day: str, days: int) -> str:
     """``day`` moved by ``days`` (negative: earlier), as YYYY-MM-DD."""
     return (dt.date.fromisoformat(day) + dt.timedelta(days=days)).isoformat()
-
-
-HISTORY_MODES = ("earlier", "others")
 
 
 def to_training_examples(interactions_df: DataFrame, history_length: int, mode: str = "earlier") -> DataFrame:
@@ -70,7 +82,7 @@ def to_training_examples(interactions_df: DataFrame, history_length: int, mode: 
         # The latest history_length + 1 events hold history_length other than any one target (fewer
         # where the target's item repeats among them).
         user = Window.partitionBy("user_id")
-        latest = user.orderBy(F.desc("event_ts"), F.desc("event_id"))
+        latest = user.orderBy(*history_order())
         recent = (
             positives.withColumn("_n", F.row_number().over(latest))
             .withColumn(
@@ -115,12 +127,6 @@ def validation_split(examples_df: DataFrame, fraction: float, mode: str, seed: i
     return examples_df.where(seconds < cutoff), examples_df.where(seconds >= cutoff)
 
 
-# What the user tower knows of a user beside the history, from the user's positive events so far:
-# log(1 + how many), log(1 + days from the first to the latest). The same at training time (the events
-# before the target) as at serving time (all of them), so the model meets no shift between the two.
-USER_FEATURES = ("activity", "tenure_days")
-
-
 def user_features(count: Column, first_ts: Column, last_ts: Column) -> Column:
     """``USER_FEATURES`` as an array<double> column."""
     days = (last_ts.cast("double") - first_ts.cast("double")) / 86400.0
@@ -142,8 +148,8 @@ def event_types(interactions_df: DataFrame) -> list[str]:
 def to_user_histories(interactions_df: DataFrame, history_length: int) -> DataFrame:
     """Per user: the recent positive items (most recent first), their event types (``history_types``),
     every item seen (any event type) and the ``USER_FEATURES`` of all the positive events."""
-    require_columns(interactions_df, ["user_id", "item_id", "event_ts", "weight"], "to_user_histories")
-    recent = Window.partitionBy("user_id").orderBy(F.desc("event_ts"), F.desc("item_id"))
+    require_columns(interactions_df, ["user_id", "item_id", "event_ts", "event_id", "weight"], "to_user_histories")
+    recent = Window.partitionBy("user_id").orderBy(*history_order())
     history = (
         _with_event_type(interactions_df.where(F.col("weight") > 0))
         .withColumn("n", F.row_number().over(recent))
@@ -179,22 +185,24 @@ def active_users(interactions_df: DataFrame, last_day: str, active_days: int) ->
     return recent.select("user_id").distinct()
 
 
-def encode_examples(
-    examples_df: DataFrame, vocab_df: DataFrame, history_length: int, types: list[str] | None = None
-) -> DataFrame:
-    """Item ids to vocabulary indices: ``target`` int, ``history`` int[history_length] (0-padded) and
-    ``history_types`` int[history_length]: each history item's event type code in ``types`` (type i
-    has code i + 1; 0: padding, an unknown type, or no ``types``); ``user_features`` passes through.
+def encode_examples(examples_df: DataFrame, vocab_df: DataFrame, encoding: UserEncoding) -> DataFrame:
+    """Training examples as the towers read them: ``target`` (the item's vocabulary index) and the user
+    before it, encoded by ``encoding.encode_users`` as every serving path encodes a user: ``history``
+    [L] (vocabulary indices, 0-padded), ``history_types`` [L] (codes in ``encoding.event_types``) and,
+    when the encoding reads them, ``user_features``.
 
-    Joins, not map lookups: looking an id up in a Spark map column scans the map, which is
-    quadratic in the vocabulary over a whole training set. Rows come out in ``event_id`` order, so
-    the same interactions always give the same training file.
+    Item ids map to indices by joins, not map lookups: looking an id up in a Spark map column scans
+    the map, which is quadratic in the vocabulary over a whole training set. Rows come out in
+    ``event_id`` order, so the same interactions always give the same training file.
     """
     require_columns(examples_df, ["event_id", "item_id", "history"], "encode_examples")
     require_columns(vocab_df, ["item_id", "idx"], "encode_examples vocabulary")
     if "history_types" not in examples_df.columns:
         examples_df = examples_df.withColumn("history_types", F.transform("history", lambda _: F.lit("")))
-    carried = ["user_features"] if "user_features" in examples_df.columns else []
+    with_features = bool(encoding.user_features)
+    if with_features:
+        require_columns(examples_df, ["user_features"], "encode_examples")
+    carried = ["user_features"] if with_features else []
     targets = (
         examples_df.select("event_id", "item_id", *carried)
         .join(vocab_df, "item_id")
@@ -203,21 +211,29 @@ def encode_examples(
     history = positions_to_ids(
         examples_df, "event_id", "history", vocab_df.withColumnRenamed("idx", "id"), parallel="history_types"
     )
-    known = F.array(*[F.lit(t) for t in types]) if types else F.array().cast("array<string>")
-    codes = F.transform("history_types", lambda t: F.array_position(known, t))
+    schema = "target long, history array<long>, history_types array<long>" + (
+        ", user_features array<float>" if with_features else ""
+    )
 
-    def pad(col: Column) -> Column:
-        return F.slice(F.concat(col, F.array_repeat(F.lit(0), history_length)), 1, history_length)
+    def encode(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        for frame in frames:
+            users = encode_users(
+                list(frame["history"]),
+                list(frame["history_types"]),
+                list(frame["user_features"]) if with_features else None,
+                encoding,
+            )
+            out = {"target": frame["target"].astype("int64"), "history": list(users.items),
+                   "history_types": list(users.types)}  # fmt: skip
+            if users.features is not None:
+                out["user_features"] = list(users.features)
+            yield pd.DataFrame(out)
 
     return (
         targets.join(history, "event_id")
         .orderBy("event_id")
-        .select(
-            F.col("target").cast("long").alias("target"),
-            pad(F.col("history")).cast("array<long>").alias("history"),
-            pad(codes).cast("array<long>").alias("history_types"),
-            *[F.col(c).cast("array<float>").alias(c) for c in carried],
-        )
+        .select("target", "history", "history_types", *carried)
+        .mapInPandas(encode, schema)
     )
 
 
@@ -241,13 +257,10 @@ def positions_to_ids(
     mapped = exploded.groupBy(key).agg(F.sort_array(F.collect_list(F.struct("pos", "id", "_par"))).alias("_p"))
     empty = F.array().cast(T.ArrayType(index_df.schema["id"].dataType))
     out = df.select(key).join(mapped, key, "left")
-    columns = [key, F.coalesce(F.col("_p.id"), empty).alias(column)]
+    columns: list[Column | str] = [key, F.coalesce(F.col("_p.id"), empty).alias(column)]
     if parallel is not None:
         columns.append(F.coalesce(F.col("_p._par"), F.array().cast(df.schema[parallel].dataType)).alias(parallel))
     return out.select(*columns)
-
-
-LABEL_MODES = ("latest", "random")
 
 
 def ranking_split(interactions_df: DataFrame, mode: str, fraction: float, seed: int) -> DataFrame:

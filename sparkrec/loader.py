@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.dataset as pads
+import torch
 from pyspark.sql import DataFrame
 
 
@@ -112,9 +113,7 @@ class ShardLoader:
             return self.dataset.schema.empty_table()
         return pa.concat_tables(pieces)
 
-    def __iter__(self) -> Iterator[dict[str, object]]:
-        import torch
-
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         table = self._read_shard()
         order = np.arange(table.num_rows)
         if self.shuffle_seed is not None:

@@ -28,31 +28,32 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 import pandas as pd
+import torch
 from pyspark.sql import DataFrame
 
+from sparkrec.config import FALLBACK_SEGMENTS
+from sparkrec.models.ranker import DCNRanker, rank_scores, retrieval_scores
 from sparkrec.models.scoring import (
     TOP_K_SCHEMA,
     LazyModule,
     Scorer,
+    TwoTowerScorer,
     UserBlock,
-    binary_rows,
     block_top,
-    dot_top_indices,
-    masked_scores,
     ranked_frame,
-    top_indices,
     user_block,
     user_columns,
 )
+from sparkrec.models.specs import RankerSpec
+from sparkrec.models.topk import binary_rows, dot_top_indices, masked_scores, top_indices
 from sparkrec.schemas import require_columns
 
 FALLBACK_CATEGORY = "fallback:popular_in_category"
 FALLBACK_GLOBAL = "fallback:popular"
-SEGMENTS = ("category", "global")
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,11 @@ class ListRules:
     item_vectors: np.ndarray | None = None  # [n, d], L2-normalised; None: no MMR
     mmr_lambda: float = 1.0
     fallback_segment: str = "category"
+
+    def __post_init__(self) -> None:
+        if self.fallback_segment not in FALLBACK_SEGMENTS:
+            choices = ", ".join(FALLBACK_SEGMENTS)
+            raise ValueError(f"recommend.fallback_segment must be one of {choices}, got {self.fallback_segment!r}")
 
     @property
     def capped(self) -> bool:
@@ -104,16 +110,15 @@ class LearnedRanker(LazyModule):
     among them — so items without interactions (only the towers score them) can still reach the list.
 
     ``popularity`` is the log of 1 + the users holding each item, ``recent`` the same over the last
-    days (for a ranker that reads it: ``shape["recent"]``); ``towers`` the two-tower scorer whose user
+    days (for a ranker that reads it: ``spec.recent``); ``towers`` the two-tower scorer whose user
     and item vectors the ranker reads.
     """
 
-    towers: Any  # scoring.TwoTowerScorer over the catalogue
+    towers: TwoTowerScorer  # over the catalogue
     weights: np.ndarray  # EASE B [n, n], float32
     popularity: np.ndarray  # [n]
     ranker_state: dict[str, np.ndarray]
-    shape: dict[str, Any]  # DCNRanker hidden, cross_layers, recent
-    candidates: int = 100
+    spec: RankerSpec  # the network's shape and the collaborative candidates per list
     retrieval_candidates: int = 0
     recent: np.ndarray | None = None  # [n]
     name: str = "dcn"
@@ -127,7 +132,7 @@ class LearnedRanker(LazyModule):
         """
         raw = binary_rows(block.seen, self.weights.shape[0]) @ self.weights
         collaborative = masked_scores(raw.copy(), allowed & (self.popularity > 0), block.seen)
-        first, usable = top_indices(collaborative, max(self.candidates, count))
+        first, usable = top_indices(collaborative, max(self.spec.candidates, count))
         short = first.shape[1] - usable  # slots EASE cannot fill
         if self.retrieval_candidates == 0 and not short.any():
             return first, np.take_along_axis(collaborative, first, axis=1), usable
@@ -150,12 +155,8 @@ class LearnedRanker(LazyModule):
 
     def rescore(self, block: UserBlock, candidates: np.ndarray, scores: np.ndarray) -> np.ndarray:
         """The ranker's scores [B, N]; ``scores`` are the collaborative scores ``propose`` gave."""
-        import torch
-
-        from sparkrec.models.ranker import DCNRanker, rank_scores, retrieval_scores
-
         if self._module is None:
-            module = DCNRanker(**self.shape)
+            module = DCNRanker(**self.spec.network())
             module.load_state_dict({k: torch.from_numpy(v) for k, v in self.ranker_state.items()})
             self._module = module.eval()
         mask = np.isfinite(scores)
@@ -215,31 +216,6 @@ class RankedScorer:
         return out
 
 
-RANKERS = {"retrieval": RetrievalRanker, "learned": LearnedRanker}
-
-
-def check_settings(k: int, candidates: int, max_per_category: int, mmr_lambda: float, fallback_segment: str) -> None:
-    """Fail before any work on settings the rules cannot use (the ``recommend.*`` keys)."""
-    problems = []
-    if k < 1:
-        problems.append(f"recommend.k must be at least 1, got {k}")
-    if candidates < 1:
-        problems.append(f"recommend.candidates must be at least 1, got {candidates}")
-    if max_per_category < 0:
-        problems.append(f"recommend.max_per_category must be 0 (no cap) or more, got {max_per_category}")
-    if not 0.0 <= mmr_lambda <= 1.0:
-        problems.append(f"recommend.mmr_lambda must be between 0 and 1, got {mmr_lambda}")
-    if fallback_segment not in SEGMENTS:
-        problems.append(f"recommend.fallback_segment must be one of {', '.join(SEGMENTS)}, got {fallback_segment!r}")
-    if problems:
-        raise ValueError("; ".join(problems))
-
-
-def check_ranker(name: str) -> None:
-    if name not in RANKERS:
-        raise ValueError(f"recommend.ranker must be one of {', '.join(RANKERS)}, got {name!r}")
-
-
 def recommend(
     users_df: DataFrame, scorer: Scorer, ranker: Ranker, rules: ListRules, item_ids: list[str], block_size: int = 512
 ) -> DataFrame:
@@ -251,10 +227,6 @@ def recommend(
             also reads ``history_types`` and ``user_features`` where they are (``scoring.USER_INPUTS``).
     """
     require_columns(users_df, ["user_id", "history", "seen"], "recommend")
-    if rules.fallback_segment not in SEGMENTS:
-        raise ValueError(
-            f"recommend.fallback_segment must be one of {', '.join(SEGMENTS)}, got {rules.fallback_segment!r}"
-        )
     shared = users_df.sparkSession.sparkContext.broadcast((scorer, ranker, rules, np.asarray(item_ids, dtype=object)))
 
     def lists(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -281,7 +253,8 @@ def recommend_block(
             candidates, scores, usable = block_top(scorer, block, rules.allowed, count)
         rescored = np.asarray(ranker.rescore(block, candidates, scores), dtype=np.float64)
         picked, picked_scores, n = pick_lists(candidates, rescored, usable, rules)
-        reason = scorer.name if isinstance(ranker, RetrievalRanker) else f"{scorer.name}+{ranker.name}"
+        name = scorer.name if isinstance(ranker, RetrievalRanker) else f"{scorer.name}+{ranker.name}"
+        reason: str | np.ndarray = name
         vectors = getattr(scorer, "item_vectors", None)
         if vectors is not None:
             nearest = (
@@ -290,7 +263,7 @@ def recommend_block(
                 else explain(np.asarray(vectors), picked, block.history)
             )
             reason = np.where(
-                nearest >= 0, reason + ":history=" + items[np.maximum(nearest, 0)].astype(str), reason
+                nearest >= 0, name + ":history=" + items[np.maximum(nearest, 0)].astype(str), name
             ).astype(object)
         parts.append(ranked_frame(block.user_ids, picked, picked_scores, n, items, reason))
     if not has_history.all():
@@ -337,7 +310,8 @@ def explain(item_vectors: np.ndarray, picked: np.ndarray, history: list[np.ndarr
     similarity = np.einsum("bkd,bld->bkl", unit[picked], unit[rows])
     similarity = np.where(present[:, None, :], similarity, -np.inf)
     best = np.take_along_axis(rows[:, None, :].repeat(k, axis=1), similarity.argmax(axis=2)[..., None], axis=2)[..., 0]
-    return np.where(present.any(axis=1)[:, None], best, -1)
+    has_history = np.asarray(present.any(axis=1))
+    return np.where(has_history[:, None], best, -1)
 
 
 def _pick_one(rows: np.ndarray, scores: np.ndarray, rules: ListRules, k: int) -> list[int]:
@@ -346,9 +320,9 @@ def _pick_one(rows: np.ndarray, scores: np.ndarray, rules: ListRules, k: int) ->
     kk = min(k, n)
     taken = np.zeros(n, dtype=bool)
     blocked = np.zeros(n, dtype=bool)
-    cats = rules.categories[rows] if rules.capped else None
+    cats = rules.categories[rows] if rules.capped and rules.categories is not None else None
     counts: dict[int, int] = {}
-    vectors = rules.item_vectors[rows] if rules.diversified else None
+    vectors = rules.item_vectors[rows] if rules.diversified and rules.item_vectors is not None else None
     spread = scores.max() - scores.min() if n else 0.0
     relevance = (scores - scores.min()) / spread if spread > 0 else np.ones(n)
     max_sim = np.zeros(n)
@@ -386,7 +360,7 @@ def _fallback(users: UserBlock, rules: ListRules, items: np.ndarray) -> pd.DataF
                 segments[i] = values[np.argmax(counts)]
     popularity = np.asarray(rules.popularity, dtype=np.float64)
     boost = np.zeros((len(segments), len(popularity)))
-    if (segments >= 0).any():
+    if (segments >= 0).any() and rules.categories is not None:
         boost = ((rules.categories[None, :] == segments[:, None]) & (segments[:, None] >= 0)) * (popularity.max() + 1.0)
     scores = masked_scores(popularity[None, :] + boost, rules.allowed, users.seen)
     candidates, usable = top_indices(scores, max(rules.candidates, rules.k))

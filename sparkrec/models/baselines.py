@@ -17,10 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
-from sparkrec.models.scoring import PopularityScorer, UserBlock, binary_rows
+from sparkrec.models.scoring import PopularityScorer, UserBlock
+from sparkrec.models.specs import RankerSpec
+from sparkrec.models.topk import binary_rows
 from sparkrec.schemas import require_columns
 
 
@@ -137,7 +140,7 @@ def item_gram(train_df: DataFrame, item_index_df: DataFrame, n_items: int, max_i
     require_columns(train_df, ["user_id", "item_id"], "item_gram")
     x = train_df.select("user_id", "item_id").distinct().join(item_index_df, "item_id").select("user_id", "row")
     a, b = x.alias("a"), x.alias("b")
-    pairs = (
+    pairs: pd.DataFrame = (
         a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("a.row") <= F.col("b.row")))
         .groupBy(F.col("a.row").alias("i"), F.col("b.row").alias("j"))
         .agg(F.count(F.lit(1)).cast("double").alias("n"))
@@ -199,3 +202,10 @@ def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
 
 def fit_ease(gram: np.ndarray, lam: float) -> EaseScorer:
     return EaseScorer(ease_weights(gram, lam))
+
+
+def collaborative_weights(gram: np.ndarray, text: np.ndarray, spec: RankerSpec) -> np.ndarray:
+    """The ranker's collaborative score: EASE B over ``gram`` with the text neighbours ``spec`` asks for
+    (a model saved without them: plain EASE); ``text`` [n, d] in the gram's row order."""
+    gram = with_text_neighbours(gram, text, spec.text_neighbours, spec.text_weight)
+    return ease_weights(gram, spec.ease_lambda)

@@ -8,7 +8,7 @@ the item's popularity and, with ``train.ranker.recent_days``, its popularity ove
 better than all the history's). Scores are also standardised within the list (``_z`` features), so a
 collaborative model fitted on more data at serving time than at training time still reads the same.
 
-Training lists come from the training interactions themselves (``stages``): each user's
+Training lists come from the training interactions themselves (``models.lists``): each user's
 interactions are split into a context (what the user tower and EASE see) and labels (what the user
 did next, or a random share of it), and the candidates are the context's top ``candidates`` by EASE.
 The loss is listwise: softmax cross-entropy over the list, averaged over the list's positives; the
@@ -20,9 +20,6 @@ Shapes: B lists, C candidates per list, D the towers' vector size, F = len(FEATU
 
 from __future__ import annotations
 
-from typing import Any
-
-import numpy as np
 import torch
 from torch import nn
 
@@ -102,16 +99,6 @@ class DCNRanker(nn.Module):
         return self.out(x if self.deep is None else torch.cat([x, self.deep(x0)], dim=-1)).squeeze(-1)
 
 
-def saved_shape(meta: dict[str, Any]) -> dict[str, Any]:
-    """``DCNRanker`` arguments from a saved model's ranker description (``stages.ranker_meta``); a model
-    saved before ``recent_days`` existed reads without that feature."""
-    return {
-        "hidden": int(meta["hidden"]),
-        "cross_layers": int(meta["cross_layers"]),
-        "recent": int(meta.get("recent_days", 0)) > 0,
-    }
-
-
 def retrieval_scores(users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
     """The towers' score [B, C] of each user's candidates: users [B, D], items [B, C, D]."""
     return (users.unsqueeze(1) * items).sum(-1)
@@ -143,128 +130,3 @@ def listwise_loss(scores: torch.Tensor, labels: torch.Tensor, mask: torch.Tensor
     positives = (labels * mask).sum(-1)
     per_list = -(log_p * labels * mask).sum(-1) / positives.clamp(min=1.0)
     return per_list[positives > 0].mean() if (positives > 0).any() else scores.sum() * 0.0
-
-
-# --------------------------------------------------------------------------- collaborative signal
-def collaborative_candidates(
-    weights: np.ndarray, context: list[np.ndarray], allowed: np.ndarray, count: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each user's top ``count`` allowed items outside its context by EASE score x_u B:
-    (rows [U, c], scores [U, c], usable count [U]); c = min(count, n)."""
-    from sparkrec.models.scoring import binary_rows, masked_scores, top_indices
-
-    scores = masked_scores(binary_rows(context, weights.shape[0]) @ weights, allowed, context)
-    top, usable = top_indices(scores, count)
-    return top, np.take_along_axis(scores, top, axis=1), usable
-
-
-def _log_holders(events: Any, n: int) -> np.ndarray:
-    """log of 1 + the distinct users of ``events`` (pandas: ``user_id, idx``) holding each index, [n]."""
-    holders = np.zeros(n, dtype=np.float64)
-    np.add.at(holders, events[["user_id", "idx"]].drop_duplicates()["idx"].to_numpy(), 1.0)
-    return np.log1p(holders).astype(np.float32)
-
-
-def training_lists(
-    events: Any,
-    vocab: dict[str, int],
-    weights: np.ndarray,
-    history_length: int,
-    candidates: int,
-    max_lists: int,
-    seed: int,
-    types: list[str] | None = None,
-    recent_days: int = 0,
-) -> Any:
-    """The ranker's training lists from ``features.ranking_split`` rows (pandas: ``user_id, item_id,
-    event_ts, event_id, event_type, is_label``), ``vocab`` (item id -> index, 1..V) and EASE ``weights`` [V + 1, V + 1]
-    fitted on the contexts.
-
-    A list is a user with a context and a label: its context's latest items (``history``, most recent
-    first, 0-padded) and their event type codes in ``types`` (``history_types``, 0: unknown), the
-    context's ``user_features`` (``features.USER_FEATURES``), the context's top ``candidates`` by EASE that the
-    context does not hold (0-padded),
-    each candidate's ``collaborative`` score, ``popularity`` (log of 1 + the context users holding it),
-    ``recent_popularity`` (the same over the contexts' last ``recent_days`` days, up to the latest
-    context event; 0 with ``recent_days`` 0) and ``labels`` (1.0: the user's label part holds it).
-    Lists without a labelled candidate teach nothing and are left out; beyond ``max_lists`` users, a
-    seeded sample is kept.
-    """
-    import pandas as pd
-
-    from sparkrec.models.scoring import event_type_codes
-
-    events = events.assign(idx=events["item_id"].map(vocab).fillna(0).astype(np.int64))
-    events = events[events["idx"] > 0].sort_values(["user_id", "event_ts", "event_id"], ascending=[True, False, False])
-    context = events[~events["is_label"]]
-    n = weights.shape[0]
-    popularity = _log_holders(context, n)
-    recent_popularity = _log_holders(context.iloc[:0], n)
-    if recent_days > 0 and len(context):
-        since = context["event_ts"].max() - pd.Timedelta(days=recent_days)
-        recent_popularity = _log_holders(context[context["event_ts"] > since], n)
-    by_user = {u: g["idx"].to_numpy() for u, g in context.groupby("user_id", sort=True)}
-    spans = context.groupby("user_id", sort=True)["event_ts"].agg(["count", "min", "max"])
-    tenure = (spans["max"] - spans["min"]).dt.total_seconds() / 86400.0
-    user_features = {
-        u: [float(np.log1p(n)), float(np.log1p(max(d, 0.0)))]
-        for u, n, d in zip(spans.index, spans["count"], tenure, strict=True)
-    }
-    code = event_type_codes(types)
-    types_by_user = {}
-    if code and "event_type" in context.columns:
-        types_by_user = {
-            u: g["event_type"].map(code).fillna(0).to_numpy(dtype=np.int64)
-            for u, g in context.groupby("user_id", sort=True)
-        }
-    label_sets = {u: set(g["idx"].tolist()) for u, g in events[events["is_label"]].groupby("user_id", sort=True)}
-    users = [u for u in by_user if u in label_sets]
-    if len(users) > max_lists:
-        keep = np.random.default_rng(seed).choice(len(users), max_lists, replace=False)
-        users = [users[i] for i in sorted(keep)]
-    allowed = np.ones(n, dtype=bool)
-    allowed[0] = False
-    rows = []
-    for start in range(0, len(users), 1024):
-        block = users[start : start + 1024]
-        contexts = [np.unique(by_user[u]) for u in block]
-        top, scores, usable = collaborative_candidates(weights, contexts, allowed, candidates)
-        for i, user in enumerate(block):
-            cand = np.zeros(candidates, dtype=np.int64)
-            collab = np.zeros(candidates, dtype=np.float32)
-            u = int(usable[i])
-            cand[:u], collab[:u] = top[i, :u], scores[i, :u]
-            labels = np.array([c in label_sets[user] for c in cand], dtype=np.float32) * (cand > 0)
-            if labels.sum() == 0:
-                continue
-            recent = by_user[user][:history_length]
-            history = np.zeros(history_length, dtype=np.int64)
-            history[: len(recent)] = recent
-            history_types = np.zeros(history_length, dtype=np.int64)
-            if user in types_by_user:
-                history_types[: len(recent)] = types_by_user[user][:history_length]
-            rows.append(
-                (
-                    history.tolist(),
-                    history_types.tolist(),
-                    user_features[user],
-                    cand.tolist(),
-                    collab.tolist(),
-                    popularity[cand].tolist(),
-                    recent_popularity[cand].tolist(),
-                    labels.tolist(),
-                )
-            )
-    return pd.DataFrame(
-        rows,
-        columns=[
-            "history",
-            "history_types",
-            "user_features",
-            "candidates",
-            "collaborative",
-            "popularity",
-            "recent_popularity",
-            "labels",
-        ],
-    )

@@ -7,10 +7,12 @@ Shapes, named once: B users or examples in a batch, L history length, V item voc
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import torch
 from torch import nn
 
+from sparkrec.encoding import EncodedUsers
 from sparkrec.models.ranker import DCNRanker, rank_scores
 
 
@@ -88,7 +90,7 @@ class UserTower(nn.Module):
     then projected. With ``event_types`` (how many types the training events had, when more than one)
     each history item's vector is shifted by a learned vector of its event type (a purchase can
     weigh more than a view); code 0 (padding, a type unknown at training time) shifts nothing. With
-    ``user_features`` (their count; ``features.USER_FEATURES``) a linear map of the user's features is
+    ``user_features`` (their count; ``encoding.USER_FEATURES``) a linear map of the user's features is
     added to the user vector (starting at zero: the history alone)."""
 
     def __init__(
@@ -134,6 +136,21 @@ class UserTower(nn.Module):
             users = users + self.features(features.to(users.dtype))
         return users
 
+    def read(self, history: torch.Tensor, encoded: EncodedUsers) -> torch.Tensor:
+        """The vectors [B, D] of users encoded by ``encoding.encode_users``; ``history`` [B, L, D] are
+        their items' vectors. A user who came without features is read from the history alone."""
+        mask, types = torch.from_numpy(encoded.mask), torch.from_numpy(encoded.types)
+        given = encoded.has_features
+        if encoded.features is None or not given.any():
+            return self(history, mask, types)
+        features = torch.from_numpy(encoded.features)
+        if given.all():
+            return self(history, mask, types, features)
+        users = self(history, mask, types)
+        mine = torch.from_numpy(given)
+        users[mine] = self(history[mine], mask[mine], types[mine], features[mine])
+        return users
+
 
 class TwoTower(nn.Module):
     """Retrieval by dot product between the user tower and the item tower.
@@ -142,6 +159,10 @@ class TwoTower(nn.Module):
     ``item_attrs`` [V + 1, A] its attribute codes, ``attr_codes`` how many codes exist;
     ``item_extra`` [V + 1, E] its extra vector columns, ``extra_dims`` their sizes.
     """
+
+    item_text: torch.Tensor
+    item_attrs: torch.Tensor | None
+    item_extra: torch.Tensor | None
 
     def __init__(
         self,
@@ -153,7 +174,7 @@ class TwoTower(nn.Module):
         attr_codes: int = 0,
         text: bool = True,
         history_attention: bool = True,
-        ranker: dict[str, int] | None = None,
+        ranker: dict[str, Any] | None = None,
         ranker_trains_towers: bool = False,
         item_extra: torch.Tensor | None = None,
         extra_dims: tuple[int, ...] = (),
@@ -164,9 +185,9 @@ class TwoTower(nn.Module):
         num_items, text_dim = item_text.shape[0] - 1, item_text.shape[1]
         self.register_buffer("item_text", item_text.float())
         with_attrs = item_attrs is not None and attr_codes > 1
-        self.register_buffer("item_attrs", item_attrs.long() if with_attrs else None)
+        self.register_buffer("item_attrs", item_attrs.long() if item_attrs is not None and with_attrs else None)
         with_extra = item_extra is not None and len(extra_dims) > 0
-        self.register_buffer("item_extra", item_extra.float() if with_extra else None)
+        self.register_buffer("item_extra", item_extra.float() if item_extra is not None and with_extra else None)
         self.items = ItemTower(
             num_items,
             text_dim,

@@ -1,0 +1,133 @@
+"""Top-k over score matrices, in numpy and torch (no Spark): what every scorer, the ranker's
+candidates and the list rules share.
+
+Shapes: B users, n items. Ties always go to the lower item index, so the top k is a prefix of the
+top k + 1 (the metric@k curves rely on it), and masked items (-inf) are never counted as usable.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+
+def binary_rows(rows: list[np.ndarray], n: int) -> np.ndarray:
+    """The binary user x item matrix [len(rows), n] of each user's item rows."""
+    x = np.zeros((len(rows), n), dtype=np.float32)
+    for i, r in enumerate(rows):
+        x[i, r] = 1.0
+    return x
+
+
+def masked_scores(scores: np.ndarray, allowed: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:
+    """``scores`` [B, n] with -inf where an item is not allowed or already seen.
+
+    A scorer returns a new array (the ``Scorer`` contract), so it is masked in place; a read-only or
+    non-float one (a broadcast view) is copied first.
+    """
+    out = scores
+    if not (isinstance(out, np.ndarray) and out.flags.writeable and out.dtype in (np.float32, np.float64)):
+        out = np.array(scores, dtype=np.float64 if np.asarray(scores).dtype != np.float32 else np.float32)
+    if not allowed.all():
+        out[:, ~allowed] = -np.inf
+    lengths = np.fromiter((len(s) for s in seen), dtype=np.int64, count=len(seen))
+    if lengths.sum():
+        out[np.repeat(np.arange(len(seen)), lengths), np.concatenate(seen)] = -np.inf
+    return out
+
+
+def top_indices(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Column indices [B, min(k, n)] of each row's highest scores, best first, and how many of them are
+    usable (finite: a masked item is never served). Ties go to the lower index, so the top k is always
+    a prefix of the top k + 1 (the metric@k curves rely on it).
+
+    One ``torch.topk`` over the whole block does the selection (a partial sort, several times faster
+    than ``numpy.argpartition``); only rows where the k-th score is tied across the cut are redone
+    exactly (rare with real-valued scores).
+    """
+    n = scores.shape[1]
+    kk = min(k, n)
+    if kk == 0 or len(scores) == 0:
+        return np.zeros((len(scores), kk), dtype=np.int64), np.zeros(len(scores), dtype=np.int64)
+    values_t, part_t = torch.topk(torch.from_numpy(scores), kk, dim=1, sorted=True)
+    values, part = values_t.numpy(), part_t.numpy()
+    order = np.lexsort((part, -values), axis=1)
+    top = np.take_along_axis(part, order, axis=1)
+    values = np.take_along_axis(values, order, axis=1)
+    if kk < n:
+        kth = values[:, -1:]
+        tied = np.flatnonzero(np.isfinite(kth[:, 0]) & ((scores >= kth).sum(axis=1) > kk))
+        for i in tied:
+            top[i] = _top_indices_exact(scores[i], kk)
+            values[i] = scores[i, top[i]]
+    return top, np.isfinite(values).sum(axis=1)
+
+
+def dot_top_indices(
+    users: np.ndarray, items: np.ndarray, allowed: np.ndarray, seen: list[np.ndarray], k: int, chunk: int = 4096
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``top_indices`` of ``users @ items.T`` (plus the top scores) without the [B, n] score matrix.
+
+    The items are scored ``chunk`` at a time into one reused buffer (a few MB, cache-resident: most
+    of the cost of a dense block is writing and re-reading it), masked, and cut to each chunk's top
+    k + 1; the chunks' tops are merged. A row whose k-th and (k + 1)-th scores tie inside a chunk is
+    redone exactly, so ties still go to the lower index.
+
+    Returns:
+        (top [B, min(k, n)], their scores, usable count per row).
+    """
+    n = items.shape[0]
+    kk = min(k, n)
+    b = len(users)
+    if kk == 0 or b == 0:
+        return np.zeros((b, kk), dtype=np.int64), np.zeros((b, kk), dtype=np.float32), np.zeros(b, dtype=np.int64)
+    users_t = torch.from_numpy(np.ascontiguousarray(users, dtype=np.float32))
+    items_t = torch.from_numpy(np.ascontiguousarray(items, dtype=np.float32))
+    lengths = np.fromiter((len(x) for x in seen), dtype=np.int64, count=b)
+    seen_rows = np.repeat(np.arange(b), lengths)
+    seen_cols = np.concatenate(seen).astype(np.int64) if lengths.sum() else np.zeros(0, dtype=np.int64)
+    buffer = torch.empty((b, min(chunk, n)), dtype=torch.float32)
+    values, indices, tied = [], [], np.zeros(b, dtype=bool)
+    for start in range(0, n, chunk):
+        stop = min(start + chunk, n)
+        out = buffer[:, : stop - start]
+        torch.mm(users_t, items_t[start:stop].T, out=out)
+        scores = out.numpy()
+        blocked = ~allowed[start:stop]
+        if blocked.any():
+            scores[:, blocked] = -np.inf
+        inside = (seen_cols >= start) & (seen_cols < stop)
+        if inside.any():
+            scores[seen_rows[inside], seen_cols[inside] - start] = -np.inf
+        take = min(kk + 1, stop - start)
+        top_v, top_i = torch.topk(out, take, dim=1, sorted=True)
+        v, i = top_v.numpy(), top_i.numpy()
+        if take == kk + 1:
+            tied |= np.isfinite(v[:, kk - 1]) & (v[:, kk - 1] == v[:, kk])
+            v, i = v[:, :kk], i[:, :kk]
+        values.append(v)
+        indices.append(i + start)
+    value = np.concatenate(values, axis=1)
+    index = np.concatenate(indices, axis=1)
+    order = np.lexsort((index, -value), axis=1)[:, :kk]
+    top = np.take_along_axis(index, order, axis=1)
+    top_values = np.take_along_axis(value, order, axis=1)
+    for r in np.flatnonzero(tied):
+        row = (users_t[r : r + 1] @ items_t.T).numpy()[0]
+        row[~allowed] = -np.inf
+        row[seen_cols[seen_rows == r]] = -np.inf
+        top[r] = _top_indices_exact(row, kk)
+        top_values[r] = row[top[r]]
+    return top, top_values, np.isfinite(top_values).sum(axis=1)
+
+
+def _top_indices_exact(row: np.ndarray, kk: int) -> np.ndarray:
+    """Indices of the ``kk`` highest scores of one row, best first; ties go to the lower index."""
+    if kk >= len(row):
+        cand = np.arange(len(row))
+    else:
+        kth = np.partition(row, len(row) - kk)[len(row) - kk]
+        above = np.flatnonzero(row > kth)
+        ties = np.flatnonzero(row == kth)
+        cand = np.concatenate([above, ties[: kk - len(above)]])
+    return cand[np.lexsort((cand, -row[cand]))]
