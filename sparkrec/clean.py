@@ -80,11 +80,38 @@ def classify_events(lines_df: DataFrame, config: CleanConfig, known_items_df: Da
         config: the cleaning rules.
         known_items_df: ``item_id`` of every item in the catalog; None skips the unknown_item rule.
     """
+    fields = _event_fields(lines_df)
+    if known_items_df is not None and config.require_known_items:
+        known = known_items_df.select("item_id").distinct().withColumn("known_item", F.lit(True))
+        fields = fields.join(known, "item_id", "left")
+    else:
+        fields = fields.withColumn("known_item", F.lit(True))
+    reason = _first_reason(config)
+    weights = F.create_map(*[x for k, v in config.event_weights.items() for x in (F.lit(k), F.lit(float(v)))])
+    return fields.select(
+        "raw",
+        "source_file",
+        "ds",
+        reason.alias("reason"),
+        "unknown_fields",
+        "given_event_id",
+        "user_id",
+        "item_id",
+        "event_type",
+        "value",
+        F.coalesce(weights[F.col("event_type")], F.lit(1.0)).alias("weight"),
+        "event_ts",
+        "session_id",
+        "linked_event_id",
+        "price_text",
+    )
+
+
+def _event_fields(lines_df: DataFrame) -> DataFrame:
+    """The raw records parsed into the event fields, as text or typed where the rules need them."""
     parsed = parse_json_lines(lines_df, RAW_EVENT_SCHEMA)
     j = {name: F.nullif(F.trim(F.col(f"j.{name}")), F.lit("")) for name in RAW_EVENT_SCHEMA.fieldNames()}
-    event_type = F.lower(j["event_type"])
-    value = j["value"].try_cast("double")
-    fields = parsed.select(
+    return parsed.select(
         F.col("value").alias("raw"),
         "source_file",
         "ds",
@@ -96,19 +123,18 @@ def classify_events(lines_df: DataFrame, config: CleanConfig, known_items_df: Da
         j["event_id"].alias("given_event_id"),
         j["user_id"].alias("user_id"),
         j["item_id"].alias("item_id"),
-        event_type.alias("event_type"),
+        F.lower(j["event_type"]).alias("event_type"),
         j["value"].alias("value_text"),
-        value.alias("value"),
+        j["value"].try_cast("double").alias("value"),
         parse_timestamp(F.col("j.ts")).alias("event_ts"),
         j["session_id"].alias("session_id"),
         j["linked_event_id"].alias("linked_event_id"),
         F.get_json_object(j["context"], "$.price").alias("price_text"),
     )
-    if known_items_df is not None and config.require_known_items:
-        known = known_items_df.select("item_id").distinct().withColumn("known_item", F.lit(True))
-        fields = fields.join(known, "item_id", "left")
-    else:
-        fields = fields.withColumn("known_item", F.lit(True))
+
+
+def _first_reason(config: CleanConfig) -> Column:
+    """The first rule (in ``schemas.REASONS`` order) an event breaks; null when it breaks none."""
     day_start = F.col("ds").cast("timestamp")
     future_limit = day_start + F.make_interval(hours=F.lit(24 + config.future_tolerance_hours))
     late_limit = day_start - F.make_interval(days=F.lit(config.late_days))
@@ -136,24 +162,7 @@ def classify_events(lines_df: DataFrame, config: CleanConfig, known_items_df: Da
     reason = F.lit(None).cast("string")
     for name, condition in reversed(rules):
         reason = F.when(F.coalesce(condition, F.lit(False)), F.lit(name)).otherwise(reason)
-    weights = F.create_map(*[x for k, v in config.event_weights.items() for x in (F.lit(k), F.lit(float(v)))])
-    return fields.select(
-        "raw",
-        "source_file",
-        "ds",
-        reason.alias("reason"),
-        "unknown_fields",
-        "given_event_id",
-        "user_id",
-        "item_id",
-        "event_type",
-        "value",
-        F.coalesce(weights[F.col("event_type")], F.lit(1.0)).alias("weight"),
-        "event_ts",
-        "session_id",
-        "linked_event_id",
-        "price_text",
-    )
+    return reason
 
 
 def with_event_id(df: DataFrame) -> DataFrame:

@@ -17,11 +17,25 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from sparkrec.config import ConfigError, keys_set_in, load_config, override_key
-from sparkrec.experiment import MODELS
+from sparkrec.clean import ReconciliationError
+from sparkrec.config import Config, ConfigError, absolute_path, keys_set_in, load_config, override_key
+from sparkrec.embed import ModelNotFoundError
+from sparkrec.experiment.spec import MODELS
+from sparkrec.landing import LandingFormatError, LandingMissingError
+from sparkrec.models.training import TrainingFailedError
+from sparkrec.publish import PublishGateError
+from sparkrec.registry import ModelMissingError
+from sparkrec.schemas import SchemaError
+from sparkrec.session import DeltaJarsMissingError
+from sparkrec.tables import TableMissingError
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
 
 STAGES = ("clean", "embed", "train", "recommend", "evaluate", "nightly")
 
@@ -119,136 +133,138 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from sparkrec.clean import ReconciliationError
-    from sparkrec.embed import ModelNotFoundError
-    from sparkrec.landing import LandingFormatError, LandingMissingError
-    from sparkrec.models.training import TrainingFailedError
-    from sparkrec.publish import PublishGateError
-    from sparkrec.registry import ModelMissingError
-    from sparkrec.schemas import SchemaError
-    from sparkrec.session import DeltaJarsMissingError
-    from sparkrec.tables import TableMissingError
-
-    return (
-        ConfigError,
-        LandingMissingError,
-        LandingFormatError,
-        ModelMissingError,
-        TableMissingError,
-        ReconciliationError,
-        ModelNotFoundError,
-        SchemaError,
-        PublishGateError,
-        TrainingFailedError,
-        DeltaJarsMissingError,
-        ValueError,
-        FileNotFoundError,
-    )
-
-
-_USER_ERRORS = _user_errors()
+# What a user can cause (a bad argument, config or input; a gate that stops a run): one line, exit 2.
+_USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    LandingMissingError,
+    LandingFormatError,
+    ModelMissingError,
+    TableMissingError,
+    ReconciliationError,
+    ModelNotFoundError,
+    SchemaError,
+    PublishGateError,
+    TrainingFailedError,
+    DeltaJarsMissingError,
+    ValueError,
+    FileNotFoundError,
+)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     config = load_config(args.conf, args.overrides)
     if args.command == "import":
-        from sparkrec.config import absolute_path
-
-        output = absolute_path(args.output) if args.output else config.landing.root
-        if args.dataset == "movielens":
-            from sparkrec.adapters.movielens import import_movielens
-
-            result = import_movielens(args.input, output)
-        else:
-            from sparkrec.adapters.online_retail import import_online_retail
-
-            result = import_online_retail(args.input, output)
-        print(
-            f"imported {result.events} events and {result.items} items into {output} "
-            f"({len(result.days)} landing days, {result.days[0]} .. {result.days[-1]})"
-        )
-        if getattr(result, "returns", 0):
-            print(f"{result.returns} returns, {result.linked_returns} linked to the purchase they reverse")
-        return 0
-
-    from sparkrec import stages
+        return _import(config, args)
+    # Spark, torch and MLflow load only for the commands that need a session.
     from sparkrec.session import build_session
 
     spark = build_session(config)
-    if args.command == "doctor":
-        import pyspark
-        import torch
+    handlers = {
+        "doctor": _doctor,
+        "sql": _sql,
+        "experiment": _experiment,
+        "maintain": _table_command,
+        "rollback": _table_command,
+        "summary": _summary,
+    }
+    return handlers.get(args.command, _stage)(spark, config, args)
 
-        if not args.quiet:
-            print(
-                json.dumps(
-                    {
-                        "spark": spark.version,
-                        "pyspark": pyspark.__version__,
-                        "torch": torch.__version__,
-                        "cuda": torch.cuda.is_available(),
-                        "master": spark.sparkContext.master,
-                        "lakehouse": config.lakehouse.root,
-                        "mlflow": config.mlflow.tracking_uri,
-                    },
-                    indent=2,
-                )
-            )
-        spark.range(1).write.format("delta").mode("overwrite").save(config.table_path("_doctor"))
-        import shutil
 
-        shutil.rmtree(config.table_path("_doctor"), ignore_errors=True)
-        return 0
-    if args.command == "sql":
-        from pyspark.errors import AnalysisException, ParseException
+def _import(config: Config, args: argparse.Namespace) -> int:
+    from sparkrec.adapters.movielens import import_movielens
+    from sparkrec.adapters.online_retail import import_online_retail
 
-        if not args.verbose:  # PySpark logs a query error with its JVM stack trace before raising it
-            for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
-                logging.getLogger(name).setLevel(logging.CRITICAL)
-        try:
-            spark.sql(args.query).show(args.limit, truncate=False)
-        except (AnalysisException, ParseException) as err:
-            print(f"sparkrec: SQL error: {str(err).splitlines()[0]}", file=sys.stderr)
-            return 2
-        return 0
-    if args.command == "experiment":
-        from sparkrec.config import absolute_path
-        from sparkrec.experiment import ExperimentSpec, format_table, run_experiment
+    output = absolute_path(args.output) if args.output else config.landing.root
+    importer = import_movielens if args.dataset == "movielens" else import_online_retail
+    result = importer(args.input, output)
+    print(
+        f"imported {result.events} events and {result.items} items into {output} "
+        f"({len(result.days)} landing days, {result.days[0]} .. {result.days[-1]})"
+    )
+    returns, linked = getattr(result, "returns", 0), getattr(result, "linked_returns", 0)
+    if returns:
+        print(f"{returns} returns, {linked} linked to the purchase they reverse")
+    return 0
 
-        spec = ExperimentSpec(
-            landing=absolute_path(args.landing),
-            split=args.split,
-            ratio=args.ratio,
-            seed=args.seed,
-            k=args.k,
-            models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
-            repeat=args.repeat,
-            holdout_days=args.holdout_days,
-            min_rating=args.min_rating,
-            fixed=tuple(override_key(o) for o in args.overrides) + (keys_set_in(args.conf) if args.conf else ()),
-        )
-        spec.check()
-        result = run_experiment(spark, config, spec, absolute_path(args.output) if args.output else None)
-        print(format_table(result))
-        if args.output:
-            print(f"\nwrote {args.output}")
-        return 0
-    if args.command in ("maintain", "rollback"):
-        return _table_command(spark, config, args)
-    if args.command == "summary":
-        print(stages.summary(spark, config, stages.check_date(args.date)))
-        return 0
+
+def _stage(spark: SparkSession, config: Config, args: argparse.Namespace) -> int:
+    from sparkrec import stages
+
     if args.command == "backfill":
         result = stages.run_backfill(spark, config, args.start, args.end)
+    elif args.command == "clean":
+        result = stages.run_clean(spark, config, [args.date])
     else:
-        runner = getattr(stages, f"run_{args.command}")
-        result = runner(spark, config, [args.date] if args.command == "clean" else args.date)
+        result = getattr(stages, f"run_{args.command}")(spark, config, args.date)
     print(json.dumps(result, indent=2, default=str))
     return 0
 
 
-def _table_command(spark: object, config: object, args: argparse.Namespace) -> int:
+def _summary(spark: SparkSession, config: Config, args: argparse.Namespace) -> int:
+    from sparkrec import stages
+
+    print(stages.summary(spark, config, stages.check_date(args.date)))
+    return 0
+
+
+def _doctor(spark: SparkSession, config: Config, args: argparse.Namespace) -> int:
+    import pyspark
+    import torch
+
+    if not args.quiet:
+        versions = {
+            "spark": spark.version,
+            "pyspark": pyspark.__version__,
+            "torch": torch.__version__,
+            "cuda": torch.cuda.is_available(),
+            "master": spark.sparkContext.master,
+            "lakehouse": config.lakehouse.root,
+            "mlflow": config.mlflow.tracking_uri,
+        }
+        print(json.dumps(versions, indent=2))
+    spark.range(1).write.format("delta").mode("overwrite").save(config.table_path("_doctor"))
+    shutil.rmtree(config.table_path("_doctor"), ignore_errors=True)
+    return 0
+
+
+def _sql(spark: SparkSession, config: Config, args: argparse.Namespace) -> int:
+    from pyspark.errors import AnalysisException, ParseException
+
+    if not args.verbose:  # PySpark logs a query error with its JVM stack trace before raising it
+        for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        spark.sql(args.query).show(args.limit, truncate=False)
+    except (AnalysisException, ParseException) as err:
+        print(f"sparkrec: SQL error: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _experiment(spark: SparkSession, config: Config, args: argparse.Namespace) -> int:
+    from sparkrec.experiment import ExperimentSpec, format_table, run_experiment
+
+    spec = ExperimentSpec(
+        landing=absolute_path(args.landing),
+        split=args.split,
+        ratio=args.ratio,
+        seed=args.seed,
+        k=args.k,
+        models=tuple(m.strip() for m in args.models.split(",") if m.strip()),
+        repeat=args.repeat,
+        holdout_days=args.holdout_days,
+        min_rating=args.min_rating,
+        fixed=tuple(override_key(o) for o in args.overrides) + (keys_set_in(args.conf) if args.conf else ()),
+    )
+    spec.check()
+    result = run_experiment(spark, config, spec, absolute_path(args.output) if args.output else None)
+    print(format_table(result))
+    if args.output:
+        print(f"\nwrote {args.output}")
+    return 0
+
+
+def _table_command(spark: SparkSession, config: Config, args: argparse.Namespace) -> int:
     from sparkrec import tables
     from sparkrec.schemas import TABLES
     from sparkrec.session import register_tables
@@ -262,24 +278,16 @@ def _table_command(spark: object, config: object, args: argparse.Namespace) -> i
         table = known(args.table)
         metrics = tables.rollback(spark, config, table, args.to_version)
         register_tables(spark, config)
-        print(
-            json.dumps(
-                {
-                    "table": table,
-                    "restored_version": args.to_version,
-                    "new_version": tables.table_version(spark, config, table),
-                    **metrics,
-                },
-                indent=2,
-            )
-        )
+        new_version = tables.table_version(spark, config, table)
+        report = {"table": table, "restored_version": args.to_version, "new_version": new_version, **metrics}
+        print(json.dumps(report, indent=2))
         return 0
     names = (
         [known(t) for t in args.tables] if args.tables else [t for t in TABLES if tables.table_exists(spark, config, t)]
     )
     retain = config.maintenance.retain_hours if args.retain_hours is None else args.retain_hours
-    report = {t: tables.maintain(spark, config, t, retain, config.maintenance.zorder.get(t, ())) for t in names}
-    print(json.dumps(report, indent=2))
+    done = {t: tables.maintain(spark, config, t, retain, config.maintenance.zorder.get(t, ())) for t in names}
+    print(json.dumps(done, indent=2))
     return 0
 
 

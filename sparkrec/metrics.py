@@ -98,7 +98,7 @@ def _accuracy(recs: DataFrame, truth: DataFrame, k: int) -> dict[str, float]:
         F.avg(F.when(F.col("hits") > 0, 1.0).otherwise(0.0)).alias("hit"),
         F.count(F.lit(1)).alias("users"),
     ).first()
-    users = int(row["users"]) if row else 0
+    users = int(row["users"]) if row is not None else 0
     names = {
         "precision": f"precision@{k}",
         "recall": f"recall@{k}",
@@ -108,7 +108,7 @@ def _accuracy(recs: DataFrame, truth: DataFrame, k: int) -> dict[str, float]:
         "mrr": f"mrr@{k}",
         "hit": f"hit@{k}",
     }
-    values = {name: (float(row[col]) if users else 0.0) for col, name in names.items()}
+    values = {name: (float(row[col]) if row is not None and users else 0.0) for col, name in names.items()}
     return {**values, "users": float(users)}
 
 

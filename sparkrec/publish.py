@@ -57,7 +57,7 @@ def list_stats(recs_df: DataFrame) -> dict[str, float]:
         F.sum(
             ((F.col("min_rank") != 1) | (F.col("max_rank") != F.col("n")) | (F.col("items") != F.col("n"))).cast("int")
         ).alias("broken_lists"),
-    ).first()
+    ).collect()[0]
     return {
         "rows": float(row["rows"]),
         "users": float(row["users"]),

@@ -9,7 +9,8 @@ import sys
 
 from pyspark.sql import SparkSession
 
-from sparkrec.config import Config
+from sparkrec.config import Config, ConfigError
+from sparkrec.schemas import TABLES, VIEWS
 
 log = logging.getLogger(__name__)
 
@@ -67,42 +68,12 @@ def build_session(config: Config) -> SparkSession:
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
 
     spark_cfg = config.spark
-    builder = SparkSession.builder
     if not spark_cfg.master and not submitted and not SparkSession.getActiveSession():
-        from sparkrec.config import ConfigError
-
         raise ConfigError(
             "spark.master is empty, which leaves the master to spark-submit: run the job with "
             "spark-submit --master ..., or set spark.master (e.g. --set spark.master=local[*])"
         )
-    if spark_cfg.master and not submitted:
-        builder = builder.master(spark_cfg.master).config("spark.driver.memory", spark_cfg.driver_memory)
-    builder = (
-        builder.appName(spark_cfg.app_name)
-        .config("spark.sql.extensions", DELTA_EXTENSION)
-        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
-        .config("spark.sql.session.timeZone", "UTC")
-        # pandas writes nanosecond timestamps to Parquet, which Spark refuses; read them as epoch
-        # nanoseconds instead (the clean stage parses those).
-        .config("spark.sql.legacy.parquet.nanosAsLong", "true")
-        .config("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))
-        .config("spark.default.parallelism", str(spark_cfg.shuffle_partitions))
-        .config("spark.ui.showConsoleProgress", str(spark_cfg.show_progress).lower())
-        .config("spark.sql.warehouse.dir", f"{config.lakehouse.root.rstrip('/')}/_warehouse")
-        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
-        # Delta replays its log with 50 partitions by default: far too many for a small table.
-        .config("spark.databricks.delta.snapshotPartitions", str(spark_cfg.shuffle_partitions))
-        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
-        .config("spark.sql.debug.maxToStringFields", "200")
-    )
-    for key, value in worker_environment().items():
-        builder = builder.config(f"spark.executorEnv.{key}", value)
-    for key, value in spark_cfg.conf.items():
-        builder = builder.config(key, value)
-    if config.catalog.metastore == "hive":
-        builder = builder.enableHiveSupport()
-    elif config.catalog.metastore != "in-memory":
-        raise ValueError(f"catalog.metastore must be 'in-memory' or 'hive', got {config.catalog.metastore!r}")
+    builder = _settings(SparkSession.builder, config, submitted)
     artifact = delta_maven_artifact(spark_cfg.delta_jar_version)
     # Under spark-submit the JVM runs already: jars given here would not reach its class path.
     jars = [] if submitted else _resolved_jars(artifact)
@@ -129,6 +100,39 @@ def build_session(config: Config) -> SparkSession:
     )
     register_tables(spark, config)
     return spark
+
+
+def _settings(builder: SparkSession.Builder, config: Config, submitted: bool) -> SparkSession.Builder:
+    """``builder`` with sparkrec's settings: Delta, UTC, partitions sized by config, the workers'
+    environment, the configured ``spark.conf`` and the catalog."""
+    spark_cfg = config.spark
+    if spark_cfg.master and not submitted:
+        builder = builder.master(spark_cfg.master).config("spark.driver.memory", spark_cfg.driver_memory)
+    builder = (
+        builder.appName(spark_cfg.app_name)
+        .config("spark.sql.extensions", DELTA_EXTENSION)
+        .config("spark.sql.catalog.spark_catalog", DELTA_CATALOG)
+        .config("spark.sql.session.timeZone", "UTC")
+        # pandas writes nanosecond timestamps to Parquet, which Spark refuses; read them as epoch
+        # nanoseconds instead (the clean stage parses those).
+        .config("spark.sql.legacy.parquet.nanosAsLong", "true")
+        .config("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))
+        .config("spark.default.parallelism", str(spark_cfg.shuffle_partitions))
+        .config("spark.ui.showConsoleProgress", str(spark_cfg.show_progress).lower())
+        .config("spark.sql.warehouse.dir", f"{config.lakehouse.root.rstrip('/')}/_warehouse")
+        .config("spark.databricks.delta.schema.autoMerge.enabled", "false")
+        # Delta replays its log with 50 partitions by default: far too many for a small table.
+        .config("spark.databricks.delta.snapshotPartitions", str(spark_cfg.shuffle_partitions))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .config("spark.sql.debug.maxToStringFields", "200")
+    )
+    for key, value in worker_environment().items():
+        builder = builder.config(f"spark.executorEnv.{key}", value)
+    for key, value in spark_cfg.conf.items():
+        builder = builder.config(key, value)
+    if config.catalog.metastore == "hive":
+        builder = builder.enableHiveSupport()
+    return builder
 
 
 class DeltaJarsMissingError(RuntimeError):
@@ -186,8 +190,6 @@ def register_tables(spark: SparkSession, config: Config) -> list[str]:
         The names registered.
     """
     from delta.tables import DeltaTable
-
-    from sparkrec.schemas import TABLES, VIEWS
 
     database = config.catalog.database
     spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")

@@ -135,7 +135,7 @@ def ensure_contract(spark: SparkSession, config: Config, table: str) -> None:
             builder = builder.comment(TABLE_COMMENTS[table])
         builder.execute()
         return
-    current = DeltaTable.forPath(spark, path).detail().select("properties").first()[0] or {}
+    current = DeltaTable.forPath(spark, path).detail().select("properties").collect()[0][0] or {}
     if all(current.get(k) == v for k, v in properties.items()):
         return
     target = f"delta.`{path}`"
@@ -172,7 +172,7 @@ def rollback(spark: SparkSession, config: Config, table: str, version: int) -> d
     if version == known[-1]:
         raise ValueError(f"{table} is already at version {version}")
     try:
-        metrics = DeltaTable.forPath(spark, config.table_path(table)).restoreToVersion(version).first().asDict()
+        metrics = DeltaTable.forPath(spark, config.table_path(table)).restoreToVersion(version).collect()[0].asDict()
     except (AnalysisException, IllegalArgumentException) as err:  # files removed by VACUUM
         raise ValueError(f"cannot restore {table} to version {version}: {str(err).splitlines()[0]}") from err
     return {k: float(v) for k, v in metrics.items() if v is not None}
@@ -193,9 +193,9 @@ def maintain(
     delta = DeltaTable.forPath(spark, config.table_path(table))
     optimizer = delta.optimize()
     result = optimizer.executeZOrderBy(*zorder) if zorder else optimizer.executeCompaction()
-    stats = result.select("metrics.numFilesAdded", "metrics.numFilesRemoved").first()
+    stats = result.select("metrics.numFilesAdded", "metrics.numFilesRemoved").collect()[0]
     check_key = "spark.databricks.delta.retentionDurationCheck.enabled"
-    before = spark.conf.get(check_key, "true")
+    before = spark.conf.get(check_key, "true") or "true"
     if retain_hours < 168:
         spark.conf.set(check_key, "false")
     try:

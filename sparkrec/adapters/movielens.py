@@ -156,7 +156,7 @@ def import_movielens(folder: str | Path, landing_root: str | Path) -> ImportSumm
         )
     if newest is None:
         raise ValueError(f"{folder}: no ratings with a timestamp")
-    day = dt.datetime.fromtimestamp(newest, dt.UTC).date().isoformat()
+    day = dt.datetime.fromtimestamp(newest, dt.timezone.utc).date().isoformat()
     tags = read_tags(folder) if layout == "latest" else {}
     updated = f"{day}T00:00:00Z"
     items = [

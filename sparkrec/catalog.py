@@ -1,0 +1,164 @@
+"""The item side on the driver: the catalogue every scorer works on, and per-item matrices (text
+vectors, extra vector columns, attribute codes) in its row order or a training vocabulary's.
+
+Per-item state is what the driver holds (items x dim); per-event and per-user work stays in Spark.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from sparkrec import tables
+from sparkrec.config import Config
+from sparkrec.models.attributes import AttributeSpec, encode, fit_spec
+from sparkrec.schemas import ITEM_EMBEDDINGS, ITEMS
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """The item matrix every scorer works on: row i is ``item_ids[i]``."""
+
+    item_ids: list[str]
+    eligible: np.ndarray  # bool [n]: active and not out of stock
+    index_df: DataFrame  # item_id, row
+    categories: list[str | None] | None = None  # per row, when read from the items table
+    prices: list[float | None] | None = None  # per row, when read from the items table
+    has_in_stock: bool = True  # false: no item has an in_stock field (the rule is skipped)
+
+    @property
+    def size(self) -> int:
+        return len(self.item_ids)
+
+
+def item_catalog(spark: SparkSession, config: Config) -> Catalog:
+    """Every item of the ``items`` table in id order, with its eligibility (active, not out of stock),
+    category and price."""
+    rows = (
+        tables.read_table(spark, config, ITEMS)
+        .select("item_id", "active", "in_stock", "category", "price")
+        .orderBy("item_id")
+        .collect()
+    )
+    item_ids = [r["item_id"] for r in rows]
+    eligible = np.array([bool(r["active"]) and r["in_stock"] is not False for r in rows], dtype=bool)
+    index_df = spark.createDataFrame([(item, i) for i, item in enumerate(item_ids)], "item_id string, row int")
+    return Catalog(
+        item_ids,
+        eligible,
+        index_df,
+        categories=[r["category"] for r in rows],
+        prices=[r["price"] for r in rows],
+        has_in_stock=any(r["in_stock"] is not None for r in rows),
+    )
+
+
+def vector_matrix(
+    vectors: dict[str, Any],
+    item_ids: list[str],
+    dim: int,
+    what: str = "item_embeddings",
+    fix: str = "embed with the model it was trained on, or train again",
+) -> np.ndarray:
+    """``vectors`` in ``item_ids`` order as float32 [n, dim]; zeros for items without one."""
+    out = np.zeros((len(item_ids), dim), dtype=np.float32)
+    for i, item in enumerate(item_ids):
+        vector = vectors.get(item)
+        if vector is not None:
+            if len(vector) != dim:
+                raise ValueError(f"{what} has {len(vector)}-d vectors but the model expects {dim}-d: {fix}")
+            out[i] = vector
+    return out
+
+
+def text_matrix(
+    spark: SparkSession, config: Config, model: str, item_ids: list[str], dim: int | None = None
+) -> np.ndarray:
+    """The stored text vectors of text model ``model`` for ``item_ids``, in order, as float32 [n, dim]
+    (zeros for items without one). ``dim``: what a trained model expects (checked); None: the stored
+    vectors' size, and there must be some.
+
+    Raises:
+        tables.TableMissingError: ``dim`` is None and no item has a vector of ``model``.
+    """
+    stored: dict[str, Any] = dict(
+        tables.read_table(spark, config, ITEM_EMBEDDINGS)
+        .where(F.col("model") == model)
+        .select("item_id", "embedding")
+        .collect()
+    )
+    if dim is None:
+        if not stored:
+            raise tables.TableMissingError(
+                f"item_embeddings holds no vectors of model {model!r}; run the embed stage first"
+            )
+        dim = len(next(iter(stored.values())))
+    return vector_matrix(stored, item_ids, dim)
+
+
+def extra_vectors(
+    spark: SparkSession, sources: dict[str, str], item_ids: list[str], dims: dict[str, int] | None = None
+) -> tuple[np.ndarray | None, list[int]]:
+    """The extra item vector columns (``train.model.item_vectors``: column -> where) of ``item_ids``,
+    side by side as float32 [n, E] (zeros where a source does not hold the item), and each column's
+    size; None, [] without sources. ``dims``: the sizes a trained model expects (serving), checked.
+
+    Raises:
+        ValueError: a source without ``item_id`` or the column, vectors of mixed sizes, or values that
+            are not finite numbers.
+    """
+    blocks, sizes = [], []
+    for column, where in sources.items():
+        name = f"train.model.item_vectors.{column} ({where})"
+        vectors = _source_vectors(spark, column, where, name)
+        found = sorted({len(v) for v in vectors.values()})
+        if dims is None and len(found) > 1:
+            raise ValueError(f"{name}: {column} vectors must all have one size, found sizes {found}")
+        size = dims[column] if dims is not None else (found[0] if found else 0)
+        if size == 0:
+            raise ValueError(f"{name} holds no {column} vectors")
+        fix = "give the vectors the model was trained on, or train again"
+        blocks.append(vector_matrix(vectors, item_ids, size, name, fix))
+        sizes.append(size)
+    return (np.hstack(blocks) if blocks else None), sizes
+
+
+def _source_vectors(spark: SparkSession, column: str, where: str, name: str) -> dict[str, list[float]]:
+    """item id -> vector of one extra vector column; every value a finite number."""
+    df = tables.read_source(spark, where)
+    if "item_id" not in df.columns or column not in df.columns:
+        raise ValueError(f"{name} needs the columns item_id and {column}; it has {', '.join(df.columns)}")
+    if not isinstance(df.schema[column].dataType, T.ArrayType):
+        kind = df.schema[column].dataType.simpleString()
+        raise ValueError(f"{name}: {column} must be an array of numbers, not {kind}")
+    rows = (
+        df.where(F.col(column).isNotNull())
+        .select(F.col("item_id").cast("string"), F.col(column).cast("array<double>"))
+        .collect()
+    )
+    vectors = {item: vector for item, vector in rows}
+    bad = next((item for item, v in vectors.items() if not np.all(np.isfinite(np.asarray(v, dtype=float)))), None)
+    if bad is not None:
+        raise ValueError(f"{name}: item {bad!r} has a null or non-finite value in {column}")
+    return vectors
+
+
+def item_attributes(spark: SparkSession, config: Config, vocab: list[str]) -> tuple[AttributeSpec, np.ndarray | None]:
+    """The attribute vocabulary of the training items and their codes [V + 1, A] (row 0 zeros); no
+    codes when the catalogue has no categories or prices, or ``train.model.attributes`` is off."""
+    rows = {
+        r["item_id"]: (r["category"], r["price"])
+        for r in tables.read_table(spark, config, ITEMS).select("item_id", "category", "price").collect()
+    }
+    categories = [rows.get(i, (None, None))[0] for i in vocab]
+    prices = [rows.get(i, (None, None))[1] for i in vocab]
+    spec = fit_spec(categories, prices)
+    if spec.empty or not config.train.model.attributes:
+        return spec, None
+    codes = encode(spec, categories, prices)
+    return spec, np.vstack([np.zeros((1, codes.shape[1]), dtype=np.int64), codes])

@@ -1,0 +1,101 @@
+"""A registered model turned into what scores users: the towers over the whole catalogue and, for a
+model trained with one, its ranker with the collaborative score and popularity fitted on the
+interactions at hand. The recommend stage, the evaluate stage and ``sparkrec experiment`` all serve
+a model through here, so they score it the same way.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from sparkrec.catalog import Catalog, extra_vectors, text_matrix
+from sparkrec.config import Config
+from sparkrec.models.baselines import EaseTooLargeError, collaborative_weights, fit_popularity, item_gram
+from sparkrec.models.packaging import LoadedTwoTower
+from sparkrec.models.scoring import Scorer, TwoTowerScorer
+from sparkrec.ranking import LearnedRanker, RankedScorer
+
+
+def catalogue_text(spark: SparkSession, config: Config, loaded: LoadedTwoTower, catalog: Catalog) -> np.ndarray:
+    """The stored text vector of every catalogue item for the model's text encoder (zeros: none)."""
+    return text_matrix(spark, config, loaded.spec.text_model, catalog.item_ids, int(loaded.model.item_text.shape[1]))
+
+
+def two_tower_scorer(
+    spark: SparkSession, config: Config, loaded: LoadedTwoTower, catalog: Catalog, text: np.ndarray | None = None
+) -> TwoTowerScorer:
+    """A ``TwoTowerScorer`` of a loaded model over the catalogue: every item's fused vector, from its
+    id, its stored text vector, its attributes and the extra vector columns the model was trained
+    with (read again from ``train.model.item_vectors``, else from where they were at training time)."""
+    text = catalogue_text(spark, config, loaded, catalog) if text is None else text
+    attrs = None
+    if catalog.categories is not None and catalog.prices is not None:
+        attrs = loaded.attribute_codes(catalog.categories, catalog.prices)
+    extra = None
+    columns = loaded.spec.extra_columns
+    if columns:
+        sources = {c: config.train.model.item_vectors.get(c) or loaded.spec.item_vectors[c] for c in columns}
+        extra, _ = extra_vectors(spark, sources, catalog.item_ids, columns)
+    vectors = loaded.item_vectors(catalog.item_ids, text, attrs, extra)
+    state = {k: v.detach().numpy() for k, v in loaded.model.users.state_dict().items()}
+    return TwoTowerScorer(vectors, state, loaded.spec.dim, loaded.spec.encoding)
+
+
+def learned_ranker(
+    spark: SparkSession,
+    config: Config,
+    loaded: LoadedTwoTower,
+    catalog: Catalog,
+    interactions_df: DataFrame,
+    towers: TwoTowerScorer,
+    text: np.ndarray,
+) -> LearnedRanker | None:
+    """The model's ranker over the catalogue (``ranking.LearnedRanker``), its collaborative score and
+    popularity fitted on ``interactions_df``'s positive events (``text``: the catalogue's text vectors,
+    for the text neighbours the model was trained with); None when the model was trained without one
+    or ``recommend.ranker`` is ``retrieval``."""
+    spec = loaded.spec.ranker
+    if config.recommend.ranker != "learned" or spec is None or loaded.model.ranker is None:
+        return None
+    positives = interactions_df.where(F.col("weight") > 0)
+    try:
+        gram = item_gram(positives, catalog.index_df, catalog.size, config.experiment.ease_max_items)
+    except EaseTooLargeError as err:
+        raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set recommend.ranker: retrieval") from err
+    popularity = fit_popularity(positives, catalog.index_df, catalog.size).popularity
+    recent = None
+    if spec.recent:
+        last = positives.agg(F.max("event_ts")).collect()[0][0]
+        since = F.lit(last - dt.timedelta(days=spec.recent_days)) if last else None
+        lately = positives.where(F.col("event_ts") > since) if since is not None else positives
+        recent = np.log1p(fit_popularity(lately, catalog.index_df, catalog.size).popularity).astype(np.float32)
+    state = {k: v.detach().numpy() for k, v in loaded.model.ranker.state_dict().items()}
+    return LearnedRanker(
+        towers,
+        collaborative_weights(gram, text, spec),
+        np.log1p(popularity).astype(np.float32),
+        state,
+        spec,
+        retrieval_candidates=config.recommend.retrieval_candidates,
+        recent=recent,
+    )
+
+
+def model_scorer(
+    spark: SparkSession,
+    config: Config,
+    loaded: LoadedTwoTower,
+    catalog: Catalog,
+    interactions_df: DataFrame,
+    text: np.ndarray | None = None,
+) -> Scorer:
+    """What the model serves, as one ``Scorer`` for evaluation: the ranker's step over its candidates
+    (``ranking.RankedScorer``) when it has one, else the towers' dot product."""
+    text = catalogue_text(spark, config, loaded, catalog) if text is None else text
+    towers = two_tower_scorer(spark, config, loaded, catalog, text)
+    ranker = learned_ranker(spark, config, loaded, catalog, interactions_df, towers, text)
+    return towers if ranker is None else RankedScorer(ranker, catalog.eligible)
