@@ -9,4 +9,4 @@ export SPARKREC_CLUSTER_DIR
 trap 'tools/standalone_cluster.sh stop' EXIT
 tools/standalone_cluster.sh start
 SPARKREC_TEST_MASTER="spark://127.0.0.1:${SPARKREC_MASTER_PORT:-7077}" \
-  .venv/bin/python -m pytest tests/test_cluster.py -m "" -s "$@"
+  .venv/bin/python -m pytest tests/e2e/test_cluster.py -m "" -s "$@"

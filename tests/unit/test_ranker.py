@@ -1,5 +1,5 @@
-"""The ranking model: its features and loss, its training lists, the multi-task training step, and
-serving it over candidates from two sources."""
+"""The ranking model: its features and loss, a block of training lists, the multi-task training
+step, and serving it over candidates from two sources."""
 
 from __future__ import annotations
 
@@ -11,12 +11,18 @@ import pandas as pd
 import pytest
 import torch
 
-from sparkrec.loader import make_converter
-from sparkrec.models.ranker import DCNRanker, list_features, listwise_loss, rank_scores, training_lists
+from sparkrec.config import load_config, with_values
+from sparkrec.encoding import USER_FEATURES, UserEncoding
+from sparkrec.models.baselines import collaborative_weights, ease_weights, with_text_neighbours
+from sparkrec.models.lists import training_lists
+from sparkrec.models.packaging import load_model_dir, write_model_dir
+from sparkrec.models.ranker import DCNRanker, list_features, listwise_loss, rank_scores
 from sparkrec.models.scoring import TwoTowerScorer, UserBlock
+from sparkrec.models.specs import ModelSpec, RankerSpec
 from sparkrec.models.training import train_two_tower
 from sparkrec.models.two_tower import TwoTower
 from sparkrec.ranking import LearnedRanker, RankedScorer
+from tests.helpers import converter, train_params
 
 
 def test_list_features_are_standardised_within_the_list_and_zero_on_padding() -> None:
@@ -38,95 +44,46 @@ def test_listwise_loss_averages_over_positives_and_skips_lists_without_one() -> 
     assert torch.isclose(listwise_loss(scores, labels, mask), expected)
 
 
-def test_training_lists_take_candidates_outside_the_context_and_label_what_came_next() -> None:
-    vocab = {f"i{i}": i for i in range(1, 7)}
+def test_a_block_of_lists_takes_candidates_outside_the_context_and_labels_what_came_next() -> None:
     # EASE stand-in: item i points to item i + 1 strongly, to everything else weakly
     weights = np.full((7, 7), 0.01, dtype=np.float32)
     for i in range(1, 6):
         weights[i, i + 1] = 1.0
     weights[4, 6] = 0.5
     np.fill_diagonal(weights, 0.0)
-    events = pd.DataFrame(
+    contexts = pd.DataFrame(
         {
-            "user_id": ["a", "a", "a", "b", "b", "c"],
-            "item_id": ["i1", "i2", "i3", "i4", "i6", "i1"],
-            "event_ts": pd.to_datetime(
-                ["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-01", "2024-01-02", "2024-01-01"]
-            ),
-            "event_id": ["1", "2", "3", "4", "5", "6"],
-            "is_label": [False, False, True, False, True, False],  # c has no label: no list
+            "user_id": ["a", "b", "c"],
+            "history": [[2, 1], [4], [1]],  # the context as serving reads it, most recent first
+            "history_types": [["purchase", "view"], ["view"], ["view"]],
+            "user_features": [[1.0, 0.5], [0.7, 0.0], [0.7, 0.0]],
+            "context": [[1, 2], [4], [1]],
+            "labels": [[3], [6], [4]],  # c's label is not among its candidates (2, ...): no list
         }
     )
-    lists = training_lists(events, vocab, weights, history_length=3, candidates=3, max_lists=10, seed=0)
-    assert len(lists) == 2
-    a = lists.iloc[0]
-    assert a["history"] == [2, 1, 0]  # context, most recent first; the label i3 is not in it
-    assert a["candidates"][0] == 3 and 1 not in a["candidates"] and 2 not in a["candidates"]
-    assert a["labels"] == [1.0, 0.0, 0.0]
-    assert np.allclose(a["user_features"], [np.log1p(2), np.log1p(1.0)])  # the context: 2 events over 1 day
-    assert a["history_types"] == [0, 0, 0]  # no type vocabulary: no codes
-    b = lists.iloc[1]
-    assert b["candidates"][0] == 5 and b["labels"][b["candidates"].index(6)] == 1.0
-    assert all(len(x) == 3 for x in lists["collaborative"]) and np.isclose(a["popularity"][0], np.log1p(0.0))
-
-
-def test_training_lists_read_popularity_over_the_contexts_last_days() -> None:
-    vocab = {f"i{i}": i for i in range(1, 5)}
-    weights = np.full((5, 5), 0.1, dtype=np.float32)
-    np.fill_diagonal(weights, 0.0)
-    # i1 was held by three users weeks ago, i2 by three in the last days; i3 is the label of a and d
-    events = pd.DataFrame(
-        {
-            "user_id": ["a", "b", "c", "b", "c", "d", "a", "d"],
-            "item_id": ["i1", "i1", "i1", "i2", "i2", "i2", "i3", "i3"],
-            "event_ts": pd.to_datetime(
-                [
-                    "2024-01-01",
-                    "2024-01-02",
-                    "2024-01-03",
-                    "2024-01-28",
-                    "2024-01-30",
-                    "2024-01-29",
-                    "2024-01-31",
-                    "2024-01-31",
-                ]
-            ),
-            "event_id": [str(i) for i in range(8)],
-            "is_label": [False] * 6 + [True, True],
-        }
-    )
-    lists = training_lists(events, vocab, weights, history_length=2, candidates=3, max_lists=10, seed=0, recent_days=7)
-    assert len(lists) == 2
-
-    def signals(row: int) -> dict[int, tuple[float, float]]:
-        r = lists.iloc[row]
-        return dict(zip(r["candidates"], zip(r["popularity"], r["recent_popularity"], strict=True), strict=True))
-
-    assert np.allclose(signals(0)[2], [np.log1p(3), np.log1p(3)])  # a's candidate i2: held by b, c, d this week
-    assert np.allclose(signals(1)[1], [np.log1p(3), 0.0])  # d's candidate i1: held by a, b, c weeks ago
-    assert np.allclose(signals(0)[3], [0.0, 0.0]) and np.allclose(signals(1)[4], [0.0, 0.0])  # labels are no context
-    off = training_lists(events, vocab, weights, history_length=2, candidates=3, max_lists=10, seed=0)
-    assert all(not any(r) for r in off["recent_popularity"])
-    assert list(off["popularity"]) == list(lists["popularity"])
-
-
-def test_ranking_split_marks_the_latest_share_or_a_seeded_random_share(spark) -> None:
-    from sparkrec.features import ranking_split
-
-    rows = [(u, f"i{n}", f"2024-01-{n + 1:02d} 00:00:00", f"{u}{n}", 1.0) for u in ("a", "b") for n in range(10)]
-    df = spark.createDataFrame(rows, "user_id string, item_id string, event_ts string, event_id string, weight double")
-    df = df.selectExpr("user_id", "item_id", "CAST(event_ts AS timestamp) AS event_ts", "event_id", "weight")
-    latest = ranking_split(df, "latest", 0.2, 0).where("is_label").orderBy("user_id", "item_id").collect()
-    assert [(r["user_id"], r["item_id"]) for r in latest] == [("a", "i8"), ("a", "i9"), ("b", "i8"), ("b", "i9")]
-    random_a = ranking_split(df, "random", 0.5, 1).where("is_label").collect()
-    random_b = ranking_split(df, "random", 0.5, 1).where("is_label").collect()
-    assert sorted(random_a) == sorted(random_b) and 0 < len(random_a) < 20
-    with pytest.raises(ValueError, match="train.ranker.labels"):
-        ranking_split(df, "newest", 0.2, 0)
+    popularity = np.arange(7, dtype=np.float32) / 10
+    recent = np.arange(7, dtype=np.float32)[::-1].copy()
+    encoding = UserEncoding(3, ("purchase", "view"), USER_FEATURES)
+    lists = training_lists(contexts.iloc[:2], weights, popularity, recent, encoding, candidates=3)
+    assert len(lists) == 2 and list(lists.columns) == [
+        "history", "history_types", "user_features", "candidates", "collaborative", "popularity",
+        "recent_popularity", "labels",
+    ]  # fmt: skip
+    a, b = lists.iloc[0], lists.iloc[1]
+    assert a["history"].tolist() == [2, 1, 0] and a["history_types"].tolist() == [1, 2, 0]
+    assert np.allclose(a["user_features"], [1.0, 0.5])
+    assert a["candidates"][0] == 3 and not {1, 2} & set(a["candidates"].tolist())
+    assert a["labels"].tolist() == [1.0, 0.0, 0.0] and a["collaborative"][0] == pytest.approx(1.01)  # w[1, 3] + w[2, 3]
+    assert np.allclose(a["popularity"], popularity[a["candidates"]])
+    assert np.allclose(a["recent_popularity"], recent[a["candidates"]])
+    assert b["candidates"][0] == 5 and b["labels"][b["candidates"].tolist().index(6)] == 1.0
+    assert len(training_lists(contexts.iloc[2:], weights, popularity, recent, encoding, candidates=2)) == 0
+    plain = training_lists(contexts.iloc[:2], weights, popularity, recent, UserEncoding(3), candidates=3)
+    assert "user_features" not in plain.columns and plain.iloc[0]["history_types"].tolist() == [0, 0, 0]
 
 
 @pytest.mark.parametrize("signal", ["collaborative", "recent"])
-def test_the_ranker_learns_what_the_collaborative_order_gets_wrong(spark, tmp_path: Path, signal: str) -> None:
+def test_the_ranker_learns_what_the_collaborative_order_gets_wrong(tmp_path: Path, signal: str) -> None:
     """Planted: the label is always the candidate with the LOWEST collaborative score among 8, so
     the collaborative order alone puts it last; or (``recent``) the one with the most recent
     popularity, which only a ranker that reads that feature sees. The multi-task step must teach
@@ -156,39 +113,25 @@ def test_the_ranker_learns_what_the_collaborative_order_gets_wrong(spark, tmp_pa
             rows, columns=["history", "candidates", "collaborative", "popularity", "recent_popularity", "labels"]
         )
 
-    schema = (
-        "history array<bigint>, candidates array<bigint>, collaborative array<float>, popularity array<float>, "
-        "recent_popularity array<float>, labels array<float>"
-    )
-    train = spark.createDataFrame(lists(256), schema)
-    examples = spark.range(256).selectExpr(
-        f"CAST(id % {vocab} + 1 AS long) AS target", f"array(CAST((id + 1) % {vocab} + 1 AS long), 0L, 0L) AS history"
+    examples = pd.DataFrame(
+        {"target": np.arange(256) % vocab + 1, "history": [[int((i + 1) % vocab + 1), 0, 0] for i in range(256)]}
     )
     np.save(tmp_path / "text.npy", np.vstack([np.zeros((1, 4)), rng.standard_normal((vocab, 4))]).astype(np.float32))
     np.save(tmp_path / "log_q.npy", np.full(vocab + 1, np.log(1 / vocab), dtype=np.float32))
     data = {
-        "converter": make_converter(examples, str(tmp_path / "examples")).to_json(),
+        "examples": converter(examples, tmp_path / "examples"),
         "item_text": str(tmp_path / "text.npy"),
         "log_q": str(tmp_path / "log_q.npy"),
-        "lists": make_converter(train, str(tmp_path / "lists")).to_json(),
+        "lists": converter(lists(256), tmp_path / "lists"),
     }
-    params = {
-        "dim": 8,
-        "history_length": length,
-        "temperature": 0.1,
-        "dropout": 0.0,
-        "epochs": 6,
-        "batch_size": 32,
-        "learning_rate": 0.01,
-        "seed": 3,
-        "timeout_s": 60,
-        "use_gpu": False,
-        "ranker_weight": 1.0,
-        "ranker_batch_size": 16,
-        "ranker_hidden": 16,
-        "ranker_cross_layers": 2,
-        "ranker_recent_days": 7 if signal == "recent" else 0,
+    ranker = {
+        "weight": 1.0,
+        "batch_size": 16,
+        "hidden": 16,
+        "cross_layers": 2,
+        "recent_days": 7 if signal == "recent" else 0,
     }
+    params = train_params(dim=8, history_length=length, dropout=0.0, epochs=6, batch_size=32, seed=3, ranker=ranker)
     result = train_two_tower(data, str(tmp_path / "out"), params)
     assert len(result["rank_loss"]) == 6 and result["rank_loss"][-1] < result["rank_loss"][0]
     model = TwoTower(
@@ -210,7 +153,7 @@ def towers(n: int, dim: int = 4) -> TwoTowerScorer:
     rng = np.random.default_rng(1)
     model = TwoTower(torch.zeros(n + 1, 3), dim, 3)
     state = {k: v.detach().numpy() for k, v in model.users.state_dict().items()}
-    return TwoTowerScorer(rng.standard_normal((n, dim)).astype(np.float32), state, dim, 3)
+    return TwoTowerScorer(rng.standard_normal((n, dim)).astype(np.float32), state, dim, UserEncoding(3))
 
 
 def test_learned_ranker_proposes_from_both_sources_and_never_a_seen_or_barred_item() -> None:
@@ -224,8 +167,7 @@ def test_learned_ranker_proposes_from_both_sources_and_never_a_seen_or_barred_it
         weights,
         popularity,
         {k: v.detach().numpy() for k, v in module.state_dict().items()},
-        {"hidden": 8, "cross_layers": 1},
-        candidates=3,
+        RankerSpec(hidden=8, cross_layers=1, ease_lambda=1.0, candidates=3),
         retrieval_candidates=4,
     )
     allowed = np.ones(n, dtype=bool)
@@ -246,7 +188,7 @@ def test_learned_ranker_proposes_from_both_sources_and_never_a_seen_or_barred_it
     recent = dataclasses.replace(
         ranker,
         ranker_state={k: v.detach().numpy() for k, v in module.state_dict().items()},
-        shape={"hidden": 8, "cross_layers": 1, "recent": True},
+        spec=dataclasses.replace(ranker.spec, recent_days=7),
         recent=lately,
     )
     rising, falling = (
@@ -301,9 +243,6 @@ def test_rank_scores_depend_on_each_signal() -> None:
 
 
 def test_without_the_mlp_the_ranker_is_the_cross_network_and_without_cross_layers_linear() -> None:
-    from sparkrec.config import RankerConfig
-    from sparkrec.models.training import ranker_shape
-
     torch.manual_seed(0)
     features = torch.randn(2, 5, 3)
     linear = DCNRanker(hidden=0, cross_layers=0)
@@ -312,17 +251,11 @@ def test_without_the_mlp_the_ranker_is_the_cross_network_and_without_cross_layer
     assert sum(p.numel() for p in linear.parameters()) == 4
     cross = DCNRanker(hidden=0, cross_layers=2)
     assert sum(p.numel() for p in cross.parameters()) == 4 + 2 * (9 + 3) and cross(features).shape == (2, 5)
-    assert ranker_shape({"ranker_hidden": 0, "ranker_cross_layers": 0}) == {
-        "hidden": 0,
-        "cross_layers": 0,
-        "recent": False,
-    }
-    assert ranker_shape({}) == {"hidden": 0, "cross_layers": 2, "recent": False}
-    defaults = RankerConfig()
-    assert ranker_shape({f"ranker_{k}": v for k, v in defaults.__dict__.items()}) == {
-        "hidden": defaults.hidden,
-        "cross_layers": defaults.cross_layers,
-        "recent": defaults.recent_days > 0,
+    defaults = load_config().train
+    assert RankerSpec.from_config(defaults).network() == {
+        "hidden": defaults.ranker.hidden,
+        "cross_layers": defaults.ranker.cross_layers,
+        "recent": defaults.ranker.recent_days > 0,
     }
     with pytest.raises(ValueError, match="hidden and cross_layers"):
         DCNRanker(hidden=-1)
@@ -339,64 +272,44 @@ def test_without_the_mlp_the_ranker_is_the_cross_network_and_without_cross_layer
 def test_a_saved_model_brings_its_ranker_back(tmp_path: Path, shape: dict[str, int]) -> None:
     """A model saved before the recent-popularity feature (no ``recent_days`` in its meta) loads as the
     three-feature ranker it is."""
-    from sparkrec.models.packaging import load_model_dir, write_model_dir
-
     torch.manual_seed(2)
     text = torch.randn(6, 3)
     text[0] = 0
     model = TwoTower(text, 4, 3, ranker=shape)
     torch.save(model.state_dict(), tmp_path / "weights.pt")
     saved = {"hidden": shape["hidden"], "cross_layers": shape["cross_layers"], "ease_lambda": 50.0, "candidates": 10}
-    meta = {
-        "dim": 4,
-        "history_length": 3,
-        "text_model": "t",
-        "ranker": {**saved, **({"recent_days": 7} if shape["recent"] else {})},
-    }
-    loaded = load_model_dir(write_model_dir(tmp_path / "m", tmp_path / "weights.pt", list("abcde"), text.numpy(), meta))
-    assert loaded.model.ranker is not None and loaded.meta["ranker"]["ease_lambda"] == 50.0
+    spec = ModelSpec(
+        dim=4,
+        history_length=3,
+        text_model="t",
+        ranker=RankerSpec.from_dict({**saved, **({"recent_days": 7} if shape["recent"] else {})}),
+    )
+    loaded = load_model_dir(write_model_dir(tmp_path / "m", tmp_path / "weights.pt", list("abcde"), text.numpy(), spec))
+    assert loaded.model.ranker is not None and loaded.spec.ranker is not None
+    assert loaded.spec.ranker.ease_lambda == 50.0 and loaded.spec.ranker.recent == shape["recent"]
     assert loaded.model.ranker.recent == shape["recent"]
     for name, value in model.ranker.state_dict().items():
         assert torch.equal(loaded.model.ranker.state_dict()[name], value)
 
 
-def test_a_vocabulary_too_large_for_the_collaborative_score_is_a_clear_error(spark, config, tmp_path: Path) -> None:
-    from sparkrec import stages
-    from sparkrec.config import with_values
-    from sparkrec.models.baselines import EaseTooLargeError
-
-    small = with_values(config, {"experiment": {"ease_max_items": 3}})
-    marked = spark.createDataFrame(
-        [("u", "a", True), ("u", "b", False), ("u", "c", False)], "user_id string, item_id string, is_label boolean"
-    )
-    vocab = spark.createDataFrame([("a", 1), ("b", 2), ("c", 3)], "item_id string, idx int")
-    with pytest.raises(EaseTooLargeError, match="train.ranker.enabled: false"):
-        stages._ranking_lists(spark, small, marked, vocab, tmp_path, [], np.zeros((4, 2), np.float32))
-
-
-def test_the_collaborative_score_takes_text_as_the_model_was_trained(config) -> None:
-    from sparkrec import stages
-    from sparkrec.config import with_values
-    from sparkrec.models.baselines import ease_weights, with_text_neighbours
-
+def test_the_collaborative_score_takes_text_as_the_model_was_trained() -> None:
+    config = load_config()
     x = np.array([[1, 1, 0, 1], [1, 0, 1, 0], [0, 1, 1, 1]], dtype=np.float64)
     gram, text = x.T @ x, np.array([[1, 0], [0.9, 0.1], [0, 1], [0.2, 1]], dtype=np.float32)
-    meta = stages.ranker_meta(config)
-    assert (meta["text_weight"], meta["text_neighbours"]) == (
+    spec = RankerSpec.from_config(config.train)
+    assert (spec.text_weight, spec.text_neighbours) == (
         config.train.ranker.text_weight,
         config.train.ranker.text_neighbours,
     )
     np.testing.assert_allclose(
-        stages.collaborative_weights(gram, text, meta),
-        ease_weights(
-            with_text_neighbours(gram, text, meta["text_neighbours"], meta["text_weight"]), meta["ease_lambda"]
-        ),
+        collaborative_weights(gram, text, spec),
+        ease_weights(with_text_neighbours(gram, text, spec.text_neighbours, spec.text_weight), spec.ease_lambda),
     )
     # The "without text" ablation and models saved before text neighbours: plain EASE.
-    plain = ease_weights(gram, meta["ease_lambda"])
-    no_text = stages.ranker_meta(with_values(config, {"train": {"model": {"text": False}}}))
-    assert no_text["text_weight"] == 0
-    np.testing.assert_array_equal(stages.collaborative_weights(gram, text, no_text), plain)
-    older = {k: v for k, v in meta.items() if not k.startswith("text_")}
-    np.testing.assert_array_equal(stages.collaborative_weights(gram, text, older), plain)
-    assert not np.allclose(stages.collaborative_weights(gram, text, meta), plain)
+    plain = ease_weights(gram, spec.ease_lambda)
+    no_text = RankerSpec.from_config(with_values(config, {"train": {"model": {"text": False}}}).train)
+    assert no_text.text_weight == 0
+    np.testing.assert_array_equal(collaborative_weights(gram, text, no_text), plain)
+    older = RankerSpec.from_dict({k: v for k, v in spec.to_dict().items() if not k.startswith("text_")})
+    np.testing.assert_array_equal(collaborative_weights(gram, text, older), plain)
+    assert not np.allclose(collaborative_weights(gram, text, spec), plain)

@@ -9,8 +9,10 @@ from pyspark.testing import assertDataFrameEqual
 from sparkrec import stages
 from sparkrec.clean import ReconciliationError, reconcile
 from sparkrec.config import Config
+from sparkrec.landing import LandingMissingError
 from sparkrec.tables import read_table
 from tests.conftest import make_config
+from tests.helpers import write_items, write_landing
 
 DAY = "2024-03-10"
 GOOD = [
@@ -42,18 +44,6 @@ BAD = {
     "malformed_record": '{"user_id": "u6", "item_id": ',
 }
 MALFORMED_MORE = ["[1, 2, 3]", ""]
-
-
-def write_landing(config: Config, day: str, lines: list[str], name: str = "part-0.jsonl") -> None:
-    folder = Path(config.landing.root) / "events" / f"ds={day}"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def write_items(config: Config, day: str, items: list[dict]) -> None:
-    folder = Path(config.landing.root) / "items" / f"ds={day}"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "catalog.jsonl").write_text("\n".join(json.dumps(i) for i in items) + "\n", encoding="utf-8")
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +136,7 @@ def test_rerunning_a_day_gives_the_same_rows(spark, cleaned: Config) -> None:
 
 
 def test_missing_landing_day_is_a_clear_error(spark, config: Config) -> None:
-    with pytest.raises(stages.LandingMissingError, match="2024-01-01"):
+    with pytest.raises(LandingMissingError, match="2024-01-01"):
         stages.run_clean(spark, config, ["2024-01-01"])
 
 
@@ -189,10 +179,3 @@ def test_fast_users_are_kept_as_bots_counted_and_left_out_of_training(spark, tmp
         [DAY],
     )
     assert off["bot_rows"] == 0
-
-
-def test_readme_documents_every_quarantine_reason() -> None:
-    from sparkrec.schemas import REASONS
-
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text(encoding="utf-8")
-    assert [r for r in REASONS if f"`{r}`" not in readme] == []

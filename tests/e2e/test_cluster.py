@@ -1,7 +1,7 @@
 """The jobs on a real Spark standalone cluster: a master and two one-core workers on 127.0.0.1
 (tools/standalone_cluster.sh), jobs sent with spark-submit, training through TorchDistributor with
-local_mode=False. The executor-kill test runs in the default suite (it starts its own cluster);
-`make cluster-test` runs them all against the cluster it starts on port 7077."""
+local_mode=False. `make cluster-test` runs them against the cluster it starts on port 7077; run alone
+(`pytest -m cluster tests/e2e/test_cluster.py`), the module starts a cluster of its own."""
 
 from __future__ import annotations
 
@@ -18,15 +18,13 @@ from pathlib import Path
 import pytest
 from pyspark.sql import functions as F
 
-from sparkrec import stages
-from sparkrec.adapters.online_retail import import_online_retail
 from sparkrec.tables import read_table
-from tests.conftest import SAMPLE, make_config
+from tests.conftest import SAMPLE_DAY, make_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "standalone_cluster.sh"
-DAYS = ["2010-12-01", "2010-12-02", "2010-12-03", "2010-12-05", "2010-12-06"]
-DAY = "2010-12-07"
+
+DAY = SAMPLE_DAY
 K = 10
 # The same small settings for every run, local or cluster.
 SETTINGS = [
@@ -59,14 +57,9 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="module")
-def cleaned(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path) -> Path:
-    """Lakehouse with the sample's first days cleaned and embedded, and the landing zone with DAY."""
-    root = tmp_path_factory.mktemp("cleaned")
-    config = make_config(root, mlflow_db)
-    import_online_retail(SAMPLE, config.landing.root)
-    stages.run_clean(spark, config, DAYS)
-    stages.run_embed(spark, config, DAYS[-1])
-    return root
+def cleaned(sample_snapshot: Path) -> Path:
+    """The sample's first days cleaned and embedded (``lakehouse/``), and the landing zone with DAY."""
+    return sample_snapshot
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -215,6 +208,7 @@ def _wait_for_line(path: Path, needle: str, proc: subprocess.Popen, timeout: flo
     raise AssertionError(f"{needle!r} never appeared in the driver log")
 
 
+@pytest.mark.cluster
 def test_nightly_on_the_cluster_survives_a_killed_executor(spark, cluster, cleaned, tmp_path: Path) -> None:
     root = _copy(cleaned, tmp_path)
     proc = _submit(cluster, "nightly", root, cleaned / "landing")

@@ -1,4 +1,5 @@
-"""End to end: the nightly job on a small cut of the bundled sample, on the real components."""
+"""End to end: the nightly job on a small cut of the bundled sample, on the real components. Each
+test reads or changes its own copy of the run (the ``nightly`` fixture)."""
 
 from __future__ import annotations
 
@@ -14,32 +15,13 @@ from mlflow import MlflowClient
 from pyspark.sql import functions as F
 
 from sparkrec import stages
-from sparkrec.adapters.online_retail import import_online_retail
-from sparkrec.config import Config
+from sparkrec.catalog import item_catalog
+from sparkrec.serving import two_tower_scorer
 from sparkrec.tables import read_table
-from tests.conftest import SAMPLE, make_config
+from sparkrec.trainer import fit_two_tower
+from tests.conftest import SAMPLE_DAY
 
-DAYS = ["2010-12-01", "2010-12-02", "2010-12-03", "2010-12-05", "2010-12-06"]
-DAY = "2010-12-07"
-OVERRIDES = ["evaluate.holdout_days=2", "train.epochs=2", "train.num_processes=2"]
-
-
-@pytest.fixture(scope="module")
-def nightly(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path) -> tuple[Config, dict, list[str]]:
-    root = tmp_path_factory.mktemp("pipeline")
-    config = make_config(root, mlflow_db, *OVERRIDES)
-    import_online_retail(SAMPLE, config.landing.root)
-    stages.run_clean(spark, config, DAYS)
-    result = stages.run_nightly(spark, config, DAY)
-    cli_args = [
-        f"--set=lakehouse.root={config.lakehouse.root}",
-        f"--set=landing.root={config.landing.root}",
-        f"--set=mlflow.tracking_uri={config.mlflow.tracking_uri}",
-        "--set=spark.master=local[1]",
-        "--set=spark.show_progress=false",
-        "--set=spark.driver_memory=1g",
-    ]
-    return config, result, cli_args
+DAY = SAMPLE_DAY
 
 
 def test_every_active_user_gets_k_distinct_unseen_items(spark, nightly) -> None:
@@ -381,14 +363,14 @@ def test_an_extra_item_vector_column_is_trained_on_and_read_again_when_serving(s
     )
     stages.run_train(spark, extra, DAY)
     loaded, _ = load_model(extra, config.mlflow.candidate_alias)
-    assert loaded.extra_columns == {"image": 4} and loaded.model.item_extra.shape[1] == 4
-    catalog = stages.item_catalog(spark, extra)
-    before = stages.two_tower_scorer(spark, extra, loaded, catalog).item_vectors
+    assert loaded.spec.extra_columns == {"image": 4} and loaded.model.item_extra.shape[1] == 4
+    catalog = item_catalog(spark, extra)
+    before = two_tower_scorer(spark, extra, loaded, catalog).item_vectors
     assert np.isfinite(before).all()
 
     changed = ids[0]
     write({**vectors, changed: [5.0, -5.0, 5.0, -5.0]})  # the source is read again when serving
-    after = stages.two_tower_scorer(spark, extra, loaded, catalog).item_vectors
+    after = two_tower_scorer(spark, extra, loaded, catalog).item_vectors
     moved = ~np.isclose(before, after, atol=1e-6).all(axis=1)
     assert moved.tolist() == [item == changed for item in catalog.item_ids]
 
@@ -396,7 +378,7 @@ def test_an_extra_item_vector_column_is_trained_on_and_read_again_when_serving(s
     with pytest.raises(
         ValueError, match=r"train.model.item_vectors.image .* has 2-d vectors but the model expects 4-d"
     ):
-        stages.two_tower_scorer(spark, extra, loaded, catalog)
+        two_tower_scorer(spark, extra, loaded, catalog)
     with pytest.raises(ValueError, match=r"vectors must all have one size, found sizes \[2, 4\]"):
         stages.run_train(spark, extra, DAY)
 
@@ -434,15 +416,15 @@ def test_views_beside_purchases_reach_the_user_tower_from_training_to_serving(sp
         ),
     )
     with stage_run(typed, "train", DAY) as run_id:
-        stages.fit_two_tower(spark, typed, history, run_id, "purchases and views")
+        fit_two_tower(spark, typed, history, run_id, "purchases and views")
     loaded, _ = load_model(typed, config.mlflow.candidate_alias)
-    assert loaded.meta["event_types"] == ["purchase", "view"]
-    assert loaded.meta["user_feature_names"] == ["activity", "tenure_days"]
+    assert loaded.spec.event_types == ("purchase", "view")
+    assert loaded.spec.user_feature_names == ("activity", "tenure_days")
     assert float(loaded.model.users.event_type.weight[1:].detach().abs().sum()) > 0  # trained
-    catalog = stages.item_catalog(spark, typed)
-    scorer = stages.two_tower_scorer(spark, typed, loaded, catalog)
-    assert scorer.event_types == ("purchase", "view")
-    users = to_matrix_rows(features.to_user_histories(history, loaded.meta["history_length"]), catalog.index_df)
+    catalog = item_catalog(spark, typed)
+    scorer = two_tower_scorer(spark, typed, loaded, catalog)
+    assert scorer.encoding == loaded.spec.encoding
+    users = to_matrix_rows(features.to_user_histories(history, loaded.spec.history_length), catalog.index_df)
     recs = top_k(users, scorer, catalog.item_ids, catalog.eligible, 5, 64)
     assert recs.select("user_id").distinct().count() == users.count()
     frame = users.toPandas()

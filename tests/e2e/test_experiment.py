@@ -105,13 +105,13 @@ def test_sparkrec_s_collaborative_score_is_tuned_on_validation_and_trained_with(
 
 
 def test_a_lambda_the_user_sets_is_not_tuned(tmp_path: Path, mlflow_db: Path) -> None:
-    from sparkrec.experiment import _tunes_collaborative
+    from sparkrec.experiment import tunes_collaborative
 
     config = make_config(tmp_path, mlflow_db)
     spec = ExperimentSpec(landing=str(tmp_path / "landing"))
-    assert _tunes_collaborative(config, spec)
-    assert not _tunes_collaborative(config, ExperimentSpec(landing=spec.landing, fixed=("train.ranker.ease_lambda",)))
-    assert not _tunes_collaborative(config, ExperimentSpec(landing=spec.landing, models=("ease",)))
+    assert tunes_collaborative(config, spec)
+    assert not tunes_collaborative(config, ExperimentSpec(landing=spec.landing, fixed=("train.ranker.ease_lambda",)))
+    assert not tunes_collaborative(config, ExperimentSpec(landing=spec.landing, models=("ease",)))
 
 
 def test_experiments_register_under_their_own_name_and_never_touch_production(experiment) -> None:

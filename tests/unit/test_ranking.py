@@ -17,7 +17,6 @@ from sparkrec.ranking import (
     ListRules,
     RetrievalRanker,
     category_codes,
-    check_ranker,
     recommend_block,
 )
 
@@ -165,20 +164,9 @@ def test_users_without_history_get_popular_in_segment_flagged() -> None:
     assert lists(globally)["cold_b"] == ["i0", "i1", "i2"] and set(globally["reason"]) == {FALLBACK_GLOBAL}
 
 
-def test_unknown_ranker_and_unusable_settings_are_clear_errors() -> None:
-    from sparkrec.ranking import check_settings
-
-    with pytest.raises(ValueError, match="recommend.ranker must be one of retrieval"):
-        check_ranker("deepfm")
-    check_settings(10, 100, 0, 1.0, "category")
-    with pytest.raises(
-        ValueError,
-        match=r"recommend.mmr_lambda must be between 0 and 1, got 1.5; "
-        r"recommend.fallback_segment must be one of category, global",
-    ):
-        check_settings(10, 100, 0, 1.5, "country")
-    with pytest.raises(ValueError, match="recommend.k must be at least 1"):
-        check_settings(0, 100, 0, 1.0, "global")
+def test_a_fallback_segment_the_rules_do_not_know_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="recommend.fallback_segment must be one of category, global"):
+        rules(fallback_segment="country")
 
 
 def test_publish_gate_verdicts() -> None:

@@ -5,35 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sparkrec.experiment import _aggregate, _als_grid
+from sparkrec.experiment import aggregate, als_grid
 from sparkrec.models.baselines import (
-    AlsParams,
-    EaseTooLargeError,
     ease_weights,
-    fit_als,
-    fit_popularity,
-    item_gram,
     with_text_neighbours,
 )
-from sparkrec.models.scoring import UserBlock
 
 # users x items, binary; the duplicate (u1, c) row must count once in the Gram matrix.
 EVENTS = [("u1", "a"), ("u1", "b"), ("u1", "c"), ("u1", "c"), ("u2", "b"), ("u2", "c"), ("u3", "a"), ("u3", "d")]
 X = np.array([[1, 1, 1, 0], [0, 1, 1, 0], [1, 0, 0, 1]], dtype=np.float64)
-
-
-def _frames(spark, events=EVENTS, weight=1.0):
-    train = spark.createDataFrame([(u, i, weight) for u, i in events], "user_id string, item_id string, weight double")
-    index = spark.createDataFrame([("a", 0), ("b", 1), ("c", 2), ("d", 3), ("e", 4)], "item_id string, row int")
-    return train, index
-
-
-def test_item_gram_is_x_transpose_x_of_the_binary_matrix(spark) -> None:
-    train, index = _frames(spark)
-    gram = item_gram(train, index, 5, max_items=10)
-    expected = np.zeros((5, 5))
-    expected[:4, :4] = X.T @ X
-    np.testing.assert_array_equal(gram, expected)
 
 
 def test_ease_weights_solve_each_column_s_ridge_regression_with_a_zero_diagonal() -> None:
@@ -89,55 +69,17 @@ def test_text_neighbours_let_ease_score_an_item_no_user_holds_with_it() -> None:
     assert fused[3, 2] > 0.25
 
 
-def test_ease_refuses_a_catalogue_above_the_limit_with_the_setting_to_change(spark) -> None:
-    train, index = _frames(spark)
-    with pytest.raises(EaseTooLargeError, match=r"5 x 5 matrix .* experiment.ease_max_items=4"):
-        item_gram(train, index, 5, max_items=4)
-    with pytest.raises(ValueError, match="lambda must be positive"):
-        ease_weights(np.eye(2), 0.0)
-
-
-def test_popularity_counts_distinct_users_with_a_positive_event(spark) -> None:
-    train, index = _frames(spark)
-    returns = spark.createDataFrame([("u9", "d", 0.0)], "user_id string, item_id string, weight double")
-    scorer = fit_popularity(train.unionByName(returns), index, 5)
-    np.testing.assert_array_equal(scorer.popularity, [2, 2, 2, 1, 0])
-
-
-def test_implicit_als_ranks_the_user_s_own_community_first(spark) -> None:
-    # Odd users interact with odd items, even users with even items; each user misses one item of
-    # their side, which ALS must rank above every item of the other side.
-    events = []
-    for u in range(8):
-        side = [i for i in range(8) if i % 2 == u % 2]
-        events += [(f"u{u}", f"i{i}") for i in side if i != side[u // 2 % 4]]
-    train = spark.createDataFrame([(u, i, 1.0) for u, i in events], "user_id string, item_id string, weight double")
-    index = spark.createDataFrame([(f"i{i}", i) for i in range(8)], "item_id string, row int")
-    scorer = fit_als(train, index, 8, AlsParams(rank=4, reg_param=0.1, alpha=10.0, max_iter=10), seed=7)
-    users = [f"u{u}" for u in range(8)]
-    scores = scorer.scores(UserBlock(users, [np.array([], dtype=np.int64)] * 8, [np.array([], dtype=np.int64)] * 8))
-    for u in range(8):
-        side = [i for i in range(8) if i % 2 == u % 2]
-        missing = side[u // 2 % 4]
-        other = [i for i in range(8) if i % 2 != u % 2]
-        assert scores[u, missing] > scores[u, other].max(), u
-    again = fit_als(train, index, 8, AlsParams(rank=4, reg_param=0.1, alpha=10.0, max_iter=10), seed=7)
-    np.testing.assert_allclose(again.item_vectors, scorer.item_vectors)  # seeded: same factors
-
-
-def test_als_grid_is_every_combination_and_rejects_unknown_keys() -> None:
-    grid = _als_grid({"rank": [8.0, 16.0], "alpha": [1.0], "reg_param": [0.1, 1.0]})
+def test_als_grid_is_every_combination() -> None:
+    grid = als_grid({"rank": [8.0, 16.0], "alpha": [1.0], "reg_param": [0.1, 1.0]})
     assert grid == [
         {"alpha": 1.0, "rank": 8, "reg_param": 0.1},
         {"alpha": 1.0, "rank": 8, "reg_param": 1.0},
         {"alpha": 1.0, "rank": 16, "reg_param": 0.1},
         {"alpha": 1.0, "rank": 16, "reg_param": 1.0},
     ]
-    with pytest.raises(ValueError, match=r"unknown key\(s\) \['lr'\]"):
-        _als_grid({"lr": [0.1]})
 
 
 def test_repeats_average_with_a_sample_standard_deviation() -> None:
-    out = _aggregate([{"ndcg@10": 0.1, "users": 5.0}, {"ndcg@10": 0.3, "users": 5.0}])
+    out = aggregate([{"ndcg@10": 0.1, "users": 5.0}, {"ndcg@10": 0.3, "users": 5.0}])
     assert out == pytest.approx({"ndcg@10": 0.2, "ndcg@10_std": 0.1414213562, "users": 5.0})
-    assert _aggregate([{"ndcg@10": 0.1}]) == {"ndcg@10": 0.1}
+    assert aggregate([{"ndcg@10": 0.1}]) == {"ndcg@10": 0.1}

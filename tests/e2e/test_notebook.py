@@ -10,7 +10,9 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
+NOTEBOOKS = Path(__file__).resolve().parents[2] / "notebooks"
+# A backfill and three kernels: minutes. make test-all runs them.
+pytestmark = pytest.mark.slow
 
 
 def execute(name: str, env: dict[str, str], cwd: Path) -> dict[int, list[dict]]:

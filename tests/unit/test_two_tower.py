@@ -5,8 +5,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from sparkrec.encoding import UserEncoding
 from sparkrec.models.packaging import load_model_dir, write_model_dir
 from sparkrec.models.scoring import TwoTowerScorer, UserBlock
+from sparkrec.models.specs import ModelSpec
 from sparkrec.models.two_tower import TwoTower
 
 V, T, D, L = 6, 5, 4, 3
@@ -43,14 +45,14 @@ def test_a_model_trained_days_ago_scores_new_items_and_new_users(tmp_path) -> No
     weights = tmp_path / "weights.pt"
     torch.save(m.state_dict(), weights)
     vocab = [f"i{j}" for j in range(1, V + 1)]
-    meta = {"dim": D, "history_length": L, "temperature": 0.1, "dropout": 0.0, "text_model": "t"}
-    loaded = load_model_dir(write_model_dir(tmp_path / "model", weights, vocab, m.item_text.numpy(), meta))
+    spec = ModelSpec(dim=D, history_length=L, text_model="t", settings={"temperature": 0.1, "dropout": 0.0})
+    loaded = load_model_dir(write_model_dir(tmp_path / "model", weights, vocab, m.item_text.numpy(), spec))
     catalogue = [*vocab, "new_a", "new_b"]  # two items launched after training
     text = np.vstack([m.item_text.numpy()[1:], np.random.default_rng(0).standard_normal((2, T))]).astype(np.float32)
     vectors = loaded.item_vectors(catalogue, text)
     assert vectors.shape == (V + 2, D) and np.isfinite(vectors).all() and np.abs(vectors[V:]).sum() > 0
     state = {k: v.numpy() for k, v in loaded.model.users.state_dict().items()}
-    scorer = TwoTowerScorer(vectors, state, D, L)
+    scorer = TwoTowerScorer(vectors, state, D, UserEncoding(L))
     # a user whose whole history is new items, and a user with no usable history
     block = UserBlock(["u_new", "u_old"], [np.array([V, V + 1]), np.array([0, 2])], [np.array([V]), np.array([0])])
     scores = scorer.scores(block)
@@ -143,17 +145,13 @@ def test_extra_vector_columns_are_fused_each_on_its_own_and_travel_with_the_mode
     weights = tmp_path / "weights.pt"
     torch.save(m.state_dict(), weights)
     vocab = [f"i{j}" for j in range(1, V + 1)]
-    meta = {
-        "dim": D,
-        "history_length": L,
-        "text_model": "t",
-        "item_vectors": {"image": "/a", "colour": "/b"},
-        "extra_dims": [3, 2],
-    }
-    loaded = load_model_dir(
-        write_model_dir(tmp_path / "model", weights, vocab, text.numpy(), meta, item_extra=extra.numpy())
+    spec = ModelSpec(
+        dim=D, history_length=L, text_model="t", item_vectors={"image": "/a", "colour": "/b"}, extra_dims=(3, 2)
     )
-    assert loaded.extra_columns == {"image": 3, "colour": 2}
+    loaded = load_model_dir(
+        write_model_dir(tmp_path / "model", weights, vocab, text.numpy(), spec, item_extra=extra.numpy())
+    )
+    assert loaded.spec.extra_columns == {"image": 3, "colour": 2}
     vectors = loaded.item_vectors(
         ["i1", "new"],
         np.vstack([text[1].numpy(), cold_text[0].numpy()]),
@@ -180,14 +178,14 @@ def test_the_pyfunc_reads_event_types_and_user_features_where_given(tmp_path) ->
     weights = tmp_path / "weights.pt"
     torch.save(m.state_dict(), weights)
     vocab = [f"i{j}" for j in range(1, V + 1)]
-    meta = {
-        "dim": D,
-        "history_length": L,
-        "text_model": "t",
-        "event_types": ["view", "purchase"],
-        "user_feature_names": ["activity", "tenure_days"],
-    }
-    folder = write_model_dir(tmp_path / "model", weights, vocab, text.numpy(), meta)
+    spec = ModelSpec(
+        dim=D,
+        history_length=L,
+        text_model="t",
+        event_types=("view", "purchase"),
+        user_feature_names=("activity", "tenure_days"),
+    )
+    folder = write_model_dir(tmp_path / "model", weights, vocab, text.numpy(), spec)
     mlflow.pyfunc.save_model(
         tmp_path / "pyfunc", python_model=TwoTowerPyfunc(), artifacts={"model_dir": str(folder)}, signature=signature()
     )

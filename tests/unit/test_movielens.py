@@ -7,13 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
-from sparkrec import stages
 from sparkrec.adapters import read_profile
 from sparkrec.adapters.movielens import detect_layout, import_movielens
-from sparkrec.config import with_values
-from sparkrec.tables import read_table
 from tests.movielens_fixtures import write_1m, write_100k, write_latest
 
 DAY = "2001-09-09"
@@ -71,19 +67,3 @@ def test_reimport_gives_identical_files(tmp_path: Path) -> None:
     first = (tmp_path / "landing" / "events" / f"ds={DAY}" / "movielens.jsonl.gz").read_bytes()
     import_movielens(source, tmp_path / "landing")
     assert (tmp_path / "landing" / "events" / f"ds={DAY}" / "movielens.jsonl.gz").read_bytes() == first
-
-
-def test_profile_rules_keep_old_ratings_that_the_nightly_rules_would_quarantine(spark, config, tmp_path: Path) -> None:
-    import_movielens(write_latest(tmp_path / "ml"), config.landing.root)
-    nightly = stages.run_clean(spark, config, [DAY])
-    assert nightly["quarantined_rows.too_late"] == 3  # ratings days before the landing day
-    profile = yaml.safe_load((Path(config.landing.root) / "_dataset.yaml").read_text())
-    result = stages.run_clean(spark, with_values(config, {"clean": profile["clean"]}), [DAY])
-    assert (result["raw_rows"], result["clean_rows"], result.get("quarantined_rows", 0.0)) == (4, 4, 0)
-    rows = read_table(spark, config, "interactions").select("user_id", "item_id", "event_type", "value").collect()
-    assert sorted(tuple(r) for r in rows) == [
-        ("1", "10", "rating", 5.0),
-        ("1", "20", "rating", 3.0),
-        ("2", "10", "rating", 4.0),
-        ("2", "30", "rating", 1.0),
-    ]

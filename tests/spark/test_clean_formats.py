@@ -86,7 +86,7 @@ def shift(event: dict, days: int) -> dict:
 
 def _iso(text: str) -> dt.datetime:
     if text.isdigit():
-        return dt.datetime.fromtimestamp(int(text), dt.UTC).replace(tzinfo=None)
+        return dt.datetime.fromtimestamp(int(text), dt.timezone.utc).replace(tzinfo=None)
     return dt.datetime.fromisoformat(text.replace("Z", "+00:00")).replace(tzinfo=None)
 
 

@@ -1,56 +1,49 @@
 """The training function itself, in-process (one rank): determinism under a seed, per-epoch
-checkpoints, and resuming after the last finished epoch."""
+checkpoints, resuming after the last finished epoch, averaged weights, early stopping, and what the
+model learns from planted structure."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+import torch
 
-from sparkrec.loader import make_converter
-from sparkrec.models.training import WeightAverage, checkpoint_epoch, train_two_tower
+from sparkrec.models.loop import WeightAverage
+from sparkrec.models.training import checkpoint_epoch, train_two_tower
+from sparkrec.models.two_tower import TwoTower
+from tests.helpers import converter, train_params
 
 VOCAB = 40
-PARAMS = {
-    "dim": 8,
-    "history_length": 4,
-    "temperature": 0.1,
-    "dropout": 0.2,
-    "epochs": 2,
-    "batch_size": 16,
-    "learning_rate": 0.01,
-    "seed": 7,
-    "timeout_s": 60,
-    "use_gpu": False,
-}
+
+
+def chain(n: int) -> pd.DataFrame:
+    """Examples where item i is followed by item i + 1: a structure the model can learn."""
+    ids = np.arange(n)
+    return pd.DataFrame(
+        {"target": ids % (VOCAB - 1) + 2, "history": [[int(i % (VOCAB - 1) + 1), 0, 0, 0] for i in ids]}
+    )
 
 
 @pytest.fixture(scope="module")
-def data(spark, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     root = tmp_path_factory.mktemp("training")
-    # item i is followed by item i + 1: a structure the model can learn
-    examples = spark.range(320).selectExpr(
-        f"CAST(id % {VOCAB - 1} + 2 AS long) AS target",
-        f"array(CAST(id % {VOCAB - 1} + 1 AS long), 0L, 0L, 0L) AS history",
-    )
-    converter = make_converter(examples, str(root / "examples"))
     rng = np.random.default_rng(0)
     text = np.vstack([np.zeros((1, 6)), rng.standard_normal((VOCAB, 6))]).astype(np.float32)
     np.save(root / "item_text.npy", text)
     np.save(root / "log_q.npy", np.full(VOCAB + 1, np.log(1 / VOCAB), dtype=np.float32))
     return {
-        "converter": converter.to_json(),
+        "examples": converter(chain(320), root / "examples"),
         "item_text": str(root / "item_text.npy"),
         "log_q": str(root / "log_q.npy"),
     }
 
 
 def test_same_seed_same_losses_and_weights(data, tmp_path: Path) -> None:
-    import torch
-
-    first = train_two_tower(data, str(tmp_path / "a"), PARAMS)
-    second = train_two_tower(data, str(tmp_path / "b"), PARAMS)
+    first = train_two_tower(data, str(tmp_path / "a"), train_params())
+    second = train_two_tower(data, str(tmp_path / "b"), train_params())
     assert first["loss"] == second["loss"] and len(first["loss"]) == 2
     assert first["loss"][1] < first["loss"][0]
     a, b = torch.load(tmp_path / "a" / "weights.pt"), torch.load(tmp_path / "b" / "weights.pt")
@@ -58,15 +51,11 @@ def test_same_seed_same_losses_and_weights(data, tmp_path: Path) -> None:
 
 
 def test_a_rerun_resumes_after_the_last_checkpointed_epoch(data, tmp_path: Path, capsys) -> None:
-    import torch
-
     checkpoints = tmp_path / "checkpoints"
-    straight = train_two_tower(data, str(tmp_path / "straight"), {**PARAMS, "epochs": 3})
-    partial = train_two_tower(data, str(tmp_path / "partial"), {**PARAMS, "checkpoint_dir": str(checkpoints)})
+    straight = train_two_tower(data, str(tmp_path / "straight"), train_params(epochs=3))
+    partial = train_two_tower(data, str(tmp_path / "partial"), train_params(checkpoints))
     assert checkpoint_epoch(str(checkpoints)) == 2 and partial["resumed_from"] == 0
-    resumed = train_two_tower(
-        data, str(tmp_path / "resumed"), {**PARAMS, "epochs": 3, "checkpoint_dir": str(checkpoints)}
-    )
+    resumed = train_two_tower(data, str(tmp_path / "resumed"), train_params(checkpoints, epochs=3))
     assert "resuming after epoch 2" in capsys.readouterr().out
     assert resumed["resumed_from"] == 2 and checkpoint_epoch(str(checkpoints)) == 3
     assert resumed["loss"][:2] == partial["loss"]  # the first two epochs come from the checkpoint
@@ -76,8 +65,6 @@ def test_a_rerun_resumes_after_the_last_checkpointed_epoch(data, tmp_path: Path,
 
 
 def test_weight_average_follows_every_step_and_leaves_the_model_its_own_weights() -> None:
-    import torch
-
     model = torch.nn.Linear(2, 1)
     start = model.weight.detach().clone()
     average = WeightAverage(model, 0.9)
@@ -106,42 +93,37 @@ def test_weight_average_follows_every_step_and_leaves_the_model_its_own_weights(
 
 
 def test_averaged_weights_are_saved_and_a_resumed_run_continues_the_average(data, tmp_path: Path) -> None:
-    import torch
-
-    params = {**PARAMS, "weight_average": 0.9}
-    last = train_two_tower(data, str(tmp_path / "last"), {**PARAMS, "epochs": 3})
-    straight = train_two_tower(data, str(tmp_path / "straight"), {**params, "epochs": 3})
+    last = train_two_tower(data, str(tmp_path / "last"), train_params(epochs=3))
+    straight = train_two_tower(data, str(tmp_path / "straight"), train_params(epochs=3, weight_average=0.9))
     assert straight["loss"] == last["loss"]  # the average does not change what trains
     a, b = torch.load(tmp_path / "last" / "weights.pt"), torch.load(tmp_path / "straight" / "weights.pt")
     assert not all(torch.allclose(a[k], b[k]) for k in a)
-    checkpoints = str(tmp_path / "checkpoints")
-    train_two_tower(data, str(tmp_path / "partial"), {**params, "checkpoint_dir": checkpoints})
-    train_two_tower(data, str(tmp_path / "resumed"), {**params, "epochs": 3, "checkpoint_dir": checkpoints})
+    checkpoints = tmp_path / "checkpoints"
+    train_two_tower(data, str(tmp_path / "partial"), train_params(checkpoints, weight_average=0.9))
+    train_two_tower(data, str(tmp_path / "resumed"), train_params(checkpoints, epochs=3, weight_average=0.9))
     c = torch.load(tmp_path / "resumed" / "weights.pt")
     assert all(torch.allclose(b[k], c[k], atol=1e-6) for k in b)
 
 
 @pytest.fixture(scope="module")
-def validation(spark, tmp_path_factory: pytest.TempPathFactory) -> str:
-    examples = spark.range(64).selectExpr(
-        f"CAST(id % {VOCAB - 1} + 2 AS long) AS target",
-        f"array(CAST(id % {VOCAB - 1} + 1 AS long), 0L, 0L, 0L) AS history",
-    )
-    return make_converter(examples, str(tmp_path_factory.mktemp("validation"))).to_json()
+def validation(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return converter(chain(64), tmp_path_factory.mktemp("validation"))
 
 
 def test_early_stopping_keeps_the_best_epoch(data, validation, tmp_path: Path, capsys) -> None:
-    import torch
-
     # a learning rate this high overshoots: validation loss stops improving within a few epochs
-    params = {**PARAMS, "epochs": 30, "patience": 2, "learning_rate": 0.5}
+    params = train_params(epochs=30, patience=2, learning_rate=0.5)
     got = train_two_tower({**data, "validation": validation}, str(tmp_path / "out"), params)
     out = capsys.readouterr().out
     best = int(got["best_epoch"][0])
     assert "early stop" in out and len(got["loss"]) == best + 2 < 30
     assert got["val_loss"][best - 1] == min(got["val_loss"])
     # the saved weights are the best epoch's: a rerun capped at that epoch writes the same ones
-    again = train_two_tower({**data, "validation": validation}, str(tmp_path / "again"), {**params, "epochs": best})
+    again = train_two_tower(
+        {**data, "validation": validation},
+        str(tmp_path / "again"),
+        train_params(epochs=best, patience=2, learning_rate=0.5),
+    )
     assert again["loss"] == got["loss"][:best]
     a, b = torch.load(tmp_path / "out" / "weights.pt"), torch.load(tmp_path / "again" / "weights.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -149,16 +131,12 @@ def test_early_stopping_keeps_the_best_epoch(data, validation, tmp_path: Path, c
 
 def test_early_stopping_needs_validation_examples(data, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="early stopping needs validation examples"):
-        train_two_tower(data, str(tmp_path / "out"), {**PARAMS, "patience": 1})
+        train_two_tower(data, str(tmp_path / "out"), train_params(patience=1))
 
 
-def test_planted_clusters_are_learned_far_above_popularity(spark, tmp_path: Path) -> None:
+def test_planted_clusters_are_learned_far_above_popularity(tmp_path: Path) -> None:
     """Users consume items of one cluster; popularity favours cluster 0. The model must find the
     clusters from co-occurrence alone (the text vectors are noise)."""
-    import torch
-
-    from sparkrec.models.two_tower import TwoTower
-
     clusters, size, length = 8, 10, 4
     rng = np.random.default_rng(3)
 
@@ -169,20 +147,17 @@ def test_planted_clusters_are_learned_far_above_popularity(spark, tmp_path: Path
         return ids[:, :length], ids[:, length]
 
     history, target = draw(4000)
-    frame = spark.createDataFrame(
-        [(int(t), [int(x) for x in h]) for h, t in zip(history, target, strict=True)],
-        "target long, history array<long>",
-    )
+    frame = pd.DataFrame({"target": target.astype(np.int64), "history": [[int(x) for x in h] for h in history]})
     vocab = clusters * size
     np.save(tmp_path / "text.npy", np.vstack([np.zeros((1, 6)), rng.standard_normal((vocab, 6))]).astype(np.float32))
     counts = np.bincount(target, minlength=vocab + 1)[1:] + 1.0
     np.save(tmp_path / "log_q.npy", np.concatenate([[0.0], np.log(counts / counts.sum())]).astype(np.float32))
     data = {
-        "converter": make_converter(frame, str(tmp_path / "examples")).to_json(),
+        "examples": converter(frame, tmp_path / "examples"),
         "item_text": str(tmp_path / "text.npy"),
         "log_q": str(tmp_path / "log_q.npy"),
     }
-    params = {**PARAMS, "dim": 16, "history_length": length, "epochs": 8, "batch_size": 64, "dropout": 0.1}
+    params = train_params(dim=16, history_length=length, epochs=8, batch_size=64, dropout=0.1)
     train_two_tower(data, str(tmp_path / "out"), params)
     model = TwoTower(torch.from_numpy(np.load(tmp_path / "text.npy")), 16, length).eval()
     model.load_state_dict(torch.load(tmp_path / "out" / "weights.pt"))
@@ -204,14 +179,10 @@ def test_planted_clusters_are_learned_far_above_popularity(spark, tmp_path: Path
     assert hits["model"] > 0.75 and hits["model"] > 2 * hits["popularity"], hits
 
 
-def test_event_types_let_the_user_tower_tell_purchases_from_views(spark, tmp_path: Path) -> None:
+def test_event_types_let_the_user_tower_tell_purchases_from_views(tmp_path: Path) -> None:
     """Each history is one purchase of the user's cluster and three views of another cluster; the next
     item is a purchase of the first. Only a user tower that reads the event types can tell which
     cluster counts: without them the views outvote the purchase."""
-    import torch
-
-    from sparkrec.models.two_tower import TwoTower
-
     clusters, size, length = 8, 10, 4
     rng = np.random.default_rng(5)
     vocab = clusters * size
@@ -227,18 +198,21 @@ def test_event_types_let_the_user_tower_tell_purchases_from_views(spark, tmp_pat
         return history, types, bought[:, 1]
 
     history, types, target = draw(4000)
-    frame = spark.createDataFrame(
-        [(int(t), [int(x) for x in h], [int(x) for x in k]) for h, k, t in zip(history, types, target, strict=True)],
-        "target long, history array<long>, history_types array<long>",
+    frame = pd.DataFrame(
+        {
+            "target": target.astype(np.int64),
+            "history": [[int(x) for x in h] for h in history],
+            "history_types": [[int(x) for x in k] for k in types],
+        }
     )
     np.save(tmp_path / "text.npy", np.vstack([np.zeros((1, 6)), rng.standard_normal((vocab, 6))]).astype(np.float32))
     np.save(tmp_path / "log_q.npy", np.full(vocab + 1, np.log(1 / vocab), dtype=np.float32))
-    params = {**PARAMS, "dim": 16, "history_length": length, "epochs": 8, "batch_size": 64, "dropout": 0.1}
+    params = train_params(dim=16, history_length=length, epochs=8, batch_size=64, dropout=0.1)
     test_history, test_types, test_target = draw(500)
     hits = {}
     for name, known in (("with types", ["purchase", "view"]), ("without", [])):
         data = {
-            "converter": make_converter(frame, str(tmp_path / name / "examples")).to_json(),
+            "examples": converter(frame, tmp_path / name / "examples"),
             "item_text": str(tmp_path / "text.npy"),
             "log_q": str(tmp_path / "log_q.npy"),
             "event_types": known,

@@ -1,0 +1,65 @@
+"""What several test modules build: training inputs written as Parquet without Spark, and training
+settings for the training function run in-process."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from sparkrec.config import Config, ModelConfig, RankerConfig, TrainConfig
+from sparkrec.loader import ParquetConverter
+from sparkrec.models.specs import TrainingParams
+
+
+def converter(frame: pd.DataFrame, folder: Path) -> str:
+    """``frame`` as a Parquet folder, as ``loader.make_converter`` writes one (its JSON)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), folder / "part-00000.parquet")
+    return ParquetConverter(str(folder), len(frame)).to_json()
+
+
+def train_params(checkpoint_dir: Path | None = None, *, ranker: dict[str, Any] | None = None, **settings: Any) -> dict:
+    """``TrainingParams`` as the training function takes them: small and quick, no sampled negatives
+    and no weight averaging unless asked; ``settings`` are TrainConfig or ModelConfig fields."""
+    model_keys = {f.name for f in dataclasses.fields(ModelConfig)}
+    base = {"dim": 8, "history_length": 4, "temperature": 0.1, "dropout": 0.2, "sampled_negatives": 0}
+    run = {"epochs": 2, "batch_size": 16, "learning_rate": 0.01, "seed": 7, "timeout_s": 60, "weight_average": 0.0}
+    model = ModelConfig(**{**base, **{k: v for k, v in settings.items() if k in model_keys}})
+    run.update({k: v for k, v in settings.items() if k not in model_keys})
+    train = TrainConfig(**run, model=model, ranker=RankerConfig(**(ranker or {})))
+    return TrainingParams(train, 0, str(checkpoint_dir) if checkpoint_dir else "").to_dict()
+
+
+def write_landing(config: Config, day: str, lines: list[str], name: str = "part-0.jsonl") -> None:
+    folder = Path(config.landing.root) / "events" / f"ds={day}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def write_items(config: Config, day: str, items: list[dict]) -> None:
+    folder = Path(config.landing.root) / "items" / f"ds={day}"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "catalog.jsonl").write_text("\n".join(json.dumps(i) for i in items) + "\n", encoding="utf-8")
+
+
+# Texts with the awkward cases in them: empty, blank, not Latin, emoji, upper case, long.
+AWKWARD = [
+    "red ceramic coffee mug",
+    "",
+    "   ",
+    "陶瓷咖啡杯，红色",  # Chinese
+    "🎁 gift box ✨ with ribbons",
+    "WHITE HANGING HEART T-LIGHT HOLDER",
+    "a hand painted wooden toy train " * 12,  # about 100 tokens
+]
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
