@@ -12,7 +12,7 @@ SAMPLE_FROM := 2010-12-01
 SAMPLE_TO := 2010-12-23
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all cluster-test wheel bench clean-lakehouse
+.PHONY: setup demo test test-all lint cluster-test wheel bench clean-lakehouse
 
 setup:
 	@tools/setup_env.sh
@@ -24,6 +24,15 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# ruff (format check + lint) and mypy over the code, and the package's shape (module and function
+# sizes, no import cycles). mypy's cache sits beside the shared environment, so clones reuse it.
+LINTED := sparkrec tests bench jobs tools
+lint: setup
+	$(VENV)/bin/ruff format --check $(LINTED)
+	$(VENV)/bin/ruff check $(LINTED)
+	MYPY_CACHE_DIR=$${SPARKREC_ENV_CACHE:-$$HOME/.cache/sparkrec}/mypy $(VENV)/bin/mypy
+	$(PY) tools/check_structure.py sparkrec
 
 # Everything, the slow tests too (GPU tests skip without a GPU).
 test-all: setup

@@ -78,6 +78,10 @@ def machine(spark: Any, **extra: object) -> dict[str, object]:
 
 
 def write_report(path: str | Path, report: dict[str, Any]) -> None:
+    """``report`` as JSON at ``path``, stamped with when and on which commit it was measured."""
+    from sparkrec.tracking import git_commit
+
+    stamp = {"measured_on": time.strftime("%Y-%m-%d"), "commit": git_commit()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+    Path(path).write_text(json.dumps({**stamp, **report}, indent=2) + "\n")
     print(f"wrote {path}")
