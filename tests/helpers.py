@@ -63,3 +63,25 @@ AWKWARD = [
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
+
+
+def assert_lists_contract(spark: Any, config: Config, day: str, k: int) -> list[str]:
+    """The day's recommendations keep their contract: every active user has k distinct items, ranks
+    1..k, none already seen; returns the users."""
+    from pyspark.sql import functions as F
+
+    from sparkrec.tables import read_table
+
+    recs = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(day))
+    per_user = recs.groupBy("user_id").agg(
+        F.count(F.lit(1)).alias("n"),
+        F.countDistinct("item_id").alias("items"),
+        F.sort_array(F.collect_list("rank")).alias("ranks"),
+    )
+    broken = (F.col("n") != k) | (F.col("items") != k) | (F.col("ranks") != F.sequence(F.lit(1), F.lit(k)))
+    assert per_user.where(broken).count() == 0
+    interactions = read_table(spark, config, "interactions").where(F.col("event_date") <= F.lit(day))
+    assert recs.join(interactions.select("user_id", "item_id").distinct(), ["user_id", "item_id"]).count() == 0
+    users = sorted(r[0] for r in per_user.select("user_id").collect())
+    assert users == sorted(r[0] for r in interactions.select("user_id").distinct().collect())
+    return users

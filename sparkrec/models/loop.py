@@ -342,16 +342,22 @@ def _placement(world: int) -> list[dict[str, Any]]:
 
 
 def _lists_loader(inputs: TrainingInputs, batch_size: int, process: Process, seed: int) -> ShardLoader | None:
-    """This rank's shard of the ranking lists (None: no ranker), batches no larger than the shard."""
+    """This rank's shard of the ranking lists (None: no ranker)."""
     if not inputs.lists:
         return None
-    converter = ParquetConverter.from_json(inputs.lists)
+    advice = "ranking lists are too few", "use more data or set train.ranker.enabled: false"
+    return _shard(inputs.lists, batch_size, process, seed, 1, advice)
+
+
+def _shard(
+    converter_json: str, batch_size: int, process: Process, seed: int, least: int, advice: tuple[str, str]
+) -> ShardLoader:
+    """This rank's shard of a Parquet converter, batches no larger than the shard; fewer than ``least``
+    rows per rank is an error saying ``advice`` (what is wrong, what to do)."""
+    converter = ParquetConverter.from_json(converter_json)
     per_rank = converter.num_rows // process.world
-    if per_rank < 1:
-        raise ValueError(
-            f"{converter.num_rows} ranking lists are too few for {process.world} process(es); "
-            "use more data or set train.ranker.enabled: false"
-        )
+    if per_rank < least:
+        raise ValueError(f"{converter.num_rows} {advice[0]} for {process.world} process(es); {advice[1]}")
     return converter.make_torch_dataloader(
         min(batch_size, per_rank), cur_shard=process.rank, shard_count=process.world, shuffle_seed=seed
     )
@@ -374,16 +380,8 @@ def _validation_loader(inputs: TrainingInputs, batch_size: int, process: Process
     """This rank's shard of the validation examples, batches no larger than the shard allows."""
     if not inputs.validation:
         raise ValueError("early stopping needs validation examples (inputs.validation)")
-    converter = ParquetConverter.from_json(inputs.validation)
-    per_rank = converter.num_rows // process.world
-    if per_rank < 2:
-        raise ValueError(
-            f"{converter.num_rows} validation examples are too few for {process.world} process(es); "
-            "raise train.validation_fraction or set train.patience: 0"
-        )
-    return converter.make_torch_dataloader(
-        min(batch_size, per_rank), cur_shard=process.rank, shard_count=process.world, shuffle_seed=0
-    )
+    advice = "validation examples are too few", "raise train.validation_fraction or set train.patience: 0"
+    return _shard(inputs.validation, batch_size, process, 0, 2, advice)
 
 
 def _validation_loss(

@@ -16,10 +16,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from pyspark.sql import functions as F
 
-from sparkrec.tables import read_table
 from tests.conftest import SAMPLE_DAY, make_config
+from tests.helpers import assert_lists_contract
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "tools" / "standalone_cluster.sh"
@@ -150,24 +149,7 @@ def _finish(proc: subprocess.Popen, root: Path, timeout: int = 480) -> tuple[int
 
 def _check_lists(spark, lakehouse: Path) -> list[str]:
     """The recommendations contract for DAY: every active user, K distinct unseen items, ranks 1..K."""
-    config = make_config(lakehouse.parent, lakehouse.parent / "unused.db")
-    recs = read_table(spark, config, "recommendations").where(F.col("ds") == F.lit(DAY))
-    per_user = recs.groupBy("user_id").agg(
-        F.count(F.lit(1)).alias("n"),
-        F.countDistinct("item_id").alias("items"),
-        F.sort_array(F.collect_list("rank")).alias("ranks"),
-    )
-    assert (
-        per_user.where(
-            (F.col("n") != K) | (F.col("items") != K) | (F.col("ranks") != F.sequence(F.lit(1), F.lit(K)))
-        ).count()
-        == 0
-    )
-    interactions = read_table(spark, config, "interactions").where(F.col("event_date") <= F.lit(DAY))
-    assert recs.join(interactions.select("user_id", "item_id").distinct(), ["user_id", "item_id"]).count() == 0
-    users = sorted(r[0] for r in per_user.select("user_id").collect())
-    assert users == sorted(r[0] for r in interactions.select("user_id").distinct().collect())
-    return users
+    return assert_lists_contract(spark, make_config(lakehouse.parent, lakehouse.parent / "unused.db"), DAY, K)
 
 
 def _executors(ui: str) -> list[dict]:
