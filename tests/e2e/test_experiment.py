@@ -18,10 +18,8 @@ from tests.movielens_fixtures import write_two_communities
 K = 5
 
 
-@pytest.fixture(scope="module")
-def experiment(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path):
-    root = tmp_path_factory.mktemp("experiment")
-    config = make_config(
+def experiment_config(root: Path, mlflow_db: Path):
+    return make_config(
         root,
         mlflow_db,
         f"experiment.root={root / 'experiments'}",
@@ -32,6 +30,13 @@ def experiment(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path)
         "evaluate.curve_k=10",
         "train.ranker.candidates=20",
     )
+
+
+@pytest.fixture(scope="module")
+def experiment(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path):
+    """All four models, the seeded ones twice: minutes (make test-all runs the tests that read it)."""
+    root = tmp_path_factory.mktemp("experiment")
+    config = experiment_config(root, mlflow_db)
     landing = root / "landing"
     import_movielens(write_two_communities(root / "ml"), landing)
     spec = ExperimentSpec(landing=str(landing), split="chrono", holdout_days=3, k=K, repeat=2)
@@ -39,6 +44,23 @@ def experiment(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path)
     return config, run_experiment(spark, config, spec, str(output)), output
 
 
+def test_the_baselines_are_tuned_scored_and_logged_on_one_split(spark, tmp_path: Path, mlflow_db: Path) -> None:
+    """The quick cut of an experiment, in the default suite: two deterministic baselines."""
+    config = experiment_config(tmp_path, mlflow_db)
+    landing = tmp_path / "landing"
+    import_movielens(write_two_communities(tmp_path / "ml"), landing)
+    spec = ExperimentSpec(landing=str(landing), split="chrono", holdout_days=3, k=K, models=("popularity", "ease"))
+    result = run_experiment(spark, config, spec, str(tmp_path / "metrics.json"))
+    assert list(result["models"]) == ["popularity", "ease"] and result["protocol"]["users_evaluated"] == 40
+    assert result["models"]["ease"]["params"]["lambda"] in (1.0, 10.0) and len(result["models"]["ease"]["tuning"]) == 2
+    assert result["models"]["ease"][f"ndcg@{K}"] > result["models"]["popularity"][f"ndcg@{K}"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["protocol"]["split"] == "chrono"
+    configure_mlflow(config)
+    runs = mlflow.search_runs(experiment_names=[config.experiment.mlflow_experiment], output_format="list")
+    assert {r.data.tags.get("sparkrec.model") for r in runs} >= {"popularity", "ease"}
+
+
+@pytest.mark.slow
 def test_every_model_is_scored_on_the_same_users_and_written_as_json(experiment) -> None:
     config, result, output = experiment
     assert json.loads(output.read_text()) == json.loads(json.dumps(result, default=str))
@@ -67,6 +89,7 @@ def test_every_model_is_scored_on_the_same_users_and_written_as_json(experiment)
     assert all(f"| {name} | " in table for name in result["models"])
 
 
+@pytest.mark.slow
 def test_seeded_models_repeat_and_deterministic_ones_run_once(experiment) -> None:
     _, result, _ = experiment
     models = result["models"]
@@ -76,6 +99,7 @@ def test_seeded_models_repeat_and_deterministic_ones_run_once(experiment) -> Non
     assert f"ndcg@{K}_std" not in models["ease"]
 
 
+@pytest.mark.slow
 def test_baselines_are_tuned_on_validation_and_beat_popularity_on_community_data(experiment) -> None:
     _, result, _ = experiment
     for name in ("als", "ease"):
@@ -90,6 +114,7 @@ def test_baselines_are_tuned_on_validation_and_beat_popularity_on_community_data
     assert result["models"]["als"][f"ndcg@{K}"] > popularity
 
 
+@pytest.mark.slow
 def test_sparkrec_s_collaborative_score_is_tuned_on_validation_and_trained_with(experiment) -> None:
     config, result, _ = experiment
     sparkrec = result["models"]["sparkrec"]
@@ -114,6 +139,7 @@ def test_a_lambda_the_user_sets_is_not_tuned(tmp_path: Path, mlflow_db: Path) ->
     assert not tunes_collaborative(config, ExperimentSpec(landing=spec.landing, models=("ease",)))
 
 
+@pytest.mark.slow
 def test_experiments_register_under_their_own_name_and_never_touch_production(experiment) -> None:
     config, _, _ = experiment
     configure_mlflow(config)

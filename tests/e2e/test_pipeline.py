@@ -88,7 +88,7 @@ def test_model_is_registered_with_its_vocabulary(spark, nightly) -> None:
     assert not {"85123A", "71053"} & set(top["item_ids"][0])  # the history is not recommended back
 
 
-def test_a_new_session_reads_the_tables_by_name(nightly) -> None:
+def test_a_new_session_reads_the_tables_by_name(nightly, capsys) -> None:
     config, _, cli_args = nightly
     query = (
         f"SELECT count(DISTINCT user_id) AS users, max(rank) AS k FROM sparkrec.recommendations WHERE ds = DATE'{DAY}'"
@@ -104,12 +104,12 @@ def test_a_new_session_reads_the_tables_by_name(nightly) -> None:
     row = [line for line in out.stdout.splitlines() if line.startswith("|") and "users" not in line][0]
     users, k = (int(x) for x in row.strip("|").split("|"))
     assert k == config.recommend.k and users > 100
+    from sparkrec.cli import main
+
     for wrong in ("SELECT * FROM sparkrec.nope", "SELECT nope FROM sparkrec.recommendations"):
-        bad = subprocess.run(
-            [sys.executable, "-m", "sparkrec.cli", "sql", wrong, *cli_args], capture_output=True, text=True, timeout=300
-        )
-        assert bad.returncode == 2 and "SQL error" in bad.stderr, bad.stderr[-2000:]
-        assert "Traceback" not in bad.stderr and "at org.apache.spark" not in bad.stderr, bad.stderr[-2000:]
+        assert main(["sql", wrong, *cli_args]) == 2
+        err = capsys.readouterr().err
+        assert "SQL error" in err and "Traceback" not in err and "at org.apache.spark" not in err, err[-2000:]
 
 
 def test_a_worse_model_is_not_promoted_and_the_champion_stays_served(spark, nightly) -> None:
