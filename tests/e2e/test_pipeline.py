@@ -369,6 +369,7 @@ def test_an_extra_item_vector_column_is_trained_on_and_read_again_when_serving(s
         stages.run_train(spark, extra, DAY)
 
 
+@pytest.mark.slow  # a training run of its own; tests/spark/test_encoding_paths.py checks the same encoding quickly
 def test_views_beside_purchases_reach_the_user_tower_from_training_to_serving(spark, nightly) -> None:
     import dataclasses
 
