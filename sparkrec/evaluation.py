@@ -9,13 +9,15 @@ catalogue with the same masking; the metrics are ``metrics.ranking_metrics``.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pandas as pd
 from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from sparkrec import features
 from sparkrec.catalog import Catalog
-from sparkrec.metrics import ranking_metrics
+from sparkrec.metrics import metric_curve, ranking_metrics
 from sparkrec.models.scoring import Scorer, to_matrix_rows, top_k
 from sparkrec.schemas import require_columns
 
@@ -49,10 +51,12 @@ def score_models(
     *,
     item_vectors_df: DataFrame | None = None,
     train_df: DataFrame | None = None,
-) -> tuple[dict[str, dict[str, float]], dict[str, pd.DataFrame]]:
-    """Metrics at ``k`` of every scorer, and each one's top-``longest`` lists (for the curves)."""
+    with_curves: bool = False,
+) -> tuple[dict[str, dict[str, float]], dict[str, Curves]]:
+    """Metrics at ``k`` of every scorer and, ``with_curves``, each one's ``Curves`` over its top
+    ``longest``, all computed in Spark: only metrics and per-item counts come back to the driver."""
     results: dict[str, dict[str, float]] = {}
-    lists: dict[str, pd.DataFrame] = {}
+    curves: dict[str, Curves] = {}
     for name, scorer in scorers.items():
         recs = top_k(users_df, scorer, catalog.item_ids, catalog.eligible, longest, block_size).cache()
         results[name] = ranking_metrics(
@@ -63,6 +67,17 @@ def score_models(
             item_vectors_df=item_vectors_df,
             train_df=None if train_df is None else train_df.select("user_id", "item_id"),
         )
-        lists[name] = recs.select("user_id", "rank", "item_id").toPandas()
+        if with_curves:
+            top = recs.where(F.col("rank") <= k).groupBy("item_id").count().collect()
+            curves[name] = Curves(metric_curve(recs, truth_df, longest), {r["item_id"]: int(r["count"]) for r in top})
         recs.unpersist()
-    return results, lists
+    return results, curves
+
+
+@dataclass(frozen=True)
+class Curves:
+    """What a model's plots read: ``metrics.metric_curve`` at every cut-off, and how many lists hold
+    each item in their top k."""
+
+    at_k: pd.DataFrame  # k, precision, recall, ndcg, hit
+    recommended: dict[str, int]  # item_id -> lists holding it in their top k

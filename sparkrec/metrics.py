@@ -27,9 +27,10 @@ Over the whole list of recommendations (all users):
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import Callable
+
 import pandas as pd
-from pyspark.sql import DataFrame, Window
+from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
 from sparkrec.schemas import require_columns
@@ -87,7 +88,7 @@ def _accuracy(recs: DataFrame, truth: DataFrame, k: int) -> dict[str, float]:
         .join(relevant, "user_id")
     )
     ideal_hits = F.least(F.lit(k), F.col("n_relevant"))
-    idcg = F.aggregate(F.sequence(F.lit(1), ideal_hits), F.lit(0.0), lambda acc, i: acc + 1.0 / F.log2(i + 1))
+    idcg = _ideal_dcg(ideal_hits)
     row = per_user.agg(
         F.avg(F.col("hits") / F.lit(k)).alias("precision"),
         F.avg(F.col("hits") / F.col("n_relevant")).alias("recall"),
@@ -149,40 +150,62 @@ def novelty(recs: DataFrame, train_df: DataFrame) -> float:
     return float(row[0]) if row and row[0] is not None else 0.0
 
 
-def metric_curve(recs: pd.DataFrame, truth: pd.DataFrame, max_k: int) -> pd.DataFrame:
-    """Pandas twin of the accuracy metrics for every cut-off 1..max_k (for plots and tests).
+def _ideal_dcg(hits: Column) -> Column:
+    """sum_{i=1}^{hits} 1 / log2(i + 1): the DCG of ``hits`` relevant items on top."""
+    return F.aggregate(F.sequence(F.lit(1), hits), F.lit(0.0), lambda acc, i: acc + 1.0 / F.log2(i + 1))
+
+
+def metric_curve(recs_df: DataFrame, truth_df: DataFrame, max_k: int) -> pd.DataFrame:
+    """The accuracy metrics at every cut-off 1..``max_k``, computed in Spark (one small row per k comes
+    back, never the lists): ``k``, ``precision``, ``recall``, ``ndcg``, ``hit``, averaged over the users
+    present in both frames, each defined as in ``ranking_metrics``.
 
     Args:
-        recs: ``user_id``, ``rank``, ``item_id``.
-        truth: ``user_id``, ``item_id``.
-
-    Returns:
-        One row per k: ``k``, ``precision``, ``recall``, ``ndcg``, ``hit``, averaged over the users
-        present in both frames, as in ``ranking_metrics``.
+        recs_df: ``user_id``, ``rank``, ``item_id``.
+        truth_df: ``user_id``, ``item_id``.
     """
-    truth = truth[["user_id", "item_id"]].drop_duplicates()
-    relevant = truth.groupby("user_id").size().rename("n_relevant")
-    recs = recs[recs["rank"] <= max_k].merge(truth.assign(hit=1), on=["user_id", "item_id"], how="left")
-    recs["hit"] = recs["hit"].fillna(0)
-    users = sorted(set(recs["user_id"]) & set(relevant.index))
-    if not users:
-        return pd.DataFrame({"k": range(1, max_k + 1), "precision": 0.0, "recall": 0.0, "ndcg": 0.0, "hit": 0.0})
-    hits = np.zeros((len(users), max_k))
-    row = {u: i for i, u in enumerate(users)}
-    for user, rank, hit in recs[recs["user_id"].isin(row)][["user_id", "rank", "hit"]].itertuples(index=False):
-        hits[row[user], int(rank) - 1] = hit
-    n_rel = relevant.loc[users].to_numpy(dtype=float)[:, None]
-    ks = np.arange(1, max_k + 1)
-    discounts = 1.0 / np.log2(ks + 1)
-    cum_hits = hits.cumsum(axis=1)
-    dcg = (hits * discounts).cumsum(axis=1)
-    ideal = np.cumsum(discounts)[np.minimum(ks[None, :], n_rel).astype(int) - 1]
-    return pd.DataFrame(
-        {
-            "k": ks,
-            "precision": (cum_hits / ks).mean(axis=0),
-            "recall": (cum_hits / n_rel).mean(axis=0),
-            "ndcg": (dcg / ideal).mean(axis=0),
-            "hit": (cum_hits > 0).mean(axis=0),
-        }
+    require_columns(recs_df, ["user_id", "rank", "item_id"], "metric_curve recommendations")
+    truth = truth_df.select("user_id", "item_id").distinct()
+    relevant = truth.groupBy("user_id").agg(F.count(F.lit(1)).alias("n_relevant"))
+    hits = (
+        recs_df.where(F.col("rank") <= max_k)
+        .select("user_id", "rank", "item_id")
+        .join(truth.withColumn("hit", F.lit(1.0)), ["user_id", "item_id"], "left")
+        .select("user_id", "rank", F.coalesce("hit", F.lit(0.0)).alias("hit"))
+        .groupBy("user_id")
+        .agg(F.collect_list(F.struct("rank", "hit")).alias("h"))
+        .join(relevant, "user_id")
     )
+
+    def upto(k: Column, value: Callable[[Column], Column]) -> Column:
+        within = F.filter("h", lambda e: e["rank"] <= k)
+        return F.aggregate(within, F.lit(0.0), lambda acc, e: acc + value(e))
+
+    per_k = F.transform(
+        F.sequence(F.lit(1), F.lit(max_k)),
+        lambda k: F.struct(
+            k.alias("k"),
+            upto(k, lambda e: e["hit"]).alias("hits"),
+            upto(k, lambda e: e["hit"] / F.log2(e["rank"] + 1)).alias("dcg"),
+            F.aggregate(
+                F.sequence(F.lit(1), F.least(k, F.col("n_relevant"))),
+                F.lit(0.0),
+                lambda acc, i: acc + 1.0 / F.log2(i + 1),
+            ).alias("idcg"),
+        ),
+    )
+    curve = (
+        hits.select("n_relevant", F.explode(per_k).alias("c"))
+        .groupBy(F.col("c.k").alias("k"))
+        .agg(
+            F.avg(F.col("c.hits") / F.col("c.k")).alias("precision"),
+            F.avg(F.col("c.hits") / F.col("n_relevant")).alias("recall"),
+            F.avg(F.col("c.dcg") / F.col("c.idcg")).alias("ndcg"),
+            F.avg(F.when(F.col("c.hits") > 0, 1.0).otherwise(0.0)).alias("hit"),
+        )
+        .orderBy("k")
+    )
+    got = pd.DataFrame(curve.collect(), columns=["k", "precision", "recall", "ndcg", "hit"])
+    if got.empty:  # no user in both frames
+        return pd.DataFrame({"k": range(1, max_k + 1), "precision": 0.0, "recall": 0.0, "ndcg": 0.0, "hit": 0.0})
+    return got

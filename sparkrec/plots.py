@@ -17,7 +17,7 @@ import pandas as pd  # noqa: E402
 from pyspark.sql import DataFrame  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
-from sparkrec.metrics import metric_curve  # noqa: E402
+from sparkrec.evaluation import Curves  # noqa: E402
 
 
 def log_loss_curve(
@@ -59,13 +59,12 @@ def log_score_distribution(recs_df: DataFrame) -> None:
     plt.close(fig)
 
 
-def log_metrics_at_k(
-    lists: dict[str, pd.DataFrame], truth: pd.DataFrame, longest: int, k: int, popularity: dict[str, float]
-) -> None:
-    """metric@k for k = 1..longest per model on one chart; popularity of the items each recommends."""
+def log_metrics_at_k(curves: dict[str, Curves], k: int, popularity: dict[str, float]) -> None:
+    """metric@k for every cut-off per model on one chart; popularity of the items each recommends
+    (``popularity``: item -> training users holding it)."""
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
-    for source, recs in lists.items():
-        curve = metric_curve(recs, truth, longest)
+    for source, curves_ in curves.items():
+        curve = curves_.at_k
         for ax, name in zip(axes, ("recall", "ndcg", "precision"), strict=True):
             ax.plot(curve["k"], curve[name], label=source)
             ax.set_title(f"{name}@k")
@@ -76,9 +75,11 @@ def log_metrics_at_k(
     plt.close(fig)
 
     fig, ax = plt.subplots(figsize=(6, 3.2))
-    for source, recs in lists.items():
-        counts = recs[recs["rank"] <= k]["item_id"].map(popularity).fillna(0).to_numpy()
-        ax.hist(np.log10(counts + 1), bins=30, alpha=0.5, label=source)
+    for source, curves_ in curves.items():
+        items = list(curves_.recommended)
+        held = np.array([popularity.get(item, 0.0) for item in items], dtype=float)
+        lists = np.array([curves_.recommended[item] for item in items], dtype=float)
+        ax.hist(np.log10(held + 1), bins=30, weights=lists, alpha=0.5, label=source)
     ax.set_xlabel("log10(1 + training users of the item)")
     ax.set_ylabel(f"recommended items (top {k})")
     ax.set_title("popularity of recommended items")

@@ -67,14 +67,13 @@ def run_experiment(
             model_name = embed.model_name(xconfig.embed)
             vectors = tables.read_table(spark, xconfig, ITEM_EMBEDDINGS).where(F.col("model") == model_name)
         results: dict[str, dict[str, Any]] = {}
-        lists: dict[str, Any] = {}
+        curves: dict[str, evaluation.Curves] = {}
         for model in spec.models:
-            results[model], lists[model] = _run_model(spark, xconfig, spec, name, model, split, vectors)
+            results[model], curves[model] = _run_model(spark, xconfig, spec, name, model, split, vectors)
         test, catalog = split.test, split.catalog
         popularity = baselines.fit_popularity(test.train_df, catalog.index_df, catalog.size)
         by_item = dict(zip(catalog.item_ids, popularity.popularity, strict=True))
-        longest = max(spec.k, xconfig.evaluate.curve_k)
-        plots.log_metrics_at_k(lists, test.truth_df.toPandas(), longest, spec.k, by_item)
+        plots.log_metrics_at_k(curves, spec.k, by_item)
         plots.log_metric_bars(results, spec.k)
         out = {"protocol": split.protocol, "models": results}
         mlflow.log_dict(out, "experiment.json")
@@ -134,19 +133,20 @@ def _run_model(
     model: str,
     split: Split,
     vectors: DataFrame | None,
-) -> tuple[dict[str, Any], Any]:
+) -> tuple[dict[str, Any], evaluation.Curves]:
     """One model in its nested MLflow run: tuned, fitted (once per seed for the seeded ones) and scored;
-    its result entry and its first run's top lists (for the curves)."""
+    its result entry and its first run's curves."""
     test, catalog = split.test, split.catalog
     with mlflow.start_run(run_name=model, nested=True):
         mlflow.set_tags({"sparkrec.stage": "experiment", "sparkrec.model": model})
         params, tuning = tune(spark, config, model, split.valid, catalog, spec)
-        runs, first_lists = [], None
+        runs: list[dict[str, float]] = []
+        first: evaluation.Curves | None = None
         for r in range(spec.repeat if model in SEEDED else 1):
             start = time.perf_counter()
             scorer = fit(spark, config, model, test.train_df, catalog, params, spec.seed + r, label=name)
             train_s = time.perf_counter() - start
-            metrics, recs = evaluation.score_models(
+            metrics, model_curves = evaluation.score_models(
                 test.users_df,
                 test.truth_df,
                 {model: scorer},
@@ -156,9 +156,10 @@ def _run_model(
                 config.recommend.block_size,
                 item_vectors_df=vectors,
                 train_df=test.train_df,
+                with_curves=True,
             )
             runs.append({**metrics[model], "train_s": train_s})
-            first_lists = recs[model] if first_lists is None else first_lists
+            first = model_curves[model] if first is None else first
         summary = aggregate(runs)
         mlflow.log_params({"model": model, **{f"param.{k}": v for k, v in params.items()}, "runs": len(runs)})
         log_metrics(dict(summary.items()))
@@ -166,7 +167,8 @@ def _run_model(
             mlflow.log_dict({"grid": tuning}, "tuning.json")
         log.info("experiment %s %s: %s", name, model, one_line(summary))
         entry = {**summary, "params": params, "runs": len(runs), **({"tuning": tuning} if tuning else {})}
-        return entry, first_lists
+        assert first is not None  # at least one run
+        return entry, first
 
 
 def _split(df: DataFrame, spec: ExperimentSpec, last_day: str, holdout: int, seed: int) -> tuple[DataFrame, DataFrame]:

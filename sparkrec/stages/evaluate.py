@@ -85,21 +85,33 @@ def _held_out_metrics(
     people = features.without_bots(tables.read_table(spark, config, INTERACTIONS))
     train_part, test_part = splits.chrono_split(people, day, config.evaluate.holdout_days)
     truth = evaluation.to_truth(train_part, test_part)
-    users = evaluation.to_evaluation_users(train_part, truth, catalog, config.train.model.history_length).cache()
     popularity = fit_popularity(train_part, catalog.index_df, catalog.size)
-    scorers = {"two_tower": model_scorer(spark, config, candidate, catalog, train_part), "popularity": popularity}
+    models = {"two_tower": candidate}
     if champion_version is not None and champion_version != version:
-        champion, _ = load_model(config, config.mlflow.champion_alias)
-        scorers["champion"] = model_scorer(spark, config, champion, catalog, train_part)
+        models["champion"], _ = load_model(config, config.mlflow.champion_alias)
+    scorers = {name: model_scorer(spark, config, m, catalog, train_part) for name, m in models.items()}
+    scorers["popularity"] = popularity
+    # the users' histories as long as the longest model reads them; each model reads its own length
+    length = max(m.spec.history_length for m in models.values())
+    users = evaluation.to_evaluation_users(train_part, truth, catalog, length).cache()
     longest = max(k, config.evaluate.curve_k)
     text_vectors = tables.read_table(spark, config, ITEM_EMBEDDINGS).where(F.col("model") == candidate.spec.text_model)
     block = config.recommend.block_size
-    results, lists = evaluation.score_models(
-        users, truth, scorers, catalog, k, longest, block, item_vectors_df=text_vectors, train_df=train_part
+    results, curves = evaluation.score_models(
+        users,
+        truth,
+        scorers,
+        catalog,
+        k,
+        longest,
+        block,
+        item_vectors_df=text_vectors,
+        train_df=train_part,
+        with_curves=True,
     )
     users.unpersist()
     by_item = dict(zip(catalog.item_ids, popularity.popularity, strict=True))
-    plots.log_metrics_at_k(lists, truth.toPandas(), longest, k, by_item)
+    plots.log_metrics_at_k(curves, k, by_item)
     return results
 
 

@@ -90,10 +90,11 @@ def test_novelty_is_mean_self_information(spark) -> None:
     assert novelty(recs, train) == pytest.approx((1 + math.log2(5)) / 2)
 
 
-def test_pandas_curve_agrees_with_spark_at_every_k(recs, truth) -> None:
+def test_the_curve_agrees_with_the_metrics_at_every_k(recs, truth) -> None:
     from sparkrec.metrics import metric_curve
 
-    curve = metric_curve(recs.toPandas(), truth.toPandas(), max_k=4).set_index("k")
+    curve = metric_curve(recs, truth, max_k=4).set_index("k")
+    assert list(curve.index) == [1, 2, 3, 4]
     for k in (1, 2, 3, 4):
         spark_values = ranking_metrics(recs, truth, k=k)
         for name in ("precision", "recall", "ndcg", "hit"):
