@@ -26,6 +26,14 @@ def history_order() -> list[Column]:
     return [F.desc("event_ts"), F.desc("event_id")]
 
 
+def latest_per_user(events_df: DataFrame, count: int) -> DataFrame:
+    """Each user's latest ``count`` rows of ``events_df`` (``history_order``); 0: all of them."""
+    if count <= 0:
+        return events_df
+    latest = Window.partitionBy("user_id").orderBy(*history_order())
+    return events_df.withColumn("_latest", F.row_number().over(latest)).where(F.col("_latest") <= count).drop("_latest")
+
+
 def filter_until(interactions_df: DataFrame, last_day: str, window_days: int = 0) -> DataFrame:
     """Interactions whose event happened on or before ``last_day`` (and within the window)."""
     end = F.to_date(F.lit(last_day))

@@ -49,7 +49,7 @@ from sparkrec.models.scoring import (
     user_columns,
 )
 from sparkrec.models.specs import RankerSpec
-from sparkrec.models.topk import binary_rows, dot_top_indices, masked_scores, top_indices
+from sparkrec.models.topk import ItemWeights, dot_top_indices, held_scores, masked_scores, top_indices, weight_block
 from sparkrec.schemas import require_columns
 
 FALLBACK_CATEGORY = "fallback:popular_in_category"
@@ -105,9 +105,10 @@ class RetrievalRanker:
 @dataclass
 class LearnedRanker(LazyModule):
     """The model's DCN-v2 ranker (``sparkrec.models.ranker``) over candidates from two sources: each
-    user's top ``candidates`` by the collaborative score (EASE over the catalogue, ``weights``: what the
-    ranker's training lists were built from) and the towers' top ``retrieval_candidates`` not already
-    among them — so items without interactions (only the towers score them) can still reach the list.
+    user's top ``candidates`` by the collaborative score (EASE or item-kNN over the catalogue,
+    ``weights``: what the ranker's training lists were built from) and the towers' top
+    ``retrieval_candidates`` not already among them — so items without interactions (only the towers
+    score them) can still reach the list.
 
     ``popularity`` is the log of 1 + the users holding each item, ``recent`` the same over the last
     days (for a ranker that reads it: ``spec.recent``); ``towers`` the two-tower scorer whose user
@@ -115,7 +116,7 @@ class LearnedRanker(LazyModule):
     """
 
     towers: TwoTowerScorer  # over the catalogue
-    weights: np.ndarray  # EASE B [n, n], float32
+    weights: ItemWeights  # the collaborative score W [n, n], float32: EASE's B (dense) or item-kNN's (sparse)
     popularity: np.ndarray  # [n]
     ranker_state: dict[str, np.ndarray]
     spec: RankerSpec  # the network's shape and the collaborative candidates per list
@@ -127,13 +128,13 @@ class LearnedRanker(LazyModule):
         """Candidates [B, N] (item rows; ``usable`` [B] of them are real, the rest padding) and their
         collaborative scores; N = ``candidates`` + ``retrieval_candidates`` at least ``count``.
 
-        EASE proposes only items with interactions (it has no score for the others); where those are
+        The collaborative score proposes only items with interactions (it has no score for the others); where those are
         fewer than ``candidates`` (a catalogue of mostly new items), the towers fill the rest.
         """
-        raw = binary_rows(block.seen, self.weights.shape[0]) @ self.weights
+        raw = held_scores(self.weights, block.seen)
         collaborative = masked_scores(raw.copy(), allowed & (self.popularity > 0), block.seen)
         first, usable = top_indices(collaborative, max(self.spec.candidates, count))
-        short = first.shape[1] - usable  # slots EASE cannot fill
+        short = first.shape[1] - usable  # slots the collaborative score cannot fill
         if self.retrieval_candidates == 0 and not short.any():
             return first, np.take_along_axis(collaborative, first, axis=1), usable
         width = first.shape[1] + self.retrieval_candidates
@@ -183,7 +184,7 @@ class LearnedRanker(LazyModule):
 
     def explain(self, block: UserBlock, picked: np.ndarray) -> np.ndarray:
         """For each picked item [B, k], the item of the user's recent history that contributes most to its
-        collaborative score (the largest EASE weight B[i, j] over the history items i); where the
+        collaborative score (the largest weight W[i, j] over the history items i); where the
         collaborative score is no reason (no positive weight: a candidate from the towers), the history
         item closest in the towers' item space. -1 where the user has no history."""
         nearest = explain(np.asarray(self.towers.item_vectors), picked, block.history)
@@ -191,7 +192,7 @@ class LearnedRanker(LazyModule):
         for i, history in enumerate(block.history):
             if len(history) == 0:
                 continue
-            weights = self.weights[np.ix_(history, picked[i])]  # [history, k]
+            weights = weight_block(self.weights, history, picked[i])  # [history, k]
             best = weights.argmax(axis=0)
             strong = weights[best, np.arange(picked.shape[1])] > 0
             out[i] = np.where(strong, history[best], nearest[i])

@@ -6,18 +6,26 @@ a model through here, so they score it the same way.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
+import logging
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkrec.catalog import Catalog, extra_vectors, text_matrix
-from sparkrec.config import Config
-from sparkrec.models.baselines import EaseTooLargeError, collaborative_weights, fit_popularity, item_gram
+from sparkrec.config import Config, RankerConfig
+from sparkrec.models.baselines import EaseTooLargeError, fit_collaborative, fit_popularity
 from sparkrec.models.packaging import LoadedTwoTower
 from sparkrec.models.scoring import Scorer, TwoTowerScorer
+from sparkrec.models.specs import RankerSpec
 from sparkrec.ranking import LearnedRanker, RankedScorer
+
+log = logging.getLogger("sparkrec")
+
+# Neighbours per item when a model trained with EASE is served with item-kNN.
+DEFAULT_NEIGHBOURS = RankerConfig().neighbours
 
 
 def catalogue_text(spark: SparkSession, config: Config, loaded: LoadedTwoTower, catalog: Catalog) -> np.ndarray:
@@ -62,8 +70,11 @@ def learned_ranker(
     if config.recommend.ranker != "learned" or spec is None or loaded.model.ranker is None:
         return None
     positives = interactions_df.where(F.col("weight") > 0)
+    spec = served_collaborative(spec, catalog.size, config.experiment.ease_max_items)
     try:
-        gram = item_gram(positives, catalog.index_df, catalog.size, config.experiment.ease_max_items)
+        weights = fit_collaborative(
+            positives, catalog.index_df, catalog.size, text, spec, config.experiment.ease_max_items
+        )
     except EaseTooLargeError as err:
         raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set recommend.ranker: retrieval") from err
     popularity = fit_popularity(positives, catalog.index_df, catalog.size).popularity
@@ -76,13 +87,29 @@ def learned_ranker(
     state = {k: v.detach().numpy() for k, v in loaded.model.ranker.state_dict().items()}
     return LearnedRanker(
         towers,
-        collaborative_weights(gram, text, spec),
+        weights,
         np.log1p(popularity).astype(np.float32),
         state,
         spec,
         retrieval_candidates=config.recommend.retrieval_candidates,
         recent=recent,
     )
+
+
+def served_collaborative(spec: RankerSpec, n_items: int, max_items: int) -> RankerSpec:
+    """The collaborative score a model is served with: the one it was trained with, except that a model
+    trained with EASE on a catalogue that has since grown above ``max_items`` is served item-kNN (with
+    a warning: its ranker learned EASE's scores), never refused."""
+    if spec.collaborative == "ease" and n_items > max_items:
+        log.warning(
+            "recommend: the catalogue has %d items, above experiment.ease_max_items=%d; the model's ranker "
+            "was trained with EASE and is served with item-kNN (%d neighbours) until it is retrained",
+            n_items,
+            max_items,
+            spec.neighbours or DEFAULT_NEIGHBOURS,
+        )
+        return dataclasses.replace(spec, collaborative="knn", neighbours=spec.neighbours or DEFAULT_NEIGHBOURS)
+    return spec
 
 
 def model_scorer(

@@ -27,7 +27,7 @@ from sparkrec.config import Config
 from sparkrec.encoding import USER_FEATURES, UserEncoding
 from sparkrec.loader import ParquetConverter, make_converter
 from sparkrec.models.attributes import AttributeSpec
-from sparkrec.models.baselines import EaseTooLargeError, collaborative_weights, item_gram
+from sparkrec.models.baselines import EaseTooLargeError, fit_collaborative, resolved
 from sparkrec.models.lists import list_columns, training_lists
 from sparkrec.models.scoring import to_matrix_rows
 from sparkrec.models.specs import RankerSpec, TrainingInputs
@@ -67,7 +67,8 @@ def prepare(spark: SparkSession, config: Config, history_df: DataFrame, staging:
         rc = train.ranker
         marked = features.ranking_split(history_df, rc.labels, rc.label_fraction, train.seed).cache()
         history_df = history_df.join(marked.where("is_label").select("event_id"), "event_id", "left_anti")
-    examples = features.to_training_examples(history_df, train.model.history_length, train.example_history).cache()
+    examples = features.to_training_examples(history_df, train.model.history_length, train.example_history)
+    examples = features.latest_per_user(examples, train.max_examples_per_user).cache()
     vocab = sorted(
         r[0] for r in examples.select(F.explode(F.array_union(F.array("item_id"), "history"))).distinct().collect()
     )
@@ -85,9 +86,10 @@ def prepare(spark: SparkSession, config: Config, history_df: DataFrame, staging:
         USER_FEATURES if train.model.user_features else (),
     )
     converters = _example_converters(examples, vocab_df, len(vocab), encoding, config, staging)
-    lists = None
+    lists, ranker = None, None
     if marked is not None:
-        lists = ranking_lists(spark, config, marked, vocab_df, text, encoding, staging)
+        ranker = resolved(RankerSpec.from_config(train), len(text), config.experiment.ease_max_items)
+        lists = ranking_lists(spark, config, marked, vocab_df, text, encoding, staging, ranker)
         marked.unpersist()
     examples.unpersist()
     staging.mkdir(parents=True, exist_ok=True)
@@ -115,7 +117,7 @@ def prepare(spark: SparkSession, config: Config, history_df: DataFrame, staging:
         examples=converters["examples"].num_rows,
         validation_examples=converters["validation"].num_rows if converters.get("validation") else 0,
         ranking_lists=lists.num_rows if lists else 0,
-        ranker=RankerSpec.from_config(train) if lists else None,
+        ranker=ranker if lists else None,
     )
 
 
@@ -166,20 +168,24 @@ def ranking_lists(
     text: np.ndarray,
     encoding: UserEncoding,
     staging: Path,
+    spec: RankerSpec,
 ) -> ParquetConverter | None:
     """The ranker's training lists from the events ``features.ranking_split`` marked, built by Spark
     (``models.lists.training_lists`` in ``mapInPandas``) and written as Parquet; None (with a warning:
     the model is then retrieval only) when the data give fewer lists than processes. ``text``: the
-    vocabulary's text vectors [V + 1, d], for the collaborative score's text neighbours."""
+    vocabulary's text vectors [V + 1, d], for the collaborative score's text neighbours; ``spec``: the
+    ranker, its collaborative score decided."""
     rc = config.train.ranker
     rows = vocab_df.select("item_id", F.col("idx").alias("row"))
     size = len(text)
     context = marked_df.where(~F.col("is_label"))
     try:
-        gram = item_gram(context, rows, size, config.experiment.ease_max_items)
+        weights = fit_collaborative(context, rows, size, text, spec, config.experiment.ease_max_items)
     except EaseTooLargeError as err:
-        raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set train.ranker.enabled: false") from err
-    weights = collaborative_weights(gram, text, RankerSpec.from_config(config.train))
+        raise EaseTooLargeError(
+            f"the ranker's collaborative score: {err}; or set train.ranker.collaborative: auto"
+        ) from err
+    log.info("train: the ranker's collaborative score is %s over %d items", spec.collaborative, size - 1)
     popularity, recent = _popularity(context, rows, size, rc.recent_days)
     shared = spark.sparkContext.broadcast((weights, popularity, recent))
     candidates = rc.candidates

@@ -22,6 +22,7 @@ LONG_TEXT = ("truncate", "chunk")
 CUDA_PRECISIONS = ("fp16", "bf16", "fp32")
 HISTORY_MODES = ("earlier", "others")
 LABEL_MODES = ("latest", "random")
+COLLABORATIVE_MODELS = ("auto", "ease", "knn")
 RANKERS = ("learned", "retrieval")
 FALLBACK_SEGMENTS = ("category", "global")
 
@@ -189,10 +190,16 @@ class RankerConfig:
     # evaluation protocols that hold out random interactions).
     labels: str = setting("latest", choices=LABEL_MODES)
     label_fraction: float = setting(0.2, above=0, below=1)
-    # Candidates per list, from the collaborative model (EASE) fitted on the contexts.
+    # Candidates per list, from the collaborative score fitted on the contexts.
     candidates: int = setting(100, at_least=1, at_most=100_000)
-    # EASE regularisation of the collaborative score; it inverts an items x items matrix on the
-    # driver, so the training vocabulary is bounded by experiment.ease_max_items.
+    # The collaborative score: "ease" (EASE: a dense items x items inverse on the driver), "knn"
+    # (item-kNN: each item's nearest items by the cosine of their co-occurrence, computed in Spark and
+    # kept sparse: memory grows with items x neighbours, no text term) or "auto": EASE up to
+    # experiment.ease_max_items items, item-kNN above.
+    collaborative: str = setting("auto", choices=COLLABORATIVE_MODELS)
+    # Item-kNN's neighbours per item.
+    neighbours: int = setting(100, at_least=1, at_most=10_000)
+    # EASE regularisation of the collaborative score.
     ease_lambda: float = setting(200.0, above=0)
     # The ranker also reads each candidate's recent popularity: the users holding it over the last
     # recent_days days of the interactions it is fitted on (what is selling now, beside what sold
@@ -224,6 +231,9 @@ class TrainConfig:
     use_gpu: bool = False
     # Days of interactions before the holdout used for training (0 = all history).
     window_days: int = setting(0, at_least=0)
+    # Training examples per user: the targets of the user's latest this many positive events (0: every
+    # one), so one user with a long history costs no more than this.
+    max_examples_per_user: int = setting(0, at_least=0)
     # Model hyper-parameters.
     model: ModelConfig = field(default_factory=ModelConfig)
     # Which items are a training example's history: "earlier" (the user's items before the target:
@@ -340,8 +350,12 @@ class ExperimentConfig:
     )
     # EASE regularisation strengths tried on the validation split.
     ease_lambdas: list[float] = setting([10.0, 50.0, 200.0, 500.0, 1000.0], above=0, min_items=1)
-    # Largest catalogue EASE may solve: it inverts a dense items x items matrix on the driver.
+    # Largest catalogue EASE solves: it inverts a dense items x items matrix on the driver. Above it the
+    # ranker's collaborative score is item-kNN (train.ranker.collaborative: auto) and the ease baseline
+    # is left out of an experiment.
     ease_max_items: int = setting(20000, at_least=1)
+    # Neighbours per item tried for the knn baseline on the validation split.
+    knn_neighbours: list[int] = setting([50, 100, 200], at_least=1, min_items=1)
 
 
 @dataclass(frozen=True)

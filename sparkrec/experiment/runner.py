@@ -69,6 +69,13 @@ def run_experiment(
         results: dict[str, dict[str, Any]] = {}
         curves: dict[str, evaluation.Curves] = {}
         for model in spec.models:
+            if model == "ease" and split.catalog.size > xconfig.experiment.ease_max_items:
+                log.warning(
+                    "experiment: ease left out: %d items is above experiment.ease_max_items=%d (knn scales)",
+                    split.catalog.size,
+                    xconfig.experiment.ease_max_items,
+                )
+                continue
             results[model], curves[model] = _run_model(spark, xconfig, spec, name, model, split, vectors)
         test, catalog = split.test, split.catalog
         popularity = baselines.fit_popularity(test.train_df, catalog.index_df, catalog.size)
@@ -98,7 +105,7 @@ def _split_data(config: Config, spec: ExperimentSpec, name: str, interactions: D
     if cold is not None:  # candidates: the held-out items only; histories still map every item
         catalog = dataclasses.replace(catalog, eligible=catalog.eligible & cold)
     test = _eval_set(train_df, test_df, catalog, history, spec.min_rating)
-    tuned = {"als", "ease"} & set(spec.models) or tunes_collaborative(config, spec)
+    tuned = {"als", "ease", "knn"} & set(spec.models) or tunes_collaborative(config, spec)
     valid = _eval_set(fit_df, valid_df, catalog, history, spec.min_rating) if tuned else None
     chrono = spec.split == "chrono"
     protocol = {

@@ -10,7 +10,7 @@ from sparkrec import splits
 from sparkrec.adapters import read_profile
 from sparkrec.config import Config, with_values
 
-MODELS = ("sparkrec", "popularity", "als", "ease")
+MODELS = ("sparkrec", "popularity", "als", "ease", "knn")
 SEEDED = ("sparkrec", "als")  # the others are deterministic: --repeat fits them once
 
 

@@ -1,5 +1,6 @@
 """Each model of an experiment fitted on a train part, its settings first tuned on validation: the
-baselines over their grids from the config, sparkrec over its collaborative score's lambda."""
+baselines over their grids from the config, sparkrec over its collaborative score's lambda (EASE) or
+neighbours (item-kNN)."""
 
 from __future__ import annotations
 
@@ -54,7 +55,10 @@ def fit(
     if model == "ease":
         gram = baselines.item_gram(train_df, catalog.index_df, catalog.size, config.experiment.ease_max_items)
         return baselines.fit_ease(gram, float(params["lambda"]))
-    return _fit_two_tower(spark, config, train_df, catalog, seed, label, params.get("ranker_ease_lambda"))
+    if model == "knn":
+        return baselines.fit_knn(train_df, catalog.index_df, catalog.size, int(params["neighbours"]))
+    tuned = {k: params[f"ranker_{k}"] for k in ("ease_lambda", "neighbours") if f"ranker_{k}" in params}
+    return _fit_two_tower(spark, config, train_df, catalog, seed, label, tuned)
 
 
 def _fit_two_tower(
@@ -64,11 +68,9 @@ def _fit_two_tower(
     catalog: Catalog,
     seed: int,
     label: str,
-    ease_lambda: float | None = None,
+    ranker: dict[str, Any],
 ) -> Scorer:
-    train: dict[str, Any] = {"seed": seed}
-    if ease_lambda is not None:
-        train["ranker"] = {"ease_lambda": ease_lambda}
+    train: dict[str, Any] = {"seed": seed, "ranker": ranker}
     seeded = with_values(config, {"train": train})
     with mlflow.start_run(run_name=f"sparkrec seed {seed}", nested=True) as run:
         result = fit_two_tower(spark, seeded, train_df, run.info.run_id, f"{label} train part")
@@ -100,7 +102,8 @@ def tune(
     if model == "sparkrec":
         fixed = _sparkrec_params(config)
         if not tunes_collaborative(config, spec):
-            return {**fixed, "ranker_ease_lambda": config.train.ranker.ease_lambda}, []
+            rc = config.train.ranker
+            return {**fixed, "ranker_ease_lambda": rc.ease_lambda, "ranker_neighbours": rc.neighbours}, []
         assert valid is not None
         best, scored = _tune_collaborative(spark, config, valid, catalog, spec)
         return {**fixed, **best}, scored
@@ -112,6 +115,12 @@ def tune(
         def fitter(p: dict[str, Any]) -> Scorer:
             params = baselines.AlsParams(**p)
             return baselines.fit_als(valid.train_df, catalog.index_df, catalog.size, params, spec.seed)
+
+    elif model == "knn":
+        grid = [{"neighbours": int(n)} for n in config.experiment.knn_neighbours]
+
+        def fitter(p: dict[str, Any]) -> Scorer:
+            return baselines.fit_knn(valid.train_df, catalog.index_df, catalog.size, p["neighbours"])
 
     else:
         gram = baselines.item_gram(valid.train_df, catalog.index_df, catalog.size, config.experiment.ease_max_items)
@@ -145,18 +154,26 @@ def _sparkrec_params(config: Config) -> dict[str, Any]:
 def _tune_collaborative(
     spark: SparkSession, config: Config, valid: EvalSet, catalog: Catalog, spec: ExperimentSpec
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """sparkrec's collaborative score (EASE with the text neighbours its ranker is trained with) alone
-    on validation, over ``experiment.ease_lambdas``."""
+    """sparkrec's collaborative score alone on validation: EASE with the text neighbours its ranker is
+    trained with, over ``experiment.ease_lambdas``, or item-kNN (above ``experiment.ease_max_items``
+    items) over ``experiment.knn_neighbours``."""
+    ranker = baselines.resolved(RankerSpec.from_config(config.train), catalog.size, config.experiment.ease_max_items)
+    if ranker.collaborative == "knn":
+        grid = [{"ranker_neighbours": int(n)} for n in config.experiment.knn_neighbours]
+
+        def fitter(p: dict[str, Any]) -> Scorer:
+            return baselines.fit_knn(valid.train_df, catalog.index_df, catalog.size, p["ranker_neighbours"])
+
+        return _grid_search(config, "sparkrec", grid, fitter, valid, catalog, spec)
     gram = baselines.item_gram(valid.train_df, catalog.index_df, catalog.size, config.experiment.ease_max_items)
     text = text_matrix(spark, config, embed.model_name(config.embed), catalog.item_ids)
-    ranker = RankerSpec.from_config(config.train)
-    grid = [{"ranker_ease_lambda": float(lam)} for lam in config.experiment.ease_lambdas]
+    lambdas = [{"ranker_ease_lambda": float(lam)} for lam in config.experiment.ease_lambdas]
 
-    def fitter(p: dict[str, Any]) -> Scorer:
+    def fit_ease(p: dict[str, Any]) -> Scorer:
         spec_ = dataclasses.replace(ranker, ease_lambda=p["ranker_ease_lambda"])
         return baselines.EaseScorer(baselines.collaborative_weights(gram, text, spec_))
 
-    return _grid_search(config, "sparkrec", grid, fitter, valid, catalog, spec)
+    return _grid_search(config, "sparkrec", lambdas, fit_ease, valid, catalog, spec)
 
 
 def _grid_search(

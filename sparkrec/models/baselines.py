@@ -8,22 +8,31 @@
   a user's scores are x_u B. The inverse is dense on the driver: catalogues above
   ``experiment.ease_max_items`` are refused with ``EaseTooLargeError`` instead of running out of memory.
   ``with_text_neighbours`` adds text to G (the model's collaborative score uses it; the baseline does not).
+- ``knn``: item-kNN, the collaborative score for catalogues EASE cannot invert. W[i, j] is the cosine
+  of items i and j over the binary user x item matrix, c_ij / sqrt(c_i c_j), kept for each item's
+  ``neighbours`` nearest j; co-occurrence, cosine and each item's top are computed in Spark and W is a
+  sparse matrix on the driver: memory grows with items x neighbours. A user's scores are x_u W.
+
+``fit_collaborative`` is the ranker's collaborative score, EASE or item-kNN as its ``RankerSpec``
+says (``collaborative_model`` resolves ``auto`` by the catalogue size).
 
 Items are the rows of the catalogue matrix (``item_index_df``: ``item_id``, ``row``), as in scoring.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame
+from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
+from scipy import sparse
 
 from sparkrec.models.scoring import PopularityScorer, UserBlock
 from sparkrec.models.specs import RankerSpec
-from sparkrec.models.topk import binary_rows
+from sparkrec.models.topk import ItemWeights, held_scores
 from sparkrec.schemas import require_columns
 
 
@@ -117,7 +126,7 @@ class EaseScorer:
     name: str = "ease"
 
     def scores(self, block: UserBlock) -> np.ndarray:
-        return binary_rows(block.seen, self.weights.shape[0]) @ self.weights
+        return held_scores(self.weights, block.seen)
 
 
 def check_ease_size(n_items: int, max_items: int) -> None:
@@ -204,8 +213,81 @@ def fit_ease(gram: np.ndarray, lam: float) -> EaseScorer:
     return EaseScorer(ease_weights(gram, lam))
 
 
+def collaborative_model(setting: str, n_items: int, max_items: int) -> str:
+    """The collaborative score a catalogue of ``n_items`` gets: "ease" or "knn" as set, "auto": EASE up
+    to ``max_items`` (``experiment.ease_max_items``), item-kNN above."""
+    if setting == "auto":
+        return "ease" if n_items <= max_items else "knn"
+    return setting
+
+
+def fit_collaborative(
+    train_df: DataFrame, item_index_df: DataFrame, n_items: int, text: np.ndarray, spec: RankerSpec, max_items: int
+) -> ItemWeights:
+    """The ranker's collaborative score fitted on ``train_df``'s events: item-kNN (sparse) when
+    ``spec.collaborative`` is "knn", else EASE (``collaborative_weights`` over the gram, dense);
+    ``text`` [n, d] in the index's row order.
+
+    Raises:
+        EaseTooLargeError: EASE was asked for a catalogue above ``max_items``.
+    """
+    if spec.collaborative == "knn":
+        return item_neighbours(train_df, item_index_df, n_items, spec.neighbours)
+    return collaborative_weights(item_gram(train_df, item_index_df, n_items, max_items), text, spec)
+
+
 def collaborative_weights(gram: np.ndarray, text: np.ndarray, spec: RankerSpec) -> np.ndarray:
-    """The ranker's collaborative score: EASE B over ``gram`` with the text neighbours ``spec`` asks for
-    (a model saved without them: plain EASE); ``text`` [n, d] in the gram's row order."""
+    """EASE B over ``gram`` with the text neighbours ``spec`` asks for (a model saved without them:
+    plain EASE); ``text`` [n, d] in the gram's row order."""
     gram = with_text_neighbours(gram, text, spec.text_neighbours, spec.text_weight)
     return ease_weights(gram, spec.ease_lambda)
+
+
+def resolved(spec: RankerSpec, n_items: int, max_items: int) -> RankerSpec:
+    """``spec`` with its collaborative score decided for a catalogue of ``n_items``."""
+    return dataclasses.replace(spec, collaborative=collaborative_model(spec.collaborative, n_items, max_items))
+
+
+# ---------------------------------------------------------------------------------------- item-kNN
+@dataclass
+class NeighbourScorer:
+    """x_u W with item-kNN's sparse weights (``item_neighbours``)."""
+
+    weights: sparse.csr_matrix  # [n_items, n_items], float32
+    name: str = "knn"
+
+    def scores(self, block: UserBlock) -> np.ndarray:
+        return held_scores(self.weights, block.seen)
+
+
+def item_neighbours(train_df: DataFrame, item_index_df: DataFrame, n_items: int, neighbours: int) -> sparse.csr_matrix:
+    """Item-kNN weights W [n_items, n_items] (sparse, float32): W[i, j] = c_ij / sqrt(c_i c_j) for the
+    ``neighbours`` items j nearest to i (ties: the lower row), with c_ij the users holding both and
+    c_i the users holding i. Spark counts the pairs and keeps each item's top; the driver receives at
+    most n_items x neighbours entries."""
+    if neighbours < 1:
+        raise ValueError(f"item-kNN needs at least one neighbour, got {neighbours}")
+    require_columns(train_df, ["user_id", "item_id"], "item_neighbours")
+    x = train_df.select("user_id", "item_id").distinct().join(item_index_df, "item_id").select("user_id", "row")
+    holders = x.groupBy("row").agg(F.count(F.lit(1)).alias("c"))
+    a, b = x.alias("a"), x.alias("b")
+    half = (
+        a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("a.row") < F.col("b.row")))
+        .groupBy(F.col("a.row").alias("i"), F.col("b.row").alias("j"))
+        .agg(F.count(F.lit(1)).alias("n"))
+    )
+    pairs = half.unionByName(half.select(F.col("j").alias("i"), F.col("i").alias("j"), "n"))
+    ci = holders.select(F.col("row").alias("i"), F.col("c").alias("ci"))
+    cj = holders.select(F.col("row").alias("j"), F.col("c").alias("cj"))
+    cosine = (
+        pairs.join(ci, "i").join(cj, "j").select("i", "j", (F.col("n") / F.sqrt(F.col("ci") * F.col("cj"))).alias("w"))
+    )
+    nearest = F.row_number().over(Window.partitionBy("i").orderBy(F.desc("w"), "j"))
+    top = cosine.withColumn("r", nearest).where(F.col("r") <= neighbours).select("i", "j", "w").toArrow()
+    i, j = top.column("i").to_numpy(), top.column("j").to_numpy()
+    w = top.column("w").to_numpy().astype(np.float32)
+    return sparse.csr_matrix((w, (i, j)), shape=(n_items, n_items), dtype=np.float32)
+
+
+def fit_knn(train_df: DataFrame, item_index_df: DataFrame, n_items: int, neighbours: int) -> NeighbourScorer:
+    return NeighbourScorer(item_neighbours(train_df, item_index_df, n_items, neighbours))

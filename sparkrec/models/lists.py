@@ -4,9 +4,9 @@
 A list is a user whose positive events are split into a context and labels
 (``features.ranking_split``): the context is encoded as the user tower reads a user when serving
 (``encoding``), and the candidates are the context's top ``candidates`` items by the collaborative
-score (EASE fitted on every context), each with its collaborative score, its popularity and recent
-popularity over the contexts, and a label: 1.0 when the user's label part holds it. The ranker
-learns to put the labels first (``ranker.listwise_loss``).
+score (``baselines.fit_collaborative``: EASE or item-kNN, fitted on every context), each with
+its collaborative score, its popularity and recent popularity over the contexts, and a label: 1.0
+when the user's label part holds it. The ranker learns to put the labels first (``ranker.listwise_loss``).
 """
 
 from __future__ import annotations
@@ -17,18 +17,20 @@ import numpy as np
 import pandas as pd
 
 from sparkrec.encoding import UserEncoding, encode_users
-from sparkrec.models.topk import binary_rows, masked_scores, top_indices
+from sparkrec.models.topk import ItemWeights, held_scores, masked_scores, top_indices
 
-# Users per block of the EASE product: [block, V] scores at a time.
+# Users per block of the collaborative product: [block, V] float32 scores at a time, at most
+# BLOCK_SCORES of them (a million-item vocabulary scores 64 users at a time).
 BLOCK = 1024
+BLOCK_SCORES = 2**26
 
 
 def collaborative_candidates(
-    weights: np.ndarray, context: Sequence[np.ndarray], allowed: np.ndarray, count: int
+    weights: ItemWeights, context: Sequence[np.ndarray], allowed: np.ndarray, count: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each user's top ``count`` allowed items outside its context by EASE score x_u B:
+    """Each user's top ``count`` allowed items outside its context by the collaborative score x_u W:
     (rows [U, c], scores [U, c], usable count [U]); c = min(count, n)."""
-    scores = masked_scores(binary_rows(list(context), weights.shape[0]) @ weights, allowed, list(context))
+    scores = masked_scores(held_scores(weights, list(context)), allowed, list(context))
     top, usable = top_indices(scores, count)
     return top, np.take_along_axis(scores, top, axis=1), usable
 
@@ -42,7 +44,7 @@ def list_columns(encoding: UserEncoding) -> list[str]:
 
 def training_lists(
     contexts: pd.DataFrame,
-    weights: np.ndarray,
+    weights: ItemWeights,
     popularity: np.ndarray,
     recent_popularity: np.ndarray,
     encoding: UserEncoding,
@@ -54,7 +56,8 @@ def training_lists(
         contexts: one row per user: ``history`` (the context's latest items as vocabulary indices,
             most recent first), ``history_types``, ``user_features``, ``context`` (every item index the
             context holds) and ``labels`` (the item indices of the user's label part).
-        weights: EASE B [V + 1, V + 1] fitted on the contexts (index 0: padding).
+        weights: the collaborative score W [V + 1, V + 1] fitted on the contexts (EASE's dense B or
+            item-kNN's sparse neighbours; index 0: padding).
         popularity, recent_popularity: [V + 1] log of 1 + the context users holding each index, over
             all the contexts and over their last days (zeros: not a feature).
         encoding: how the user tower reads the context.
@@ -67,8 +70,9 @@ def training_lists(
     allowed = np.ones(n, dtype=bool)
     allowed[0] = False
     parts = []
-    for start in range(0, len(contexts), BLOCK):
-        block = contexts.iloc[start : start + BLOCK]
+    step = max(1, min(BLOCK, BLOCK_SCORES // n))
+    for start in range(0, len(contexts), step):
+        block = contexts.iloc[start : start + step]
         held = [np.unique(np.asarray(c, dtype=np.int64)) for c in block["context"]]
         top, scores, usable = collaborative_candidates(weights, held, allowed, candidates)
         cand = np.zeros((len(block), candidates), dtype=np.int64)

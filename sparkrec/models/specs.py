@@ -21,7 +21,8 @@ from sparkrec.encoding import UserEncoding
 
 @dataclass(frozen=True)
 class RankerSpec:
-    """The ranker's network shape and its collaborative score (EASE with text neighbours)."""
+    """The ranker's network shape and its collaborative score: EASE with text neighbours, or item-kNN
+    (``baselines.fit_collaborative``)."""
 
     hidden: int
     cross_layers: int
@@ -30,6 +31,8 @@ class RankerSpec:
     text_weight: float = 0.0  # 0: plain EASE (models saved before text joined it)
     text_neighbours: int = 0
     recent_days: int = 0  # 0: no recent popularity feature (models saved before it existed)
+    collaborative: str = "ease"  # "ease" or "knn" once trained ("auto" in a spec read from the config)
+    neighbours: int = 0  # item-kNN's neighbours per item
 
     @classmethod
     def from_config(cls, train: TrainConfig) -> RankerSpec:
@@ -43,6 +46,8 @@ class RankerSpec:
             text_weight=rc.text_weight if text else 0.0,
             text_neighbours=rc.text_neighbours if text else 0,
             recent_days=rc.recent_days,
+            collaborative=rc.collaborative,
+            neighbours=rc.neighbours,
         )
 
     @classmethod
@@ -55,6 +60,8 @@ class RankerSpec:
             text_weight=float(raw.get("text_weight", 0.0)),
             text_neighbours=int(raw.get("text_neighbours", 0)),
             recent_days=int(raw.get("recent_days", 0)),
+            collaborative=str(raw.get("collaborative", "ease")),
+            neighbours=int(raw.get("neighbours", 0)),
         )
 
     def to_dict(self) -> dict[str, Any]:

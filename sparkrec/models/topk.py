@@ -1,4 +1,4 @@
-"""Top-k over score matrices, in numpy and torch (no Spark): what every scorer, the ranker's
+"""Top-k over score matrices, in numpy, scipy and torch (no Spark): what every scorer, the ranker's
 candidates and the list rules share.
 
 Shapes: B users, n items. Ties always go to the lower item index, so the top k is a prefix of the
@@ -7,8 +7,14 @@ top k + 1 (the metric@k curves rely on it), and masked items (-inf) are never co
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import numpy as np
 import torch
+from scipy import sparse
+
+# Item-item weights: dense (EASE's B) or sparse (item-kNN's neighbours, scipy CSR).
+ItemWeights: TypeAlias = np.ndarray | sparse.csr_matrix
 
 
 def binary_rows(rows: list[np.ndarray], n: int) -> np.ndarray:
@@ -17,6 +23,26 @@ def binary_rows(rows: list[np.ndarray], n: int) -> np.ndarray:
     for i, r in enumerate(rows):
         x[i, r] = 1.0
     return x
+
+
+def held_scores(weights: ItemWeights, rows: list[np.ndarray]) -> np.ndarray:
+    """x_u W for the binary row x_u of each user's item ``rows``: [len(rows), n], dense. A sparse W is
+    multiplied sparse, so the cost grows with the users' items x neighbours, not with n x n."""
+    n = weights.shape[0]
+    if not sparse.issparse(weights):
+        return binary_rows(rows, n) @ weights
+    held = [np.unique(np.asarray(r, dtype=np.int64)) for r in rows]  # binary: an item counts once
+    columns = np.concatenate(held) if held else np.zeros(0, dtype=np.int64)
+    starts = np.cumsum([0, *(len(r) for r in held)])
+    x = sparse.csr_matrix((np.ones(len(columns), dtype=np.float32), columns, starts), shape=(len(rows), n))
+    return np.asarray((x @ weights).toarray(), dtype=np.float32)
+
+
+def weight_block(weights: ItemWeights, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
+    """W[rows][:, columns], dense [len(rows), len(columns)], for dense or sparse W."""
+    if sparse.issparse(weights):
+        return np.asarray(weights[rows][:, columns].toarray())
+    return np.asarray(weights[np.ix_(rows, columns)])
 
 
 def masked_scores(scores: np.ndarray, allowed: np.ndarray, seen: list[np.ndarray]) -> np.ndarray:

@@ -12,6 +12,7 @@ from sparkrec.models.baselines import (
     fit_als,
     fit_popularity,
     item_gram,
+    item_neighbours,
 )
 from sparkrec.models.scoring import UserBlock
 
@@ -40,6 +41,22 @@ def test_ease_refuses_a_catalogue_above_the_limit_with_the_setting_to_change(spa
         item_gram(train, index, 5, max_items=4)
     with pytest.raises(ValueError, match="lambda must be positive"):
         ease_weights(np.eye(2), 0.0)
+
+
+def test_item_neighbours_are_each_item_s_nearest_by_the_cosine_of_co_occurrence(spark) -> None:
+    train, index = _frames(spark)
+    gram = X.T @ X
+    cosine = gram / np.sqrt(np.outer(np.diag(gram), np.diag(gram)))
+    np.fill_diagonal(cosine, 0.0)
+    full = item_neighbours(train, index, 5, neighbours=10).toarray()
+    expected = np.zeros((5, 5))
+    expected[:4, :4] = cosine
+    np.testing.assert_allclose(full, expected, rtol=1e-6)
+    # One neighbour each: a's is d (1/sqrt(2 x 1) above 1/sqrt(2 x 2) for b and c), b's c, c's b, d's a.
+    one = item_neighbours(train, index, 5, neighbours=1)
+    assert one.nnz == 4
+    assert [int(one[i].indices[0]) for i in range(4)] == [3, 2, 1, 0]
+    assert one[4].nnz == 0  # an item no user holds has no neighbour
 
 
 def test_popularity_counts_distinct_users_with_a_positive_event(spark) -> None:

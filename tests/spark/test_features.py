@@ -12,6 +12,7 @@ from sparkrec.encoding import USER_FEATURES, UserEncoding
 from sparkrec.features import (
     encode_examples,
     event_types,
+    latest_per_user,
     to_training_examples,
     to_user_histories,
     validation_split,
@@ -119,3 +120,19 @@ def test_early_stopping_holds_out_no_target_that_a_training_history_holds(spark)
     assert held_users != {r["user_id"] for r in validation_split(examples, 0.25, "others", seed=7)[1].collect()}
     with pytest.raises(ValueError, match="validation_fraction"):
         validation_split(examples, 1.0, "others", seed=42)
+
+
+def test_max_examples_per_user_keeps_each_user_s_latest_targets_with_their_whole_history(spark) -> None:
+    day = dt.datetime(2024, 1, 1)
+    events = [("u", f"i{n}", day + dt.timedelta(hours=n), f"e{n}", 1.0) for n in range(5)]
+    events += [("v", "i0", day, "f0", 1.0)]
+    frame = spark.createDataFrame(
+        events, "user_id string, item_id string, event_ts timestamp, event_id string, weight double"
+    )
+    examples = to_training_examples(frame, 3)
+    kept = latest_per_user(examples, 2).select("user_id", "item_id", "history").orderBy("user_id", "item_id").collect()
+    assert [(r["user_id"], r["item_id"], list(r["history"])) for r in kept] == [
+        ("u", "i3", ["i2", "i1", "i0"]),
+        ("u", "i4", ["i3", "i2", "i1"]),
+    ]  # v's one event has no history: no example at all
+    assert latest_per_user(examples, 0).count() == examples.count() == 4

@@ -14,7 +14,8 @@ from sparkrec.config import Config, with_values
 from sparkrec.encoding import USER_FEATURES, UserEncoding
 from sparkrec.features import ranking_split
 from sparkrec.loader import ParquetConverter
-from sparkrec.models.baselines import EaseTooLargeError
+from sparkrec.models.baselines import EaseTooLargeError, resolved
+from sparkrec.models.specs import RankerSpec
 from sparkrec.training_data import ranking_lists
 
 MARKED = "user_id string, item_id string, event_ts timestamp, event_id string, event_type string, is_label boolean"
@@ -37,7 +38,9 @@ def lists_of(spark, config: Config, marked: list[tuple], tmp_path: Path, vocab: 
     vocab_df = spark.createDataFrame([(item, i + 1) for i, item in enumerate(vocab)], "item_id string, idx int")
     text = np.zeros((len(vocab) + 1, 2), dtype=np.float32)
     encoding = UserEncoding(2, ("purchase", "view"), USER_FEATURES)
-    converter = ranking_lists(spark, config, spark.createDataFrame(marked, MARKED), vocab_df, text, encoding, tmp_path)
+    spec = resolved(RankerSpec.from_config(config.train), len(text), config.experiment.ease_max_items)
+    marked_df = spark.createDataFrame(marked, MARKED)
+    converter = ranking_lists(spark, config, marked_df, vocab_df, text, encoding, tmp_path, spec)
     assert converter is not None
     return pd.read_parquet(ParquetConverter.from_json(converter.to_json()).path)
 
@@ -86,9 +89,21 @@ def test_beyond_max_lists_a_seeded_sample_of_users_is_kept(spark, config: Config
     assert len(first) == 10 and users(1, "b") == first
 
 
-def test_a_vocabulary_too_large_for_the_collaborative_score_is_a_clear_error(spark, config, tmp_path: Path) -> None:
-    small = with_values(config, {"experiment": {"ease_max_items": 2}})
+def test_above_the_dense_limit_the_lists_come_from_item_knn_and_forced_ease_is_a_clear_error(
+    spark, config, tmp_path: Path
+) -> None:
     day = dt.datetime(2024, 1, 1)
-    marked = [("u", i, day, i, "view", i == "a") for i in ("a", "b", "c")]
-    with pytest.raises(EaseTooLargeError, match="train.ranker.enabled: false"):
-        lists_of(spark, small, marked, tmp_path, ["a", "b", "c"])
+    marked = [("u", i, day, i, "view", i == "c") for i in ("a", "b", "c")]
+    marked += [("v", i, day, f"v{i}", "view", i == "c") for i in ("a", "c")]
+    marked += [("w", i, day, f"w{i}", "view", False) for i in ("b", "c")]
+    small = with_values(config, {"train": {"num_processes": 1}, "experiment": {"ease_max_items": 2}})
+    lists = lists_of(spark, small, marked, tmp_path / "auto", ["a", "b", "c"])
+    # Contexts: u {a, b}, v {a}, w {b, c}; a and b are held by 2 users, c by 1. u's candidate c scores
+    # cos(a, c) + cos(b, c) = 0 + 1/sqrt(2 x 1); v's b scores cos(a, b) = 1/sqrt(2 x 2), its c 0.
+    assert len(lists) == 2  # w has no label
+    first = sorted((int(r["candidates"][0]), float(r["collaborative"][0])) for _, r in lists.iterrows())
+    assert first[0][0] == 2 and np.isclose(first[0][1], 0.5, rtol=1e-5)
+    assert first[1][0] == 3 and np.isclose(first[1][1], 1 / np.sqrt(2), rtol=1e-5)
+    forced = with_values(small, {"train": {"ranker": {"collaborative": "ease"}}})
+    with pytest.raises(EaseTooLargeError, match="train.ranker.collaborative: auto"):
+        lists_of(spark, forced, marked, tmp_path / "ease", ["a", "b", "c"])

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from scipy import sparse
 
 from sparkrec.encoding import USER_FEATURES, UserEncoding
 from sparkrec.models.scoring import TwoTowerScorer, UserBlock
-from sparkrec.models.topk import dot_top_indices, masked_scores, top_indices
+from sparkrec.models.topk import dot_top_indices, held_scores, masked_scores, top_indices, weight_block
 from sparkrec.models.two_tower import UserTower
 
 
@@ -81,3 +82,16 @@ def test_the_user_tower_adds_the_user_features() -> None:
     assert np.allclose(users[1] - users[0], state["features.weight"] @ feats[1], atol=1e-5)
     with torch.no_grad():
         assert tower.features is not None
+
+
+def test_sparse_item_weights_score_and_explain_as_the_dense_ones() -> None:
+    rng = np.random.default_rng(2)
+    dense = rng.random((40, 40)).astype(np.float32)
+    dense[rng.random((40, 40)) < 0.8] = 0.0  # mostly zeros, as item-kNN's neighbours are
+    held = [rng.choice(40, size=int(rng.integers(0, 12)), replace=True) for _ in range(9)]  # repeats count once
+    held.append(np.array([], dtype=np.int64))
+    got = held_scores(sparse.csr_matrix(dense), held)
+    np.testing.assert_allclose(got, held_scores(dense, held), rtol=1e-6)
+    assert got.shape == (10, 40) and not got[-1].any()
+    rows, columns = np.array([3, 0, 3]), np.array([5, 1])
+    np.testing.assert_array_equal(weight_block(sparse.csr_matrix(dense), rows, columns), dense[np.ix_(rows, columns)])
