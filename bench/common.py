@@ -14,27 +14,36 @@ import psutil
 
 
 class PeakMemory:
-    """Largest summed RSS of this process tree while the block runs (``peak``), and of its Python
-    child processes alone (``python_peak``: Spark's Python workers, where UDFs run)."""
+    """Largest RSS while the block runs: of this process tree summed (``peak``), of this process alone
+    (``self_peak``: the driver's Python), of its Java children (``jvm_peak``: the Spark JVM) and of its
+    Python children (``python_peak``: Spark's Python workers, where UDFs run, and training processes)."""
 
     def __init__(self) -> None:
         self.peak = 0
+        self.self_peak = 0
+        self.jvm_peak = 0
         self.python_peak = 0
         self._stop = threading.Event()
 
     def _sample(self) -> None:
         me = psutil.Process(os.getpid())
         while not self._stop.is_set():
-            total = python = 0
+            total = python = jvm = own = 0
             for proc in [me, *me.children(recursive=True)]:
                 try:
                     rss = proc.memory_info().rss
                     total += rss
-                    if proc.pid != me.pid and proc.name().startswith("python"):
+                    if proc.pid == me.pid:
+                        own = rss
+                    elif proc.name().startswith("python"):
                         python += rss
+                    elif proc.name() == "java":
+                        jvm += rss
                 except psutil.Error:
                     pass
             self.peak = max(self.peak, total)
+            self.self_peak = max(self.self_peak, own)
+            self.jvm_peak = max(self.jvm_peak, jvm)
             self.python_peak = max(self.python_peak, python)
             time.sleep(0.2)
 

@@ -24,8 +24,8 @@ from sparkrec.ranking import LearnedRanker, RankedScorer
 
 log = logging.getLogger("sparkrec")
 
-# Neighbours per item when a model trained with EASE is served with item-kNN.
-DEFAULT_NEIGHBOURS = RankerConfig().neighbours
+# Item-kNN's settings when a model trained with EASE is served with item-kNN.
+DEFAULT_KNN = RankerConfig()
 
 
 def catalogue_text(spark: SparkSession, config: Config, loaded: LoadedTwoTower, catalog: Catalog) -> np.ndarray:
@@ -103,12 +103,13 @@ def served_collaborative(spec: RankerSpec, n_items: int, max_items: int) -> Rank
     if spec.collaborative == "ease" and n_items > max_items:
         log.warning(
             "recommend: the catalogue has %d items, above experiment.ease_max_items=%d; the model's ranker "
-            "was trained with EASE and is served with item-kNN (%d neighbours) until it is retrained",
+            "was trained with EASE and is served with item-kNN until it is retrained",
             n_items,
             max_items,
-            spec.neighbours or DEFAULT_NEIGHBOURS,
         )
-        return dataclasses.replace(spec, collaborative="knn", neighbours=spec.neighbours or DEFAULT_NEIGHBOURS)
+        return dataclasses.replace(
+            spec, collaborative="knn", neighbours=DEFAULT_KNN.neighbours, damping=DEFAULT_KNN.damping
+        )
     return spec
 
 

@@ -193,12 +193,13 @@ class RankerConfig:
     # Candidates per list, from the collaborative score fitted on the contexts.
     candidates: int = setting(100, at_least=1, at_most=100_000)
     # The collaborative score: "ease" (EASE: a dense items x items inverse on the driver), "knn"
-    # (item-kNN: each item's nearest items by the cosine of their co-occurrence, computed in Spark and
-    # kept sparse: memory grows with items x neighbours, no text term) or "auto": EASE up to
+    # (item-kNN: each item's nearest items by a random walk over co-occurrence, RP3beta, computed in
+    # Spark and kept sparse: memory grows with items x neighbours, no text term) or "auto": EASE up to
     # experiment.ease_max_items items, item-kNN above.
     collaborative: str = setting("auto", choices=COLLABORATIVE_MODELS)
-    # Item-kNN's neighbours per item.
+    # Item-kNN's neighbours per item, and how much it lowers popular neighbours (their users ** -damping).
     neighbours: int = setting(100, at_least=1, at_most=10_000)
+    damping: float = setting(0.3, at_least=0, at_most=10)
     # EASE regularisation of the collaborative score.
     ease_lambda: float = setting(200.0, above=0)
     # The ranker also reads each candidate's recent popularity: the users holding it over the last
@@ -354,8 +355,9 @@ class ExperimentConfig:
     # ranker's collaborative score is item-kNN (train.ranker.collaborative: auto) and the ease baseline
     # is left out of an experiment.
     ease_max_items: int = setting(20000, at_least=1)
-    # Neighbours per item tried for the knn baseline on the validation split.
-    knn_neighbours: list[int] = setting([50, 100, 200], at_least=1, min_items=1)
+    # Item-kNN dampings (train.ranker.damping) tried on the validation split, for the knn baseline and
+    # for sparkrec's collaborative score where it is item-kNN.
+    knn_dampings: list[float] = setting([0.15, 0.3, 0.5], at_least=0, min_items=1)
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Each model of an experiment fitted on a train part, its settings first tuned on validation: the
 baselines over their grids from the config, sparkrec over its collaborative score's lambda (EASE) or
-neighbours (item-kNN)."""
+damping (item-kNN)."""
 
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def fit(
         gram = baselines.item_gram(train_df, catalog.index_df, catalog.size, config.experiment.ease_max_items)
         return baselines.fit_ease(gram, float(params["lambda"]))
     if model == "knn":
-        return baselines.fit_knn(train_df, catalog.index_df, catalog.size, int(params["neighbours"]))
-    tuned = {k: params[f"ranker_{k}"] for k in ("ease_lambda", "neighbours") if f"ranker_{k}" in params}
+        neighbours = config.train.ranker.neighbours
+        return baselines.fit_knn(train_df, catalog.index_df, catalog.size, neighbours, float(params["damping"]))
+    tuned = {k: params[f"ranker_{k}"] for k in ("ease_lambda", "damping") if f"ranker_{k}" in params}
     return _fit_two_tower(spark, config, train_df, catalog, seed, label, tuned)
 
 
@@ -103,7 +104,7 @@ def tune(
         fixed = _sparkrec_params(config)
         if not tunes_collaborative(config, spec):
             rc = config.train.ranker
-            return {**fixed, "ranker_ease_lambda": rc.ease_lambda, "ranker_neighbours": rc.neighbours}, []
+            return {**fixed, "ranker_ease_lambda": rc.ease_lambda, "ranker_damping": rc.damping}, []
         assert valid is not None
         best, scored = _tune_collaborative(spark, config, valid, catalog, spec)
         return {**fixed, **best}, scored
@@ -117,10 +118,11 @@ def tune(
             return baselines.fit_als(valid.train_df, catalog.index_df, catalog.size, params, spec.seed)
 
     elif model == "knn":
-        grid = [{"neighbours": int(n)} for n in config.experiment.knn_neighbours]
+        grid = [{"damping": float(d)} for d in config.experiment.knn_dampings]
 
         def fitter(p: dict[str, Any]) -> Scorer:
-            return baselines.fit_knn(valid.train_df, catalog.index_df, catalog.size, p["neighbours"])
+            neighbours = config.train.ranker.neighbours
+            return baselines.fit_knn(valid.train_df, catalog.index_df, catalog.size, neighbours, p["damping"])
 
     else:
         gram = baselines.item_gram(valid.train_df, catalog.index_df, catalog.size, config.experiment.ease_max_items)
@@ -156,13 +158,14 @@ def _tune_collaborative(
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """sparkrec's collaborative score alone on validation: EASE with the text neighbours its ranker is
     trained with, over ``experiment.ease_lambdas``, or item-kNN (above ``experiment.ease_max_items``
-    items) over ``experiment.knn_neighbours``."""
+    items) over ``experiment.knn_dampings``."""
     ranker = baselines.resolved(RankerSpec.from_config(config.train), catalog.size, config.experiment.ease_max_items)
     if ranker.collaborative == "knn":
-        grid = [{"ranker_neighbours": int(n)} for n in config.experiment.knn_neighbours]
+        grid = [{"ranker_damping": float(d)} for d in config.experiment.knn_dampings]
 
         def fitter(p: dict[str, Any]) -> Scorer:
-            return baselines.fit_knn(valid.train_df, catalog.index_df, catalog.size, p["ranker_neighbours"])
+            damping = p["ranker_damping"]
+            return baselines.fit_knn(valid.train_df, catalog.index_df, catalog.size, ranker.neighbours, damping)
 
         return _grid_search(config, "sparkrec", grid, fitter, valid, catalog, spec)
     gram = baselines.item_gram(valid.train_df, catalog.index_df, catalog.size, config.experiment.ease_max_items)

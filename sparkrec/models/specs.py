@@ -33,6 +33,7 @@ class RankerSpec:
     recent_days: int = 0  # 0: no recent popularity feature (models saved before it existed)
     collaborative: str = "ease"  # "ease" or "knn" once trained ("auto" in a spec read from the config)
     neighbours: int = 0  # item-kNN's neighbours per item
+    damping: float = 0.0  # item-kNN's damping of popular neighbours
 
     @classmethod
     def from_config(cls, train: TrainConfig) -> RankerSpec:
@@ -48,6 +49,7 @@ class RankerSpec:
             recent_days=rc.recent_days,
             collaborative=rc.collaborative,
             neighbours=rc.neighbours,
+            damping=rc.damping,
         )
 
     @classmethod
@@ -62,6 +64,7 @@ class RankerSpec:
             recent_days=int(raw.get("recent_days", 0)),
             collaborative=str(raw.get("collaborative", "ease")),
             neighbours=int(raw.get("neighbours", 0)),
+            damping=float(raw.get("damping", 0.0)),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -98,12 +98,14 @@ def test_above_the_dense_limit_the_lists_come_from_item_knn_and_forced_ease_is_a
     marked += [("w", i, day, f"w{i}", "view", False) for i in ("b", "c")]
     small = with_values(config, {"train": {"num_processes": 1}, "experiment": {"ease_max_items": 2}})
     lists = lists_of(spark, small, marked, tmp_path / "auto", ["a", "b", "c"])
-    # Contexts: u {a, b}, v {a}, w {b, c}; a and b are held by 2 users, c by 1. u's candidate c scores
-    # cos(a, c) + cos(b, c) = 0 + 1/sqrt(2 x 1); v's b scores cos(a, b) = 1/sqrt(2 x 2), its c 0.
+    # Contexts: u {a, b}, v {a}, w {b, c}; a and b are held by 2 users, c by 1. A walk a -> u -> b
+    # weighs 1/2 (u holds two items) over a's 2 users and b's 2 ** damping; b -> w -> c: 1/2 / 2 / 1.
+    # u's candidate c scores W[a, c] + W[b, c] = 0 + 1/4; v's b scores W[a, b], its c 0.
     assert len(lists) == 2  # w has no label
     first = sorted((int(r["candidates"][0]), float(r["collaborative"][0])) for _, r in lists.iterrows())
-    assert first[0][0] == 2 and np.isclose(first[0][1], 0.5, rtol=1e-5)
-    assert first[1][0] == 3 and np.isclose(first[1][1], 1 / np.sqrt(2), rtol=1e-5)
+    damping = small.train.ranker.damping
+    assert first[0][0] == 2 and np.isclose(first[0][1], 0.25 / 2**damping, rtol=1e-5)
+    assert first[1][0] == 3 and np.isclose(first[1][1], 0.25, rtol=1e-5)
     forced = with_values(small, {"train": {"ranker": {"collaborative": "ease"}}})
     with pytest.raises(EaseTooLargeError, match="train.ranker.collaborative: auto"):
         lists_of(spark, forced, marked, tmp_path / "ease", ["a", "b", "c"])
