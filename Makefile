@@ -58,6 +58,7 @@ bench: setup
 	$(PY) bench/topk.py
 	$(PY) bench/train.py
 	$(PY) bench/cluster.py
+	$(PY) bench/scale.py
 
 clean-lakehouse:
 	rm -rf lakehouse landing mlflow.db mlartifacts

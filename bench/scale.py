@@ -16,6 +16,11 @@ driver's Python process, ``jvm_peak_gib`` the Spark JVM's (in local mode it also
 executors), ``workers_peak_gib`` the Python workers and training processes together. The report's
 ``driver_peak_ratio`` is the largest rung's ``driver_peak_gib`` over the smallest's, and
 ``per_event_cost_ratio`` the largest rung's nightly seconds per event over the smallest's.
+
+``catalogue`` (``--catalogue items:events:users``, in a process of its own): the collaborative score
+alone on a catalogue too large for EASE — item-kNN fitted in Spark on synthetic (user, item)
+events, then every user's top 10 over the whole catalogue — its times, the sparse weights' size and
+the same peaks.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -47,21 +54,19 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=14, help="days the events are spread over")
     parser.add_argument("--set", action="append", default=[], dest="settings", help="config key=value")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "scale.json"))
+    parser.add_argument("--catalogue", default="1000000:2000000:200000", help="items:events:users for the "
+                        "collaborative fit and top-K alone ('' to skip)")  # fmt: skip
     parser.add_argument("--one", help=argparse.SUPPRESS)  # events:users:items, run in this process
+    parser.add_argument("--one-catalogue", help=argparse.SUPPRESS)  # items:events:users, in this process
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_rung(*_rung(args.one), args.days, args.settings)), flush=True)
         return 0
-    rungs = []
-    for rung in args.rungs.split(","):
-        cmd = [sys.executable, __file__, "--one", rung, "--days", str(args.days)]
-        cmd += [f"--set={s}" for s in args.settings]
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            print(out.stderr[-4000:], file=sys.stderr)
-            raise SystemExit(f"rung {rung} failed (exit {out.returncode})")
-        rungs.append(json.loads(out.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rungs[-1]), flush=True)
+    if args.one_catalogue:
+        print(json.dumps(run_catalogue(*_rung(args.one_catalogue), args.settings)), flush=True)
+        return 0
+    rungs = [_in_process(["--one", rung, "--days", str(args.days)], args.settings) for rung in args.rungs.split(",")]
+    catalogue = _in_process(["--one-catalogue", args.catalogue], args.settings) if args.catalogue else None
     first, last = rungs[0], rungs[-1]
     report = {
         "benchmark": "steady-state nightly on synthetic events over a ladder of sizes",
@@ -71,9 +76,51 @@ def main() -> int:
         "rungs": [{k: v for k, v in r.items() if k != "machine"} for r in rungs],
         "driver_peak_ratio": round(last["driver_peak_gib"] / first["driver_peak_gib"], 3),
         "per_event_cost_ratio": round((last["nightly_s"] / last["events"]) / (first["nightly_s"] / first["events"]), 3),
+        "catalogue": catalogue,
     }
     write_report(args.output, report)
+    plot(report, Path(args.output).with_suffix(".png"))
     return 0
+
+
+def plot(report: dict[str, Any], path: Path) -> None:
+    """Nightly seconds per stage and peak memory against events, one point per rung."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rungs = report["rungs"]
+    events = [r["events"] / 1e6 for r in rungs]
+    fig, (time_ax, memory_ax) = plt.subplots(1, 2, figsize=(10, 4))
+    bottom = [0.0] * len(rungs)
+    for stage in STAGES:
+        seconds = [r["stages"].get(stage, 0.0) for r in rungs]
+        time_ax.bar([str(round(e, 2)) for e in events], seconds, bottom=bottom, label=stage)
+        bottom = [b + s for b, s in zip(bottom, seconds, strict=True)]
+    time_ax.set(xlabel="events (millions)", ylabel="nightly seconds", title="steady-state nightly by stage")
+    time_ax.legend(fontsize=8)
+    for key, label in (("driver_peak_gib", "driver (Python)"), ("jvm_peak_gib", "Spark JVM"),
+                       ("workers_peak_gib", "Python workers")):  # fmt: skip
+        memory_ax.plot(events, [r[key] for r in rungs], marker="o", label=label)
+    memory_ax.set(xlabel="events (millions)", ylabel="peak RSS (GiB)", title="peak memory", ylim=(0, None))
+    memory_ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    print(f"wrote {path}")
+
+
+def _in_process(args: list[str], settings: list[str]) -> dict[str, Any]:
+    """This script with ``args`` in a process of its own; its JSON line."""
+    cmd = [sys.executable, __file__, *args, *(f"--set={s}" for s in settings)]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        print(out.stderr[-4000:], file=sys.stderr)
+        raise SystemExit(f"{' '.join(args)} failed (exit {out.returncode})")
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    print(json.dumps(result), flush=True)
+    return result
 
 
 def _rung(text: str) -> tuple[int, int, int]:
@@ -127,6 +174,56 @@ def run_rung(events: int, users: int, items: int, days: int, settings: list[str]
         "rows": rows,
         "setup_s": round(setup_s, 1),
         "machine": machine(spark, driver_memory=config.spark.driver_memory),
+    }
+    spark.stop()
+    return result
+
+
+def run_catalogue(items: int, events: int, users: int, settings: list[str], k: int = 10) -> dict[str, Any]:
+    """The collaborative score alone on a catalogue of ``items``: item-kNN fitted in Spark on
+    ``events`` synthetic (user, item) events, then every user's top ``k`` over the whole catalogue."""
+    from pyspark.sql import functions as F
+
+    from sparkrec.config import RankerConfig
+    from sparkrec.models.baselines import NeighbourScorer, item_neighbours
+    from sparkrec.models.scoring import top_k
+    from sparkrec.session import build_session
+
+    work = Path(tempfile.mkdtemp(prefix="sparkrec-bench-catalogue-"))
+    config = scratch_config(work, *settings)
+    spark = build_session(config)
+    rc = RankerConfig()
+    pairs = spark.range(events).select(
+        F.concat(F.lit("u"), F.floor(F.rand(1) * users).cast("string")).alias("user_id"),
+        F.concat(F.lit("i"), F.floor(F.pow(F.rand(2), F.lit(3.0)) * items).cast("string")).alias("item_id"),
+    )
+    pairs = pairs.cache()
+    index_df = spark.range(items).select(F.concat(F.lit("i"), F.col("id").cast("string")).alias("item_id"),
+                                         F.col("id").cast("int").alias("row"))  # fmt: skip
+    held = pairs.distinct().join(index_df, "item_id").groupBy("user_id").agg(F.collect_set("row").alias("seen"))
+    users_df = held.select("user_id", F.col("seen").alias("history"), "seen").cache()
+    users_df.count()
+    with PeakMemory() as memory:
+        begin = time.perf_counter()
+        weights = item_neighbours(pairs, index_df, items, rc.neighbours, rc.damping)
+        fit_s = time.perf_counter() - begin
+        item_ids = [f"i{i}" for i in range(items)]
+        begin = time.perf_counter()
+        listed = top_k(users_df, NeighbourScorer(weights), item_ids, np.ones(items, dtype=bool), k, block_size=64)
+        rows = listed.count()
+        topk_s = time.perf_counter() - begin
+    result = {
+        "items": items,
+        "events": events,
+        "users": users,
+        "neighbours": int(weights.nnz),
+        "weights_mib": round((weights.data.nbytes + weights.indices.nbytes + weights.indptr.nbytes) / 2**20, 1),
+        "fit_s": round(fit_s, 1),
+        "topk_s": round(topk_s, 1),
+        "rows": rows,
+        "driver_peak_gib": round(memory.self_peak / 2**30, 3),
+        "jvm_peak_gib": round(memory.jvm_peak / 2**30, 3),
+        "workers_peak_gib": round(memory.python_peak / 2**30, 3),
     }
     spark.stop()
     return result

@@ -86,19 +86,30 @@ def text_matrix(
     Raises:
         tables.TableMissingError: ``dim`` is None and no item has a vector of ``model``.
     """
-    stored: dict[str, Any] = dict(
+    # Arrow, not Rows: a million 384-d vectors stay one float array, never 384 million Python floats.
+    table = (
         tables.read_table(spark, config, ITEM_EMBEDDINGS)
-        .where(F.col("model") == model)
+        .where((F.col("model") == model) & F.col("embedding").isNotNull())
         .select("item_id", "embedding")
-        .collect()
+        .toArrow()
     )
     if dim is None:
-        if not stored:
+        if table.num_rows == 0:
             raise tables.TableMissingError(
                 f"item_embeddings holds no vectors of model {model!r}; run the embed stage first"
             )
-        dim = len(next(iter(stored.values())))
-    return vector_matrix(stored, item_ids, dim)
+        dim = len(table.column("embedding")[0])
+    embedding = table.column("embedding").combine_chunks()
+    lengths = embedding.value_lengths().to_numpy(zero_copy_only=False)
+    if (lengths != dim).any():  # vectors of another size: say which (a model trained on other vectors)
+        return vector_matrix(dict(zip(table.column("item_id").to_pylist(), embedding.to_pylist(), strict=True)),
+                             item_ids, dim)  # fmt: skip
+    vectors = embedding.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+    position = {item: i for i, item in enumerate(item_ids)}
+    rows = np.fromiter((position.get(i, -1) for i in table.column("item_id").to_pylist()), np.int64, table.num_rows)
+    out = np.zeros((len(item_ids), dim), dtype=np.float32)
+    out[rows[rows >= 0]] = vectors[rows >= 0]
+    return out
 
 
 def extra_vectors(

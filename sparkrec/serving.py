@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import logging
+from typing import Any
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
@@ -20,6 +21,7 @@ from sparkrec.models.baselines import EaseTooLargeError, fit_collaborative, fit_
 from sparkrec.models.packaging import LoadedTwoTower
 from sparkrec.models.scoring import Scorer, TwoTowerScorer
 from sparkrec.models.specs import RankerSpec
+from sparkrec.models.topk import ItemWeights
 from sparkrec.ranking import LearnedRanker, RankedScorer
 
 log = logging.getLogger("sparkrec")
@@ -61,22 +63,31 @@ def learned_ranker(
     interactions_df: DataFrame,
     towers: TwoTowerScorer,
     text: np.ndarray,
+    fitted: dict[tuple[Any, ...], ItemWeights] | None = None,
 ) -> LearnedRanker | None:
     """The model's ranker over the catalogue (``ranking.LearnedRanker``), its collaborative score and
     popularity fitted on ``interactions_df``'s positive events (``text``: the catalogue's text vectors,
     for the text neighbours the model was trained with); None when the model was trained without one
-    or ``recommend.ranker`` is ``retrieval``."""
+    or ``recommend.ranker`` is ``retrieval``. ``fitted`` keeps collaborative scores already fitted on
+    the same interactions (two models served with the same one fit it once)."""
     spec = loaded.spec.ranker
     if config.recommend.ranker != "learned" or spec is None or loaded.model.ranker is None:
         return None
     positives = interactions_df.where(F.col("weight") > 0)
     spec = served_collaborative(spec, catalog.size, config.experiment.ease_max_items)
-    try:
-        weights = fit_collaborative(
-            positives, catalog.index_df, catalog.size, text, spec, config.experiment.ease_max_items
-        )
-    except EaseTooLargeError as err:
-        raise EaseTooLargeError(f"the ranker's collaborative score: {err}; or set recommend.ranker: retrieval") from err
+    fitted = {} if fitted is None else fitted
+    key = (spec.collaborative, spec.neighbours, spec.damping, spec.ease_lambda, spec.text_neighbours,
+           spec.text_weight, loaded.spec.text_model)  # fmt: skip
+    if key not in fitted:
+        try:
+            fitted[key] = fit_collaborative(
+                positives, catalog.index_df, catalog.size, text, spec, config.experiment.ease_max_items
+            )
+        except EaseTooLargeError as err:
+            raise EaseTooLargeError(
+                f"the ranker's collaborative score: {err}; or set recommend.ranker: retrieval"
+            ) from err
+    weights = fitted[key]
     popularity = fit_popularity(positives, catalog.index_df, catalog.size).popularity
     recent = None
     if spec.recent:
@@ -120,10 +131,11 @@ def model_scorer(
     catalog: Catalog,
     interactions_df: DataFrame,
     text: np.ndarray | None = None,
+    fitted: dict[tuple[Any, ...], ItemWeights] | None = None,
 ) -> Scorer:
     """What the model serves, as one ``Scorer`` for evaluation: the ranker's step over its candidates
     (``ranking.RankedScorer``) when it has one, else the towers' dot product."""
     text = catalogue_text(spark, config, loaded, catalog) if text is None else text
     towers = two_tower_scorer(spark, config, loaded, catalog, text)
-    ranker = learned_ranker(spark, config, loaded, catalog, interactions_df, towers, text)
+    ranker = learned_ranker(spark, config, loaded, catalog, interactions_df, towers, text, fitted)
     return towers if ranker is None else RankedScorer(ranker, catalog.eligible)

@@ -89,7 +89,8 @@ def _held_out_metrics(
     models = {"two_tower": candidate}
     if champion_version is not None and champion_version != version:
         models["champion"], _ = load_model(config, config.mlflow.champion_alias)
-    scorers = {name: model_scorer(spark, config, m, catalog, train_part) for name, m in models.items()}
+    fitted: dict = {}  # the candidate and the champion fit one collaborative score when they share it
+    scorers = {name: model_scorer(spark, config, m, catalog, train_part, fitted=fitted) for name, m in models.items()}
     scorers["popularity"] = popularity
     # the users' histories as long as the longest model reads them; each model reads its own length
     length = max(m.spec.history_length for m in models.values())
