@@ -168,16 +168,18 @@ def ranking_lists(
     text: np.ndarray,
     encoding: UserEncoding,
     staging: Path,
-    spec: RankerSpec,
+    spec: RankerSpec | None = None,
 ) -> ParquetConverter | None:
     """The ranker's training lists from the events ``features.ranking_split`` marked, built by Spark
     (``models.lists.training_lists`` in ``mapInPandas``) and written as Parquet; None (with a warning:
     the model is then retrieval only) when the data give fewer lists than processes. ``text``: the
     vocabulary's text vectors [V + 1, d], for the collaborative score's text neighbours; ``spec``: the
-    ranker, its collaborative score decided."""
+    ranker, its collaborative score decided (None: the config's, decided by the vocabulary's size)."""
     rc = config.train.ranker
     rows = vocab_df.select("item_id", F.col("idx").alias("row"))
     size = len(text)
+    if spec is None:
+        spec = resolved(RankerSpec.from_config(config.train), size, config.experiment.ease_max_items)
     context = marked_df.where(~F.col("is_label"))
     try:
         weights = fit_collaborative(context, rows, size, text, spec, config.experiment.ease_max_items)
