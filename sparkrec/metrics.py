@@ -27,8 +27,10 @@ Over the whole list of recommendations (all users):
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import math
+from collections.abc import Iterator
 
+import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
@@ -114,22 +116,43 @@ def _accuracy(recs: DataFrame, truth: DataFrame, k: int) -> dict[str, float]:
 
 
 def intra_list_diversity(recs: DataFrame, item_vectors_df: DataFrame) -> float:
-    """Mean pairwise cosine distance of each user's recommended items, averaged over users."""
-    vectors = item_vectors_df.select("item_id", "embedding").where(F.col("embedding").isNotNull())
-    items = recs.join(vectors, "item_id")
-    a, b = items.alias("a"), items.alias("b")
-    pairs = a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("a.rank") < F.col("b.rank")))
-    dot = F.aggregate(F.zip_with("a.embedding", "b.embedding", lambda x, y: x * y), F.lit(0.0), lambda s, v: s + v)
-    norm = lambda c: F.sqrt(F.aggregate(F.transform(c, lambda x: x * x), F.lit(0.0), lambda s, v: s + v))  # noqa: E731
-    # An item without text has a zero vector: no direction, so its pairs are left out (null).
-    cosine = F.try_divide(dot, norm("a.embedding") * norm("b.embedding"))
-    row = (
-        pairs.select(F.col("a.user_id").alias("user_id"), (1.0 - cosine).alias("distance"))
-        .groupBy("user_id")
-        .agg(F.avg("distance").alias("d"))
-        .agg(F.avg("d"))
-        .first()
-    )
+    """Mean pairwise cosine distance of each user's recommended items, averaged over users.
+
+    Per user, in the Spark workers: with u_i the unit vectors of the n listed items that have one, the
+    pairs' cosines sum to (|sum u_i|^2 - n) / 2, so a list costs n vectors, not n^2 pairs. The unit
+    vectors (per item) are broadcast; an item without text (a zero vector) has no direction, so its
+    pairs are left out, and a user with fewer than two such items counts for nothing.
+    """
+    table = item_vectors_df.where(F.col("embedding").isNotNull()).select("item_id", "embedding").toArrow()
+    if table.num_rows == 0:
+        return 0.0
+    embedding = table.column("embedding").combine_chunks()
+    dim = len(embedding[0])
+    matrix = embedding.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, dim)
+    norms = np.linalg.norm(matrix, axis=1)
+    directed = norms > 0
+    unit = np.zeros_like(matrix)
+    unit[directed] = matrix[directed] / norms[directed, None]
+    index = pd.Index(table.column("item_id").to_pylist())
+    shared = recs.sparkSession.sparkContext.broadcast((index, unit, directed))
+
+    def per_user(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+        index_, unit_, directed_ = shared.value
+        for frame in frames:
+            out = np.full(len(frame), np.nan)
+            for i, items in enumerate(frame["items"]):
+                rows = index_.get_indexer(list(items))
+                rows = rows[rows >= 0]
+                rows = rows[directed_[rows]]
+                n = len(rows)
+                if n >= 2:
+                    total = unit_[rows].sum(axis=0)
+                    out[i] = 1.0 - (total @ total - n) / (n * (n - 1))
+            yield pd.DataFrame({"d": out})
+
+    lists = recs.groupBy("user_id").agg(F.collect_list("item_id").alias("items"))
+    row = lists.mapInPandas(per_user, "d double").where(~F.isnan("d")).agg(F.avg("d")).first()
+    shared.unpersist()
     return float(row[0]) if row and row[0] is not None else 0.0
 
 
@@ -170,38 +193,32 @@ def metric_curve(recs_df: DataFrame, truth_df: DataFrame, max_k: int) -> pd.Data
     hits = (
         recs_df.where(F.col("rank") <= max_k)
         .select("user_id", "rank", "item_id")
-        .join(truth.withColumn("hit", F.lit(1.0)), ["user_id", "item_id"], "left")
-        .select("user_id", "rank", F.coalesce("hit", F.lit(0.0)).alias("hit"))
-        .groupBy("user_id")
-        .agg(F.collect_list(F.struct("rank", "hit")).alias("h"))
-        .join(relevant, "user_id")
+        .join(truth.withColumn("hit", F.lit(1.0)), ["user_id", "item_id"])
+        .select("user_id", F.col("rank").alias("k"), "hit")
     )
-
-    def upto(k: Column, value: Callable[[Column], Column]) -> Column:
-        within = F.filter("h", lambda e: e["rank"] <= k)
-        return F.aggregate(within, F.lit(0.0), lambda acc, e: acc + value(e))
-
-    per_k = F.transform(
-        F.sequence(F.lit(1), F.lit(max_k)),
-        lambda k: F.struct(
-            k.alias("k"),
-            upto(k, lambda e: e["hit"]).alias("hits"),
-            upto(k, lambda e: e["hit"] / F.log2(e["rank"] + 1)).alias("dcg"),
-            F.aggregate(
-                F.sequence(F.lit(1), F.least(k, F.col("n_relevant"))),
-                F.lit(0.0),
-                lambda acc, i: acc + 1.0 / F.log2(i + 1),
-            ).alias("idcg"),
-        ),
+    # Every user listed at every cut-off 1..max_k (a list shorter than k keeps its last value), the
+    # hits and DCG up to k as running sums over the cut-offs: one row per user and k, all in Spark.
+    listed = recs_df.select("user_id").distinct().join(relevant, "user_id")
+    cuts = listed.select("user_id", "n_relevant", F.explode(F.sequence(F.lit(1), F.lit(max_k))).alias("k"))
+    upto = Window.partitionBy("user_id").orderBy("k").rowsBetween(Window.unboundedPreceding, Window.currentRow)
+    ideal = F.array(*[F.lit(sum(1.0 / math.log2(i + 1) for i in range(1, j + 1))) for j in range(1, max_k + 1)])
+    at_k = (
+        cuts.join(hits, ["user_id", "k"], "left")
+        .select(
+            "k",
+            "n_relevant",
+            F.sum(F.coalesce("hit", F.lit(0.0))).over(upto).alias("hits"),
+            F.sum(F.coalesce(F.col("hit") / F.log2(F.col("k") + 1), F.lit(0.0))).over(upto).alias("dcg"),
+        )
+        .withColumn("idcg", F.element_at(ideal, F.least(F.col("k"), F.col("n_relevant")).cast("int")))
     )
     curve = (
-        hits.select("n_relevant", F.explode(per_k).alias("c"))
-        .groupBy(F.col("c.k").alias("k"))
+        at_k.groupBy("k")
         .agg(
-            F.avg(F.col("c.hits") / F.col("c.k")).alias("precision"),
-            F.avg(F.col("c.hits") / F.col("n_relevant")).alias("recall"),
-            F.avg(F.col("c.dcg") / F.col("c.idcg")).alias("ndcg"),
-            F.avg(F.when(F.col("c.hits") > 0, 1.0).otherwise(0.0)).alias("hit"),
+            F.avg(F.col("hits") / F.col("k")).alias("precision"),
+            F.avg(F.col("hits") / F.col("n_relevant")).alias("recall"),
+            F.avg(F.col("dcg") / F.col("idcg")).alias("ndcg"),
+            F.avg(F.when(F.col("hits") > 0, 1.0).otherwise(0.0)).alias("hit"),
         )
         .orderBy("k")
     )
