@@ -189,7 +189,7 @@ def run_catalogue(items: int, events: int, users: int, settings: list[str], k: i
     from pyspark.sql import functions as F
 
     from sparkrec.config import RankerConfig
-    from sparkrec.models.baselines import NeighbourScorer, item_neighbours
+    from sparkrec.models.baselines import CollaborativeScorer, item_neighbours
     from sparkrec.models.scoring import top_k
     from sparkrec.session import build_session
 
@@ -213,7 +213,7 @@ def run_catalogue(items: int, events: int, users: int, settings: list[str], k: i
         fit_s = time.perf_counter() - begin
         item_ids = [f"i{i}" for i in range(items)]
         begin = time.perf_counter()
-        listed = top_k(users_df, NeighbourScorer(weights), item_ids, np.ones(items, dtype=bool), k, block_size=64)
+        listed = top_k(users_df, CollaborativeScorer(weights, "knn"), item_ids, np.ones(items, dtype=bool), k)
         rows = listed.count()
         topk_s = time.perf_counter() - begin
     result = {

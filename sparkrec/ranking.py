@@ -49,7 +49,15 @@ from sparkrec.models.scoring import (
     user_columns,
 )
 from sparkrec.models.specs import RankerSpec
-from sparkrec.models.topk import ItemWeights, dot_top_indices, held_scores, masked_scores, top_indices, weight_block
+from sparkrec.models.topk import (
+    ItemWeights,
+    dot_top_indices,
+    held_scores_at,
+    held_top,
+    masked_scores,
+    top_indices,
+    weight_block,
+)
 from sparkrec.schemas import require_columns
 
 FALLBACK_CATEGORY = "fallback:popular_in_category"
@@ -131,12 +139,11 @@ class LearnedRanker(LazyModule):
         The collaborative score proposes only items with interactions (it has no score for the others); where those are
         fewer than ``candidates`` (a catalogue of mostly new items), the towers fill the rest.
         """
-        raw = held_scores(self.weights, block.seen)
-        collaborative = masked_scores(raw.copy(), allowed & (self.popularity > 0), block.seen)
-        first, usable = top_indices(collaborative, max(self.spec.candidates, count))
+        wanted = max(self.spec.candidates, count)
+        first, first_scores, usable = held_top(self.weights, block.seen, allowed & (self.popularity > 0), wanted)
         short = first.shape[1] - usable  # slots the collaborative score cannot fill
         if self.retrieval_candidates == 0 and not short.any():
-            return first, np.take_along_axis(collaborative, first, axis=1), usable
+            return first, first_scores, usable
         width = first.shape[1] + self.retrieval_candidates
         extra, _, extra_usable = dot_top_indices(
             self.towers.user_vectors(block), self.towers.item_vectors, allowed, block.seen, width
@@ -150,7 +157,7 @@ class LearnedRanker(LazyModule):
             row = np.concatenate([mine, more])
             rows[i, : len(row)] = row
             count_[i] = len(row)
-        scores = np.take_along_axis(raw, rows, axis=1)
+        scores = held_scores_at(self.weights, block.seen, rows)
         scores[np.arange(width)[None, :] >= count_[:, None]] = -np.inf  # padding
         return rows, scores, count_
 

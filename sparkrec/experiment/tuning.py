@@ -174,7 +174,7 @@ def _tune_collaborative(
 
     def fit_ease(p: dict[str, Any]) -> Scorer:
         spec_ = dataclasses.replace(ranker, ease_lambda=p["ranker_ease_lambda"])
-        return baselines.EaseScorer(baselines.collaborative_weights(gram, text, spec_))
+        return baselines.CollaborativeScorer(baselines.collaborative_weights(gram, text, spec_), "ease")
 
     return _grid_search(config, "sparkrec", lambdas, fit_ease, valid, catalog, spec)
 

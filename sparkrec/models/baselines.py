@@ -35,7 +35,7 @@ from scipy import sparse
 
 from sparkrec.models.scoring import PopularityScorer, UserBlock
 from sparkrec.models.specs import RankerSpec
-from sparkrec.models.topk import ItemWeights, held_scores
+from sparkrec.models.topk import ItemWeights, held_scores, held_top
 from sparkrec.schemas import require_columns
 
 
@@ -120,16 +120,24 @@ def fit_als(train_df: DataFrame, item_index_df: DataFrame, n_items: int, params:
     return AlsScorer(users, items)
 
 
-# -------------------------------------------------------------------------------------------- EASE
+# --------------------------------------------------------------------------- collaborative scores
 @dataclass
-class EaseScorer:
-    """x_u B for the binary row x_u of every item the user interacted with in training."""
+class CollaborativeScorer:
+    """x_u W for the binary row x_u of every item the user interacted with in training; W is EASE's
+    dense B ("ease") or item-kNN's sparse neighbours ("knn"). ``top_k`` takes its lists from ``top``
+    (``held_top``), so a sparse W never makes a dense row over the catalogue."""
 
-    weights: np.ndarray  # B [n_items, n_items], float32
-    name: str = "ease"
+    weights: ItemWeights  # [n_items, n_items], float32
+    name: str
 
     def scores(self, block: UserBlock) -> np.ndarray:
         return held_scores(self.weights, block.seen)
+
+    def top(self, block: UserBlock, allowed: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        return held_top(self.weights, block.seen, allowed, k)
+
+
+# -------------------------------------------------------------------------------------------- EASE
 
 
 def check_ease_size(n_items: int, max_items: int) -> None:
@@ -212,8 +220,8 @@ def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
     return b.astype(np.float32)
 
 
-def fit_ease(gram: np.ndarray, lam: float) -> EaseScorer:
-    return EaseScorer(ease_weights(gram, lam))
+def fit_ease(gram: np.ndarray, lam: float) -> CollaborativeScorer:
+    return CollaborativeScorer(ease_weights(gram, lam), "ease")
 
 
 def collaborative_model(setting: str, n_items: int, max_items: int) -> str:
@@ -252,17 +260,6 @@ def resolved(spec: RankerSpec, n_items: int, max_items: int) -> RankerSpec:
 
 
 # ---------------------------------------------------------------------------------------- item-kNN
-@dataclass
-class NeighbourScorer:
-    """x_u W with item-kNN's sparse weights (``item_neighbours``)."""
-
-    weights: sparse.csr_matrix  # [n_items, n_items], float32
-    name: str = "knn"
-
-    def scores(self, block: UserBlock) -> np.ndarray:
-        return held_scores(self.weights, block.seen)
-
-
 def item_neighbours(
     train_df: DataFrame, item_index_df: DataFrame, n_items: int, neighbours: int, damping: float
 ) -> sparse.csr_matrix:
@@ -297,5 +294,5 @@ def item_neighbours(
 
 def fit_knn(
     train_df: DataFrame, item_index_df: DataFrame, n_items: int, neighbours: int, damping: float
-) -> NeighbourScorer:
-    return NeighbourScorer(item_neighbours(train_df, item_index_df, n_items, neighbours, damping))
+) -> CollaborativeScorer:
+    return CollaborativeScorer(item_neighbours(train_df, item_index_df, n_items, neighbours, damping), "knn")

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from sparkrec.encoding import UserEncoding, encode_users
-from sparkrec.models.topk import ItemWeights, held_scores, masked_scores, top_indices
+from sparkrec.models.topk import ItemWeights, held_top
 
 # Users per block of the collaborative product: [block, V] float32 scores at a time, at most
 # BLOCK_SCORES of them (a million-item vocabulary scores 64 users at a time).
@@ -30,9 +30,7 @@ def collaborative_candidates(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each user's top ``count`` allowed items outside its context by the collaborative score x_u W:
     (rows [U, c], scores [U, c], usable count [U]); c = min(count, n)."""
-    scores = masked_scores(held_scores(weights, list(context)), allowed, list(context))
-    top, usable = top_indices(scores, count)
-    return top, np.take_along_axis(scores, top, axis=1), usable
+    return held_top(weights, list(context), allowed, count)
 
 
 def list_columns(encoding: UserEncoding) -> list[str]:

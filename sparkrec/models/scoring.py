@@ -130,7 +130,9 @@ class Scorer(Protocol):
     [B, n_items] float array each call, which ``top_k`` may change in place.
 
     A dot-product model also has ``item_vectors`` [n_items, D] and ``user_vectors(block)`` [B, D];
-    ``top_k`` then scores chunk by chunk (``dot_top_indices``) instead of calling ``scores``.
+    ``top_k`` then scores chunk by chunk (``dot_top_indices``) instead of calling ``scores``. A model
+    with a faster top of its own (the collaborative scores over sparse weights) has ``top(block,
+    allowed, k)``, which returns what ``block_top`` does.
     """
 
     name: str
@@ -144,6 +146,8 @@ def block_top(
     """(top item rows [B, k], their scores, usable count) of one block: seen and not-allowed items masked."""
     if hasattr(scorer, "user_vectors") and hasattr(scorer, "item_vectors"):
         return dot_top_indices(scorer.user_vectors(block), scorer.item_vectors, allowed, block.seen, k)
+    if hasattr(scorer, "top"):
+        return scorer.top(block, allowed, k)
     scores = masked_scores(scorer.scores(block), allowed, block.seen)
     top, usable = top_indices(scores, k)
     return top, np.take_along_axis(scores, top, axis=1), usable

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from scipy import sparse
 
-# Item-item weights: dense (EASE's B) or sparse (item-kNN's neighbours, scipy CSR).
+# Item-item weights: dense (EASE's B) or sparse (item-kNN's neighbours, scipy CSR, no negative weight).
 ItemWeights: TypeAlias = np.ndarray | sparse.csr_matrix
 
 
@@ -28,14 +28,82 @@ def binary_rows(rows: list[np.ndarray], n: int) -> np.ndarray:
 def held_scores(weights: ItemWeights, rows: list[np.ndarray]) -> np.ndarray:
     """x_u W for the binary row x_u of each user's item ``rows``: [len(rows), n], dense. A sparse W is
     multiplied sparse, so the cost grows with the users' items x neighbours, not with n x n."""
-    n = weights.shape[0]
     if not sparse.issparse(weights):
-        return binary_rows(rows, n) @ weights
-    held = [np.unique(np.asarray(r, dtype=np.int64)) for r in rows]  # binary: an item counts once
+        return binary_rows(rows, weights.shape[0]) @ weights
+    return np.asarray(_sparse_product(weights, rows).toarray(), dtype=np.float32)
+
+
+def held_scores_at(weights: ItemWeights, rows: list[np.ndarray], columns: np.ndarray) -> np.ndarray:
+    """``held_scores`` at ``columns`` [B, m] only (item rows of each user): [B, m]. A sparse W never
+    makes the dense [B, n] row."""
+    if not sparse.issparse(weights):
+        return np.take_along_axis(held_scores(weights, rows), columns, axis=1)
+    product = _sparse_product(weights, rows)
+    picked = product[np.repeat(np.arange(len(rows)), columns.shape[1]), columns.ravel()]
+    return np.asarray(picked, dtype=np.float32).reshape(columns.shape)
+
+
+def held_top(
+    weights: ItemWeights, rows: list[np.ndarray], allowed: np.ndarray, k: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(top item rows [B, min(k, n)], their scores, usable count [B]) of x_u W over the allowed items
+    outside each user's ``rows``: ``top_indices`` of the masked ``held_scores``.
+
+    A sparse W (no negative weight) gives the same lists without a dense row: each user's top comes
+    from its non-zero scores, and a user with fewer than k of them gets the lowest-indexed allowed
+    zeros after them, as the tie rule orders a dense row. The cost grows with the users' items x
+    neighbours, not with the catalogue.
+    """
+    if not sparse.issparse(weights):
+        scores = masked_scores(held_scores(weights, rows), allowed, rows)
+        top, usable = top_indices(scores, k)
+        return top, np.take_along_axis(scores, top, axis=1), usable
+    n, b = weights.shape[1], len(rows)
+    kk = min(k, n)
+    product = _sparse_product(weights, rows)
+    top = np.zeros((b, kk), dtype=np.int64)
+    values = np.full((b, kk), -np.inf, dtype=np.float32)
+    usable = np.zeros(b, dtype=np.int64)
+    for i in range(b):
+        span = slice(product.indptr[i], product.indptr[i + 1])
+        cols, vals = product.indices[span].astype(np.int64), product.data[span]
+        held = np.asarray(rows[i], dtype=np.int64)
+        scored = cols[vals > 0]
+        keep = (vals > 0) & allowed[cols] & ~np.isin(cols, held)
+        cols, vals = cols[keep], vals[keep]
+        order = np.lexsort((cols, -vals))[:kk]
+        picked, got = cols[order], vals[order]
+        zeros = _first_allowed(allowed, np.concatenate([held, scored]), kk - len(picked))
+        picked = np.concatenate([picked, zeros])
+        top[i, : len(picked)] = picked
+        values[i, : len(picked)] = np.concatenate([got, np.zeros(len(zeros), dtype=np.float32)])
+        usable[i] = len(picked)
+    return top, values, usable
+
+
+def _sparse_product(weights: sparse.csr_matrix, rows: list[np.ndarray]) -> sparse.csr_matrix:
+    """x W, sparse [len(rows), n], for the binary rows x of each user's items (an item counts once)."""
+    held = [np.unique(np.asarray(r, dtype=np.int64)) for r in rows]
     columns = np.concatenate(held) if held else np.zeros(0, dtype=np.int64)
     starts = np.cumsum([0, *(len(r) for r in held)])
-    x = sparse.csr_matrix((np.ones(len(columns), dtype=np.float32), columns, starts), shape=(len(rows), n))
-    return np.asarray((x @ weights).toarray(), dtype=np.float32)
+    x = sparse.csr_matrix(
+        (np.ones(len(columns), dtype=np.float32), columns, starts), shape=(len(rows), weights.shape[0])
+    )
+    return (x @ weights).tocsr()
+
+
+def _first_allowed(allowed: np.ndarray, excluded: np.ndarray, count: int, chunk: int = 1 << 16) -> np.ndarray:
+    """The ``count`` lowest allowed indices outside ``excluded`` (fewer when there are not as many),
+    scanning ``allowed`` a chunk at a time and stopping once there are enough."""
+    found: list[np.ndarray] = []
+    for start in range(0, len(allowed), chunk) if count > 0 else ():
+        here = np.flatnonzero(allowed[start : start + chunk]) + start
+        here = here[~np.isin(here, excluded)][:count]
+        found.append(here)
+        count -= len(here)
+        if count == 0:
+            break
+    return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
 
 
 def weight_block(weights: ItemWeights, rows: np.ndarray, columns: np.ndarray) -> np.ndarray:
@@ -84,7 +152,7 @@ def top_indices(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         kth = values[:, -1:]
         tied = np.flatnonzero(np.isfinite(kth[:, 0]) & ((scores >= kth).sum(axis=1) > kk))
         for i in tied:
-            top[i] = _top_indices_exact(scores[i], kk)
+            top[i] = _tied_top(scores[i], top[i], values[i])
             values[i] = scores[i, top[i]]
     return top, np.isfinite(values).sum(axis=1)
 
@@ -142,18 +210,28 @@ def dot_top_indices(
         row = (users_t[r : r + 1] @ items_t.T).numpy()[0]
         row[~allowed] = -np.inf
         row[seen_cols[seen_rows == r]] = -np.inf
-        top[r] = _top_indices_exact(row, kk)
+        top[r] = _tied_top(row, top[r], top_values[r])
         top_values[r] = row[top[r]]
     return top, top_values, np.isfinite(top_values).sum(axis=1)
 
 
-def _top_indices_exact(row: np.ndarray, kk: int) -> np.ndarray:
-    """Indices of the ``kk`` highest scores of one row, best first; ties go to the lower index."""
-    if kk >= len(row):
-        cand = np.arange(len(row))
-    else:
-        kth = np.partition(row, len(row) - kk)[len(row) - kk]
-        above = np.flatnonzero(row > kth)
-        ties = np.flatnonzero(row == kth)
-        cand = np.concatenate([above, ties[: kk - len(above)]])
-    return cand[np.lexsort((cand, -row[cand]))]
+def _tied_top(row: np.ndarray, top: np.ndarray, values: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+    """The top ``len(top)`` of ``row`` with ties at the k-th score going to the lower index, from a
+    top (``top``, ``values``, best first) that is right except for which tied items it holds.
+
+    Every score above the k-th is already in ``top``; the rest are the lowest-indexed items equal
+    to the k-th, found by scanning ``row`` a chunk at a time and stopping once there are enough. A
+    sparse score (item-kNN over a large catalogue) ties most items at 0, so the scan ends in the
+    first chunk instead of sorting the whole row.
+    """
+    kth = values[-1]
+    above = top[values > kth]
+    above = above[np.lexsort((above, -row[above]))]
+    need, ties = len(top) - len(above), []
+    for start in range(0, len(row), chunk):
+        found = np.flatnonzero(row[start : start + chunk] == kth)[:need] + start
+        ties.append(found)
+        need -= len(found)
+        if need == 0:
+            break
+    return np.concatenate([above, *ties])

@@ -9,7 +9,15 @@ from scipy import sparse
 
 from sparkrec.encoding import USER_FEATURES, UserEncoding
 from sparkrec.models.scoring import TwoTowerScorer, UserBlock
-from sparkrec.models.topk import dot_top_indices, held_scores, masked_scores, top_indices, weight_block
+from sparkrec.models.topk import (
+    dot_top_indices,
+    held_scores,
+    held_scores_at,
+    held_top,
+    masked_scores,
+    top_indices,
+    weight_block,
+)
 from sparkrec.models.two_tower import UserTower
 
 
@@ -27,6 +35,21 @@ def test_top_indices_breaks_ties_by_index_so_top_k_is_a_prefix() -> None:
                 full = np.lexsort((np.arange(n), -row))
                 assert usable[i] == min(kk, np.isfinite(row).sum())  # masked (-inf) columns are never served
                 assert list(top[i][: usable[i]]) == list(full[: usable[i]])
+
+
+def test_a_sparse_score_tied_at_zero_fills_the_list_with_the_lowest_indexed_items() -> None:
+    """Item-kNN over a large catalogue scores most items 0; the list is the few positive items, then
+    the lowest-indexed allowed zeros, also when masked items push them past the first scan chunk."""
+    rng = np.random.default_rng(2)
+    n = 300_000
+    block = np.zeros((3, n), dtype=np.float32)
+    block[:, rng.choice(n, 4, replace=False)] = rng.random((3, 4)).astype(np.float32)  # fewer than k positive
+    block[1, :150_000] = -np.inf  # masked: the first zeros are past 2^16 columns
+    block[2, 7] = block[2, 9] = block[2].max()  # a tie above the cut as well
+    top, usable = top_indices(block, 10)
+    for i, row in enumerate(block):
+        assert list(top[i]) == list(np.lexsort((np.arange(n), -row))[:10])
+    assert list(usable) == [10, 10, 10]
 
 
 def test_chunked_dot_product_top_k_equals_the_dense_one() -> None:
@@ -95,3 +118,26 @@ def test_sparse_item_weights_score_and_explain_as_the_dense_ones() -> None:
     assert got.shape == (10, 40) and not got[-1].any()
     rows, columns = np.array([3, 0, 3]), np.array([5, 1])
     np.testing.assert_array_equal(weight_block(sparse.csr_matrix(dense), rows, columns), dense[np.ix_(rows, columns)])
+
+
+def test_the_top_of_sparse_item_weights_is_the_top_of_the_dense_ones() -> None:
+    """``held_top`` over item-kNN's sparse weights lists what the masked dense row would: the users'
+    positive scores, then the lowest-indexed allowed zeros; scores at chosen columns agree too."""
+    rng = np.random.default_rng(3)
+    for _ in range(50):
+        n = int(rng.integers(2, 60))
+        dense = rng.integers(0, 3, size=(n, n)).astype(np.float32)  # small integers: ties above zero too
+        dense[rng.random((n, n)) < 0.9] = 0.0
+        held = [rng.choice(n, size=int(rng.integers(0, n)), replace=True) for _ in range(6)]
+        allowed = rng.random(n) > 0.3
+        for k in (1, 5, 70):
+            top, values, usable = held_top(sparse.csr_matrix(dense), held, allowed, k)
+            want, want_values, want_usable = held_top(dense, held, allowed, k)
+            assert list(usable) == list(want_usable)
+            for r in range(len(held)):
+                assert list(top[r][: usable[r]]) == list(want[r][: usable[r]])
+                np.testing.assert_array_equal(values[r][: usable[r]], want_values[r][: usable[r]])
+        columns = rng.integers(0, n, size=(len(held), 4))
+        np.testing.assert_array_equal(
+            held_scores_at(sparse.csr_matrix(dense), held, columns), held_scores_at(dense, held, columns)
+        )
