@@ -1,7 +1,7 @@
 """The steady-state nightly up a ladder of sizes: per-stage time, driver and JVM peak memory, rows.
 
     .venv/bin/python bench/scale.py [--rungs 1000000:100000:10000,3000000:300000:30000,...]
-        [--days 14] [--set key=value ...] [--output bench/results/scale.json]
+        [--days 14] [--set key=value ...] [--output bench/results/scale.json] [--append]
 
 A rung is ``events:users:items``. Each rung runs in a process of its own (a fresh driver, so one
 rung's memory never shows in the next), on a scratch lakehouse:
@@ -16,6 +16,9 @@ driver's Python process, ``jvm_peak_gib`` the Spark JVM's (in local mode it also
 executors), ``workers_peak_gib`` the Python workers and training processes together. The report's
 ``driver_peak_ratio`` is the largest rung's ``driver_peak_gib`` over the smallest's, and
 ``per_event_cost_ratio`` the largest rung's nightly seconds per event over the smallest's.
+
+``--append`` adds rungs to the report already at ``--output`` (measured with the same ``--days``
+and ``--set``), so a long rung can run on its own; each rung records the commit it ran on.
 
 ``catalogue`` (``--catalogue items:events:users``, in a process of its own): the collaborative score
 alone on a catalogue too large for EASE — item-kNN fitted in Spark on synthetic (user, item)
@@ -56,6 +59,8 @@ def main() -> int:
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "scale.json"))
     parser.add_argument("--catalogue", default="1000000:2000000:200000", help="items:events:users for the "
                         "collaborative fit and top-K alone ('' to skip)")  # fmt: skip
+    parser.add_argument("--append", action="store_true", help="add the rungs to the report at --output (same "
+                        "--days and --set) instead of starting a new one")  # fmt: skip
     parser.add_argument("--one", help=argparse.SUPPRESS)  # events:users:items, run in this process
     parser.add_argument("--one-catalogue", help=argparse.SUPPRESS)  # items:events:users, in this process
     args = parser.parse_args()
@@ -65,16 +70,23 @@ def main() -> int:
     if args.one_catalogue:
         print(json.dumps(run_catalogue(*_rung(args.one_catalogue), args.settings)), flush=True)
         return 0
-    catalogue = _in_process(["--one-catalogue", args.catalogue], args.settings) if args.catalogue else None
-    rungs: list[dict[str, Any]] = []
-    for rung in args.rungs.split(","):  # the report is rewritten after each rung
+    previous = json.loads(Path(args.output).read_text()) if args.append else {}
+    if previous and (previous["days"], previous["settings"]) != (args.days, args.settings):
+        raise SystemExit(f"--append: {args.output} was measured with --days {previous['days']} and --set "
+                         f"{previous['settings']}; run the new rungs with the same")  # fmt: skip
+    catalogue = previous.get("catalogue")
+    if args.catalogue:
+        catalogue = _in_process(["--one-catalogue", args.catalogue], args.settings)
+    rungs: list[dict[str, Any]] = list(previous.get("rungs", []))
+    for rung in filter(None, args.rungs.split(",")):  # the report is rewritten after each rung
         rungs.append(_in_process(["--one", rung, "--days", str(args.days)], args.settings))
+        rungs.sort(key=lambda r: r["events"])
         first, last = rungs[0], rungs[-1]
         report = {
             "benchmark": "steady-state nightly on synthetic events over a ladder of sizes",
             "days": args.days,
             "settings": args.settings,
-            "machine": last["machine"],
+            "machine": next(r["machine"] for r in rungs if "machine" in r),
             "rungs": [{k: v for k, v in r.items() if k != "machine"} for r in rungs],
             "driver_peak_ratio": round(last["driver_peak_gib"] / first["driver_peak_gib"], 3),
             "per_event_cost_ratio": round(
@@ -139,6 +151,7 @@ def run_rung(events: int, users: int, items: int, days: int, settings: list[str]
     from sparkrec import stages
     from sparkrec.session import build_session
     from sparkrec.synthetic import DirtRates, synthetic_events, synthetic_items, write_landing_day
+    from sparkrec.tracking import git_commit
 
     work = Path(tempfile.mkdtemp(prefix="sparkrec-bench-scale-"))
     config = scratch_config(work, *settings)
@@ -177,6 +190,7 @@ def run_rung(events: int, users: int, items: int, days: int, settings: list[str]
         "workers_peak_gib": round(memory.python_peak / 2**30, 3),
         "rows": rows,
         "setup_s": round(setup_s, 1),
+        "commit": git_commit(),
         "machine": machine(spark, driver_memory=config.spark.driver_memory),
     }
     spark.stop()
