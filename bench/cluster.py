@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import machine, scratch_config, write_report  # noqa: E402
+from common import machine, scratch_config, stage_times, write_report  # noqa: E402
 
 from sparkrec import stages  # noqa: E402
 from sparkrec.adapters.online_retail import import_online_retail  # noqa: E402
@@ -37,7 +36,6 @@ from sparkrec.session import build_session  # noqa: E402
 
 SAMPLE = ROOT / "data" / "online-retail" / "online_retail_2010-12.csv.gz"
 SCRIPT = ROOT / "tools" / "standalone_cluster.sh"
-STAGE_LINE = re.compile(r"stage (\w+) \S+: finished in ([\d.]+) s")
 
 
 def main() -> int:
@@ -150,7 +148,7 @@ def _timed(cmd: list[str], root: Path, env: dict[str, str], how: str) -> dict:
     return {
         "how": how,
         "wall_s": wall,
-        "stages_s": {m.group(1): float(m.group(2)) for m in STAGE_LINE.finditer(text)},
+        "stages_s": stage_times(text),
         "users": result["recommend"]["users"],
         "metrics": metrics,
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import threading
 import time
 from pathlib import Path
@@ -57,21 +58,83 @@ class PeakMemory:
         self._thread.join()
 
 
+class ClusterMemory:
+    """Largest RSS of a ``spark-submit`` run on a standalone cluster on this machine, apart: the
+    driver's JVM (the spark-submit process, ``driver_jvm_peak``), the driver's Python (its Python
+    children, ``driver_peak``) and each executor (``executors``: id -> {jvm, python}): its JVM and
+    the Python processes under it (UDF workers, training processes)."""
+
+    EXECUTOR = "org.apache.spark.executor.CoarseGrainedExecutorBackend"
+
+    def __init__(self, driver_pid: int) -> None:
+        self.driver_pid = driver_pid
+        self.driver_jvm_peak = 0
+        self.driver_peak = 0
+        self.executors: dict[str, dict[str, int]] = {}
+        self._stop = threading.Event()
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            try:
+                driver = psutil.Process(self.driver_pid)
+                self.driver_jvm_peak = max(self.driver_jvm_peak, driver.memory_info().rss)
+                python = sum(_python_rss(c) for c in driver.children(recursive=True))
+                self.driver_peak = max(self.driver_peak, python)
+            except psutil.Error:
+                pass
+            for proc in psutil.process_iter(["cmdline"]):
+                cmd = proc.info["cmdline"] or []
+                if self.EXECUTOR not in cmd or "--executor-id" not in cmd:
+                    continue
+                peak = self.executors.setdefault(cmd[cmd.index("--executor-id") + 1], {"jvm": 0, "python": 0})
+                try:
+                    peak["jvm"] = max(peak["jvm"], proc.memory_info().rss)
+                    peak["python"] = max(peak["python"], sum(_python_rss(c) for c in proc.children(recursive=True)))
+                except psutil.Error:
+                    pass
+            time.sleep(0.2)
+
+    def __enter__(self) -> ClusterMemory:
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _python_rss(proc: psutil.Process) -> int:
+    try:
+        return proc.memory_info().rss if proc.name().startswith("python") else 0
+    except psutil.Error:
+        return 0
+
+
+STAGE_LINE = re.compile(r"stage (\w+) \S+: finished in ([\d.]+) s")
+
+
+def stage_times(log: str) -> dict[str, float]:
+    """Each stage's seconds, from the ``stage NAME DAY: finished in S s`` lines of a driver log."""
+    return {m.group(1): float(m.group(2)) for m in STAGE_LINE.finditer(log)}
+
+
+def scratch_sets(work: Path) -> list[str]:
+    """The ``--set`` items that put every table, landing file and MLflow run under the scratch folder ``work``."""
+    return [
+        f"lakehouse.root={work / 'lakehouse'}",
+        f"landing.root={work / 'landing'}",
+        f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
+        f"mlflow.artifact_location={work / 'mlartifacts'}",
+        "spark.show_progress=false",
+    ]
+
+
 def scratch_config(work: Path, *extra: str) -> Any:
     """The default config with every table, landing file and MLflow run under the scratch folder ``work``."""
     from sparkrec.config import load_config
 
-    return load_config(
-        None,
-        [
-            f"lakehouse.root={work / 'lakehouse'}",
-            f"landing.root={work / 'landing'}",
-            f"mlflow.tracking_uri=sqlite:///{work / 'mlflow.db'}",
-            f"mlflow.artifact_location={work / 'mlartifacts'}",
-            "spark.show_progress=false",
-            *extra,
-        ],
-    )
+    return load_config(None, [*scratch_sets(work), *extra])
 
 
 def machine(spark: Any, **extra: object) -> dict[str, object]:

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/scale.py [--rungs 1000000:100000:10000,3000000:300000:30000,...]
         [--days 14] [--set key=value ...] [--output bench/results/scale.json] [--append]
+        [--cluster events:users:items] [--catalogue items:events:users]
 
 A rung is ``events:users:items``. Each rung runs in a process of its own (a fresh driver, so one
 rung's memory never shows in the next), on a scratch lakehouse:
@@ -19,6 +20,12 @@ executors), ``workers_peak_gib`` the Python workers and training processes toget
 
 ``--append`` adds rungs to the report already at ``--output`` (measured with the same ``--days``
 and ``--set``), so a long rung can run on its own; each rung records the commit it ran on.
+
+``cluster`` (``--cluster events:users:items``): that rung's nightly once more on a two-worker
+standalone cluster on this machine (tools/standalone_cluster.sh, the settings of
+conf/cluster-local.yaml): ``spark-submit jobs/nightly.py``, timed, with the peak RSS of the
+driver's JVM, the driver's Python and each executor (its JVM and the Python processes under it:
+UDF workers, training processes) apart.
 
 ``catalogue`` (``--catalogue items:events:users``, in a process of its own): the collaborative score
 alone on a catalogue too large for EASE — item-kNN fitted in Spark on synthetic (user, item)
@@ -44,7 +51,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import PeakMemory, machine, scratch_config, write_report  # noqa: E402
+from common import ClusterMemory, PeakMemory, machine, scratch_config, scratch_sets, stage_times, write_report  # noqa: E402
 
 START = "2024-06-01"
 RUNGS = "1000000:100000:10000,3000000:300000:30000,10000000:1000000:100000"
@@ -61,11 +68,17 @@ def main() -> int:
                         "collaborative fit and top-K alone ('' to skip)")  # fmt: skip
     parser.add_argument("--append", action="store_true", help="add the rungs to the report at --output (same "
                         "--days and --set) instead of starting a new one")  # fmt: skip
+    parser.add_argument("--cluster", help="events:users:items: this rung's nightly on a two-worker standalone "
+                        "cluster as well (reported as 'cluster')")  # fmt: skip
     parser.add_argument("--one", help=argparse.SUPPRESS)  # events:users:items, run in this process
+    parser.add_argument("--one-cluster", help=argparse.SUPPRESS)  # events:users:items, on the cluster
     parser.add_argument("--one-catalogue", help=argparse.SUPPRESS)  # items:events:users, in this process
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_rung(*_rung(args.one), args.days, args.settings)), flush=True)
+        return 0
+    if args.one_cluster:
+        print(json.dumps(run_cluster_rung(*_rung(args.one_cluster), args.days, args.settings)), flush=True)
         return 0
     if args.one_catalogue:
         print(json.dumps(run_catalogue(*_rung(args.one_catalogue), args.settings)), flush=True)
@@ -74,29 +87,38 @@ def main() -> int:
     if previous and (previous["days"], previous["settings"]) != (args.days, args.settings):
         raise SystemExit(f"--append: {args.output} was measured with --days {previous['days']} and --set "
                          f"{previous['settings']}; run the new rungs with the same")  # fmt: skip
-    catalogue = previous.get("catalogue")
-    if args.catalogue:
-        catalogue = _in_process(["--one-catalogue", args.catalogue], args.settings)
+    report = {
+        "benchmark": "steady-state nightly on synthetic events over a ladder of sizes",
+        "days": args.days,
+        "settings": args.settings,
+        **{k: previous[k] for k in ("machine", "catalogue", "cluster") if k in previous},
+    }
     rungs: list[dict[str, Any]] = list(previous.get("rungs", []))
+    if args.catalogue:
+        report["catalogue"] = _in_process(["--one-catalogue", args.catalogue], args.settings)
     for rung in filter(None, args.rungs.split(",")):  # the report is rewritten after each rung
         rungs.append(_in_process(["--one", rung, "--days", str(args.days)], args.settings))
-        rungs.sort(key=lambda r: r["events"])
-        first, last = rungs[0], rungs[-1]
-        report = {
-            "benchmark": "steady-state nightly on synthetic events over a ladder of sizes",
-            "days": args.days,
-            "settings": args.settings,
-            "machine": next(r["machine"] for r in rungs if "machine" in r),
-            "rungs": [{k: v for k, v in r.items() if k != "machine"} for r in rungs],
-            "driver_peak_ratio": round(last["driver_peak_gib"] / first["driver_peak_gib"], 3),
-            "per_event_cost_ratio": round(
-                (last["nightly_s"] / last["events"]) / (first["nightly_s"] / first["events"]), 3
-            ),
-            "catalogue": catalogue,
-        }
-        write_report(args.output, report)
-        plot(report, Path(args.output).with_suffix(".png"))
+        _write(report, rungs, args.output)
+    if args.cluster:
+        report["cluster"] = _in_process(["--one-cluster", args.cluster, "--days", str(args.days)], args.settings)
+        _write(report, rungs, args.output)
     return 0
+
+
+def _write(report: dict[str, Any], rungs: list[dict[str, Any]], output: str) -> None:
+    """The report with ``rungs`` (smallest first) and the ratios of the largest to the smallest, and its plot."""
+    rungs.sort(key=lambda r: r["events"])
+    if not rungs:
+        raise SystemExit("no rungs measured: give --rungs, or --append to a report that has some")
+    first, last = rungs[0], rungs[-1]
+    report |= {
+        "machine": next((r["machine"] for r in rungs if "machine" in r), report.get("machine")),
+        "rungs": [{k: v for k, v in r.items() if k != "machine"} for r in rungs],
+        "driver_peak_ratio": round(last["driver_peak_gib"] / first["driver_peak_gib"], 3),
+        "per_event_cost_ratio": round((last["nightly_s"] / last["events"]) / (first["nightly_s"] / first["events"]), 3),
+    }
+    write_report(output, report)
+    plot(report, Path(output).with_suffix(".png"))
 
 
 def plot(report: dict[str, Any], path: Path) -> None:
@@ -146,30 +168,15 @@ def _rung(text: str) -> tuple[int, int, int]:
 
 def run_rung(events: int, users: int, items: int, days: int, settings: list[str]) -> dict[str, Any]:
     """One rung in this process: the history set up, then the nightly of its last day timed."""
-    import datetime as dt
-
     from sparkrec import stages
     from sparkrec.session import build_session
-    from sparkrec.synthetic import DirtRates, synthetic_events, synthetic_items, write_landing_day
     from sparkrec.tracking import git_commit
 
     work = Path(tempfile.mkdtemp(prefix="sparkrec-bench-scale-"))
     config = scratch_config(work, *settings)
     spark = build_session(config)
-    all_days = [(dt.date.fromisoformat(START) + dt.timedelta(days=d)).isoformat() for d in range(days)]
-    history, today = all_days[:-1], all_days[-1]
-    clean = DirtRates(0, 0, 0, 0, 0, 0, 0, 0, 0)
-    per_day = events // days
-    new_items = items + max(1, items // 100)
     start = time.perf_counter()
-    for n, day in enumerate(all_days):
-        shop = new_items if day == today else items
-        lines = synthetic_events(spark, per_day, day, users=users, items=shop, seed=n + 1, dirt=clean)
-        write_landing_day(lines, config.landing.root, day)
-    write_landing_day(synthetic_items(spark, items, history[0]), config.landing.root, history[0], kind="items")
-    write_landing_day(synthetic_items(spark, new_items, today), config.landing.root, today, kind="items")
-    stages.run_clean(spark, config, history)
-    stages.run_embed(spark, config, history[-1])
+    today = _history(spark, config, events, users, items, days)
     setup_s = time.perf_counter() - start
     timings: dict[str, float] = {}
     rows: dict[str, Any] = {}
@@ -180,9 +187,7 @@ def run_rung(events: int, users: int, items: int, days: int, settings: list[str]
             timings[name] = round(time.perf_counter() - begin, 1)
             rows[name] = _rows(out)
     result = {
-        "events": per_day * days,
-        "users": users,
-        "items": new_items,
+        **_size(events, users, items, days),
         "stages": timings,
         "nightly_s": round(sum(timings.values()), 1),
         "driver_peak_gib": round(memory.self_peak / 2**30, 3),
@@ -195,6 +200,105 @@ def run_rung(events: int, users: int, items: int, days: int, settings: list[str]
     }
     spark.stop()
     return result
+
+
+# How the cluster rung runs: conf/cluster-local.yaml's settings over the default config, so only where
+# the work runs differs from the local rungs.
+CLUSTER_SETS = (
+    "spark.master=",  # spark-submit's --master decides
+    "spark.shuffle_partitions=4",
+    "spark.conf.spark.executor.memory=2g",
+    "spark.conf.spark.executor.cores=1",
+    "train.num_processes=2",
+    "train.local_mode=false",
+)
+
+
+def run_cluster_rung(events: int, users: int, items: int, days: int, settings: list[str]) -> dict[str, Any]:
+    """One rung's nightly on a two-worker standalone cluster on this machine (tools/standalone_cluster.sh,
+    one core and ``SPARKREC_WORKER_MEMORY`` each): the history set up in local mode in this process,
+    then ``spark-submit jobs/nightly.py`` timed, with the peaks of the driver's JVM, the driver's
+    Python and each executor apart."""
+    from sparkrec.session import build_session
+    from sparkrec.tracking import git_commit
+
+    work = Path(tempfile.mkdtemp(prefix="sparkrec-bench-scale-cluster-"))
+    config = scratch_config(work, *settings)
+    spark = build_session(config)
+    start = time.perf_counter()
+    today = _history(spark, config, events, users, items, days)
+    setup_s = time.perf_counter() - start
+    spark.stop()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_GATEWAY")}
+    env |= {"SPARKREC_CLUSTER_DIR": str(work / "cluster"), "SPARKREC_MASTER_PORT": "7277",
+            "SPARKREC_MASTER_UI_PORT": "8280"}  # fmt: skip
+    cluster = str(ROOT / "tools" / "standalone_cluster.sh")
+    subprocess.run([cluster, "start"], check=True, env=env, cwd=ROOT)
+    try:
+        submit = subprocess.run(
+            [cluster, "submit-args"], check=True, capture_output=True, text=True, env=env, cwd=ROOT
+        ).stdout.split()
+        sets = [*scratch_sets(work), *settings, *CLUSTER_SETS]
+        cmd = [str(ROOT / ".venv" / "bin" / "spark-submit"), *submit, str(ROOT / "jobs" / "nightly.py"),
+               "--date", today, *(f"--set={s}" for s in sets)]  # fmt: skip
+        log = work / "driver.log"
+        begin = time.perf_counter()
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, cwd=work, env=env, stdout=out, stderr=subprocess.STDOUT)
+            with ClusterMemory(proc.pid) as memory:
+                code = proc.wait()
+        wall_s = time.perf_counter() - begin
+    finally:
+        subprocess.run([cluster, "stop"], env=env, cwd=ROOT, check=False)
+    text = log.read_text()
+    if code != 0:
+        raise SystemExit(f"the cluster nightly failed (exit {code}):\n{text[-3000:]}")
+    timings = stage_times(text)
+    gib = lambda b: round(b / 2**30, 3)  # noqa: E731
+    return {
+        **_size(events, users, items, days),
+        "how": f"{submit[1]}, 2 workers x 1 core (spark-submit jobs/nightly.py)",
+        "stages": timings,
+        "nightly_s": round(sum(timings.values()), 1),
+        "wall_s": round(wall_s, 1),
+        "driver_jvm_peak_gib": gib(memory.driver_jvm_peak),
+        "driver_peak_gib": gib(memory.driver_peak),
+        "executors": {
+            eid: {"jvm_peak_gib": gib(p["jvm"]), "python_peak_gib": gib(p["python"])}
+            for eid, p in sorted(memory.executors.items())
+        },  # fmt: skip
+        "setup_s": round(setup_s, 1),
+        "commit": git_commit(),
+    }
+
+
+def _size(events: int, users: int, items: int, days: int) -> dict[str, int]:
+    """A rung's size as run: whole days of events, and the catalogue with the last day's new items."""
+    return {"events": events // days * days, "users": users, "items": items + max(1, items // 100)}
+
+
+def _history(spark: Any, config: Any, events: int, users: int, items: int, days: int) -> str:
+    """Writes ``days`` days of synthetic events (``events / days`` a day, no dirt) and their catalogue
+    to the landing zone, cleans and embeds all but the last; returns the last day, whose catalogue
+    adds 1 % new items: the day the timed nightly runs."""
+    import datetime as dt
+
+    from sparkrec import stages
+    from sparkrec.synthetic import DirtRates, synthetic_events, synthetic_items, write_landing_day
+
+    all_days = [(dt.date.fromisoformat(START) + dt.timedelta(days=d)).isoformat() for d in range(days)]
+    history, today = all_days[:-1], all_days[-1]
+    clean = DirtRates(0, 0, 0, 0, 0, 0, 0, 0, 0)
+    new_items = _size(events, users, items, days)["items"]
+    for n, day in enumerate(all_days):
+        shop = new_items if day == today else items
+        lines = synthetic_events(spark, events // days, day, users=users, items=shop, seed=n + 1, dirt=clean)
+        write_landing_day(lines, config.landing.root, day)
+    write_landing_day(synthetic_items(spark, items, history[0]), config.landing.root, history[0], kind="items")
+    write_landing_day(synthetic_items(spark, new_items, today), config.landing.root, today, kind="items")
+    stages.run_clean(spark, config, history)
+    stages.run_embed(spark, config, history[-1])
+    return today
 
 
 def run_catalogue(items: int, events: int, users: int, settings: list[str], k: int = 10) -> dict[str, Any]:
