@@ -10,6 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -39,22 +42,25 @@ class Catalog:
 def item_catalog(spark: SparkSession, config: Config) -> Catalog:
     """Every item of the ``items`` table in id order, with its eligibility (active, not out of stock),
     category and price."""
-    rows = (
+    # Arrow, not Rows: a million items come as a few columns, not a million Row objects.
+    table = (
         tables.read_table(spark, config, ITEMS)
         .select("item_id", "active", "in_stock", "category", "price")
         .orderBy("item_id")
-        .collect()
+        .toArrow()
     )
-    item_ids = [r["item_id"] for r in rows]
-    eligible = np.array([bool(r["active"]) and r["in_stock"] is not False for r in rows], dtype=bool)
-    index_df = spark.createDataFrame([(item, i) for i, item in enumerate(item_ids)], "item_id string, row int")
+    item_ids = table.column("item_id").to_pylist()
+    active = pc.fill_null(table.column("active"), False).to_numpy(zero_copy_only=False)
+    in_stock = pc.fill_null(table.column("in_stock"), True).to_numpy(zero_copy_only=False)
+    index = pd.DataFrame({"item_id": item_ids, "row": np.arange(len(item_ids), dtype=np.int32)})
+    index_df = spark.createDataFrame(index, "item_id string, row int")  # through Arrow
     return Catalog(
         item_ids,
-        eligible,
+        np.asarray(active & in_stock, dtype=bool),
         index_df,
-        categories=[r["category"] for r in rows],
-        prices=[r["price"] for r in rows],
-        has_in_stock=any(r["in_stock"] is not None for r in rows),
+        categories=table.column("category").to_pylist(),
+        prices=table.column("price").to_pylist(),
+        has_in_stock=table.column("in_stock").null_count < table.num_rows,
     )
 
 
@@ -99,17 +105,27 @@ def text_matrix(
                 f"item_embeddings holds no vectors of model {model!r}; run the embed stage first"
             )
         dim = len(table.column("embedding")[0])
-    embedding = table.column("embedding").combine_chunks()
-    lengths = embedding.value_lengths().to_numpy(zero_copy_only=False)
-    if (lengths != dim).any():  # vectors of another size: say which (a model trained on other vectors)
-        return vector_matrix(dict(zip(table.column("item_id").to_pylist(), embedding.to_pylist(), strict=True)),
-                             item_ids, dim)  # fmt: skip
-    vectors = embedding.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, dim)
+    vectors = arrow_matrix(table.column("embedding"))
+    if vectors is None or vectors.shape[1] != dim:  # vectors of another size: say which (a model trained on others)
+        embedding = table.column("embedding").to_pylist()
+        return vector_matrix(dict(zip(table.column("item_id").to_pylist(), embedding, strict=True)), item_ids, dim)
     position = {item: i for i, item in enumerate(item_ids)}
     rows = np.fromiter((position.get(i, -1) for i in table.column("item_id").to_pylist()), np.int64, table.num_rows)
     out = np.zeros((len(item_ids), dim), dtype=np.float32)
     out[rows[rows >= 0]] = vectors[rows >= 0]
     return out
+
+
+def arrow_matrix(column: pa.ChunkedArray | pa.ListArray) -> np.ndarray | None:
+    """An Arrow column of float lists as one float32 matrix [rows, dim], never a Python float per
+    value; None when the lists differ in length (nulls must be filtered out before)."""
+    lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    lengths = lists.value_lengths().to_numpy(zero_copy_only=False)
+    if len(lengths) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    if (lengths != lengths[0]).any():
+        return None
+    return lists.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, int(lengths[0]))
 
 
 def extra_vectors(
@@ -162,12 +178,12 @@ def _source_vectors(spark: SparkSession, column: str, where: str, name: str) -> 
 def item_attributes(spark: SparkSession, config: Config, vocab: list[str]) -> tuple[AttributeSpec, np.ndarray | None]:
     """The attribute vocabulary of the training items and their codes [V + 1, A] (row 0 zeros); no
     codes when the catalogue has no categories or prices, or ``train.model.attributes`` is off."""
-    rows = {
-        r["item_id"]: (r["category"], r["price"])
-        for r in tables.read_table(spark, config, ITEMS).select("item_id", "category", "price").collect()
-    }
-    categories = [rows.get(i, (None, None))[0] for i in vocab]
-    prices = [rows.get(i, (None, None))[1] for i in vocab]
+    table = tables.read_table(spark, config, ITEMS).select("item_id", "category", "price").toArrow()
+    position = {item: i for i, item in enumerate(table.column("item_id").to_pylist())}
+    known = [position.get(i) for i in vocab]
+    category, price = table.column("category").to_pylist(), table.column("price").to_pylist()
+    categories = [None if p is None else category[p] for p in known]
+    prices = [None if p is None else price[p] for p in known]
     spec = fit_spec(categories, prices)
     if spec.empty or not config.train.model.attributes:
         return spec, None

@@ -35,6 +35,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
+from sparkrec.catalog import arrow_matrix
 from sparkrec.schemas import require_columns
 
 
@@ -126,9 +127,10 @@ def intra_list_diversity(recs: DataFrame, item_vectors_df: DataFrame) -> float:
     table = item_vectors_df.where(F.col("embedding").isNotNull()).select("item_id", "embedding").toArrow()
     if table.num_rows == 0:
         return 0.0
-    embedding = table.column("embedding").combine_chunks()
-    dim = len(embedding[0])
-    matrix = embedding.flatten().to_numpy(zero_copy_only=False).astype(np.float64).reshape(-1, dim)
+    vectors = arrow_matrix(table.column("embedding"))
+    if vectors is None:
+        raise ValueError("intra_list_diversity: the item vectors differ in size (more than one text model?)")
+    matrix = vectors.astype(np.float64)
     norms = np.linalg.norm(matrix, axis=1)
     directed = norms > 0
     unit = np.zeros_like(matrix)

@@ -69,12 +69,12 @@ def prepare(spark: SparkSession, config: Config, history_df: DataFrame, staging:
         history_df = history_df.join(marked.where("is_label").select("event_id"), "event_id", "left_anti")
     examples = features.to_training_examples(history_df, train.model.history_length, train.example_history)
     examples = features.latest_per_user(examples, train.max_examples_per_user).cache()
-    vocab = sorted(
-        r[0] for r in examples.select(F.explode(F.array_union(F.array("item_id"), "history"))).distinct().collect()
-    )
+    items = examples.select(F.explode(F.array_union(F.array("item_id"), "history")).alias("item_id")).distinct()
+    vocab = sorted(items.toArrow().column("item_id").to_pylist())
     if not vocab:
         raise ValueError(f"no training examples in {label}: clean more days first")
-    vocab_df = spark.createDataFrame([(item, i + 1) for i, item in enumerate(vocab)], "item_id string, idx int")
+    rows = pd.DataFrame({"item_id": vocab, "idx": np.arange(1, len(vocab) + 1, dtype=np.int32)})
+    vocab_df = spark.createDataFrame(rows, "item_id string, idx int")  # through Arrow
     text_model = embed.model_name(config.embed)
     text = _padded(text_matrix(spark, config, text_model, vocab))
     attributes, item_attrs = item_attributes(spark, config, vocab)
@@ -256,6 +256,6 @@ def _popularity(
 def _log_holders(held_df: DataFrame, size: int) -> np.ndarray:
     """log of 1 + the distinct users of ``held_df`` (``user_id``, ``row``) holding each row, [size]."""
     holders = np.zeros(size, dtype=np.float64)
-    for r in held_df.groupBy("row").agg(F.countDistinct("user_id").alias("n")).collect():
-        holders[int(r["row"])] = r["n"]
+    counts = held_df.groupBy("row").agg(F.countDistinct("user_id").alias("n")).toArrow()
+    holders[counts.column("row").to_numpy()] = counts.column("n").to_numpy()
     return np.log1p(holders).astype(np.float32)

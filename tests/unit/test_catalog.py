@@ -1,0 +1,22 @@
+"""Item vectors read as Arrow: one float matrix, never a Python float per value."""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+
+from sparkrec.catalog import arrow_matrix
+
+
+def test_a_list_column_becomes_one_matrix_across_chunks_and_slices() -> None:
+    first = pa.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], type=pa.list_(pa.float32()))
+    second = pa.array([[7.0, 8.0]], type=pa.list_(pa.float32()))
+    column = pa.chunked_array([first.slice(1), second])  # a slice keeps offsets into the first chunk's values
+    matrix = arrow_matrix(column)
+    assert matrix is not None and matrix.dtype == np.float32
+    np.testing.assert_array_equal(matrix, [[3.0, 4.0], [5.0, 6.0], [7.0, 8.0]])
+
+
+def test_lists_of_several_lengths_are_not_a_matrix() -> None:
+    assert arrow_matrix(pa.array([[1.0, 2.0], [3.0]], type=pa.list_(pa.float64()))) is None
+    assert arrow_matrix(pa.chunked_array([], type=pa.list_(pa.float32()))).shape == (0, 0)
