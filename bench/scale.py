@@ -19,7 +19,8 @@ executors), ``workers_peak_gib`` the Python workers and training processes toget
 ``per_event_cost_ratio`` the largest rung's nightly seconds per event over the smallest's.
 
 ``--append`` adds rungs to the report already at ``--output`` (measured with the same ``--days``
-and ``--set``), so a long rung can run on its own; each rung records the commit it ran on.
+and ``--set``; a rung of the same size is replaced), so a long rung can run on its own; each rung
+records the commit it ran on.
 
 ``cluster`` (``--cluster events:users:items``): that rung's nightly once more on a two-worker
 standalone cluster on this machine (tools/standalone_cluster.sh, the settings of
@@ -97,7 +98,9 @@ def main() -> int:
     if args.catalogue:
         report["catalogue"] = _in_process(["--one-catalogue", args.catalogue], args.settings)
     for rung in filter(None, args.rungs.split(",")):  # the report is rewritten after each rung
-        rungs.append(_in_process(["--one", rung, "--days", str(args.days)], args.settings))
+        result = _in_process(["--one", rung, "--days", str(args.days)], args.settings)
+        size = lambda r: (r["events"], r["users"], r["items"])  # noqa: E731
+        rungs = [r for r in rungs if size(r) != size(result)] + [result]  # a rung run again replaces the old
         _write(report, rungs, args.output)
     if args.cluster:
         report["cluster"] = _in_process(["--one-cluster", args.cluster, "--days", str(args.days)], args.settings)
