@@ -351,10 +351,11 @@ class ExperimentConfig:
     )
     # EASE regularisation strengths tried on the validation split.
     ease_lambdas: list[float] = setting([10.0, 50.0, 200.0, 500.0, 1000.0], above=0, min_items=1)
-    # Largest catalogue EASE solves: it inverts a dense items x items matrix on the driver. Above it the
-    # ranker's collaborative score is item-kNN (train.ranker.collaborative: auto) and the ease baseline
-    # is left out of an experiment.
-    ease_max_items: int = setting(20000, at_least=1)
+    # Largest catalogue EASE solves: it inverts a dense items x items matrix on the driver (about
+    # 20 bytes x items^2 at its peak: 2 GB at 10,000 items, 8 GB at 20,000). Above it the ranker's
+    # collaborative score is item-kNN (train.ranker.collaborative: auto) and the ease baseline is left
+    # out of an experiment.
+    ease_max_items: int = setting(10000, at_least=1)
     # Item-kNN dampings (train.ranker.damping) tried on the validation split, for the knn baseline and
     # for sparkrec's collaborative score where it is item-kNN.
     knn_dampings: list[float] = setting([0.15, 0.3, 0.5], at_least=0, min_items=1)

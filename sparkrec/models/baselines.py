@@ -32,6 +32,7 @@ import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from scipy import sparse
+from scipy.linalg import lapack
 
 from sparkrec.models.scoring import PopularityScorer, UserBlock
 from sparkrec.models.specs import RankerSpec
@@ -143,7 +144,7 @@ class CollaborativeScorer:
 def check_ease_size(n_items: int, max_items: int) -> None:
     """Raise ``EaseTooLargeError`` when a dense n x n solve would not fit the configured limit."""
     if n_items > max_items:
-        gib = 3 * n_items * n_items * 8 / 2**30
+        gib = 20 * n_items * n_items / 2**30  # ease_weights at its peak: gram, working matrix, result
         raise EaseTooLargeError(
             f"EASE would invert a dense {n_items} x {n_items} matrix on the driver (about {gib:.1f} GiB); "
             f"the limit is experiment.ease_max_items={max_items}. Raise it (with spark.driver_memory) or leave "
@@ -210,14 +211,38 @@ def with_text_neighbours(
     return out
 
 
-def ease_weights(gram: np.ndarray, lam: float) -> np.ndarray:
-    """B = -P / diag(P) with P = (G + lambda I)^-1 and diag(B) = 0, as float32."""
+def ease_weights(gram: np.ndarray, lam: float, overwrite: bool = False, block: int = 1024) -> np.ndarray:
+    """B = -P / diag(P) with P = (G + lambda I)^-1 and diag(B) = 0, as float32.
+
+    G + lambda I is symmetric positive definite, so P comes from its Cholesky factor in place (LAPACK
+    potrf then potri): the driver holds one float64 n x n working matrix besides ``gram`` (none with
+    ``overwrite``, where ``gram`` itself is the working matrix) and the float32 result, not the
+    identity, the sum, the inverse and the quotient of a plain ``inv`` each n x n.
+    """
     if lam <= 0:
         raise ValueError(f"EASE lambda must be positive, got {lam}")
-    p = np.linalg.inv(gram + lam * np.eye(gram.shape[0]))
-    b = -p / np.diag(p)[None, :]
-    np.fill_diagonal(b, 0.0)
-    return b.astype(np.float32)
+    n = gram.shape[0]
+    mine = overwrite and gram.dtype == np.float64 and gram.flags.c_contiguous
+    work = gram if mine else np.array(gram, dtype=np.float64, order="C")
+    work.flat[:: n + 1] += lam
+    # LAPACK reads the C-ordered matrix as its transpose (the same symmetric matrix), so its upper
+    # triangle is ``work``'s lower one: potri leaves P there.
+    factor, info = lapack.dpotrf(work.T, lower=False, overwrite_a=True, clean=False)
+    if info == 0:
+        factor, info = lapack.dpotri(factor, lower=False, overwrite_c=True)
+    if info != 0:
+        raise ValueError(f"EASE: G + lambda I is not positive definite (LAPACK info {info})")
+    p = factor.T  # C order again; valid on and below the diagonal
+    diagonal = p.diagonal().copy()
+    out = np.empty((n, n), dtype=np.float32)
+    for start in range(0, n, block):  # row block of B from P's lower triangle, mirrored
+        stop = min(start + block, n)
+        rows = np.tril(p[start:stop, :stop], k=start)  # P[i, j] for j <= i
+        rows[:, start:stop] += np.tril(p[start:stop, start:stop], k=-1).T  # the block's upper part
+        out[start:stop, :stop] = rows / -diagonal[None, :stop]
+        out[start:stop, stop:] = p[stop:, start:stop].T / -diagonal[None, stop:]  # P[i, j] = P[j, i], j > i
+    np.fill_diagonal(out, 0.0)
+    return out
 
 
 def fit_ease(gram: np.ndarray, lam: float) -> CollaborativeScorer:
@@ -250,8 +275,8 @@ def fit_collaborative(
 def collaborative_weights(gram: np.ndarray, text: np.ndarray, spec: RankerSpec) -> np.ndarray:
     """EASE B over ``gram`` with the text neighbours ``spec`` asks for (a model saved without them:
     plain EASE); ``text`` [n, d] in the gram's row order."""
-    gram = with_text_neighbours(gram, text, spec.text_neighbours, spec.text_weight)
-    return ease_weights(gram, spec.ease_lambda)
+    fused = with_text_neighbours(gram, text, spec.text_neighbours, spec.text_weight)
+    return ease_weights(fused, spec.ease_lambda, overwrite=fused is not gram)  # a copy of its own
 
 
 def resolved(spec: RankerSpec, n_items: int, max_items: int) -> RankerSpec:

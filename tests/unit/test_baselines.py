@@ -28,6 +28,21 @@ def test_ease_weights_solve_each_column_s_ridge_regression_with_a_zero_diagonal(
         np.testing.assert_allclose(b[others, j], expected, rtol=1e-5, atol=1e-6)
 
 
+def test_ease_weights_from_the_cholesky_factor_equal_the_plain_inverse_in_any_block_size() -> None:
+    rng = np.random.default_rng(0)
+    x = (rng.random((200, 50)) < 0.1).astype(np.float64)
+    gram = x.T @ x
+    p = np.linalg.inv(gram + 3.0 * np.eye(50))
+    want = -p / np.diag(p)[None, :]
+    np.fill_diagonal(want, 0.0)
+    for block in (1, 7, 50, 1024):
+        np.testing.assert_allclose(ease_weights(gram, 3.0, block=block), want, rtol=1e-5, atol=1e-7)
+    kept = gram.copy()
+    ease_weights(gram, 3.0)
+    np.testing.assert_array_equal(gram, kept)  # the gram is left as it was unless overwrite is asked
+    np.testing.assert_allclose(ease_weights(gram.copy(), 3.0, overwrite=True), want, rtol=1e-5, atol=1e-7)
+
+
 def test_ease_weights_by_hand_for_two_items() -> None:
     # G = [[2, 1], [1, 1]], lambda = 1: P = inv([[3, 1], [1, 2]]) = [[2, -1], [-1, 3]] / 5,
     # B = -P / diag(P): B[0, 1] = (1/5) / (3/5) = 1/3, B[1, 0] = (1/5) / (2/5) = 1/2.
