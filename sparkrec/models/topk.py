@@ -7,6 +7,7 @@ top k + 1 (the metric@k curves rely on it), and masked items (-inf) are never co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TypeAlias
 
 import numpy as np
@@ -73,7 +74,7 @@ def held_top(
         cols, vals = cols[keep], vals[keep]
         order = np.lexsort((cols, -vals))[:kk]
         picked, got = cols[order], vals[order]
-        zeros = _first_allowed(allowed, np.concatenate([held, scored]), kk - len(picked))
+        zeros = _first_where(n, kk - len(picked), lambda a, b: allowed[a:b], np.concatenate([held, scored]))
         picked = np.concatenate([picked, zeros])
         top[i, : len(picked)] = picked
         values[i, : len(picked)] = np.concatenate([got, np.zeros(len(zeros), dtype=np.float32)])
@@ -92,15 +93,19 @@ def _sparse_product(weights: sparse.csr_matrix, rows: list[np.ndarray]) -> spars
     return (x @ weights).tocsr()
 
 
-def _first_allowed(allowed: np.ndarray, excluded: np.ndarray, count: int, chunk: int = 1 << 16) -> np.ndarray:
-    """The ``count`` lowest allowed indices outside ``excluded`` (fewer when there are not as many),
-    scanning ``allowed`` a chunk at a time and stopping once there are enough."""
+def _first_where(
+    n: int, count: int, test: Callable[[int, int], np.ndarray], excluded: np.ndarray | None = None, chunk: int = 1 << 16
+) -> np.ndarray:
+    """The ``count`` lowest indices below ``n`` where ``test(start, stop)`` (a bool mask of that span)
+    holds, outside ``excluded`` (fewer when there are not as many): the span is scanned a chunk at a
+    time and the scan stops once there are enough, so a row of a million scores costs a chunk."""
     found: list[np.ndarray] = []
-    for start in range(0, len(allowed), chunk) if count > 0 else ():
-        here = np.flatnonzero(allowed[start : start + chunk]) + start
-        here = here[~np.isin(here, excluded)][:count]
-        found.append(here)
-        count -= len(here)
+    for start in range(0, n, chunk) if count > 0 else ():
+        here = np.flatnonzero(test(start, min(start + chunk, n))) + start
+        if excluded is not None:
+            here = here[~np.isin(here, excluded)]
+        found.append(here[:count])
+        count -= len(found[-1])
         if count == 0:
             break
     return np.concatenate(found) if found else np.zeros(0, dtype=np.int64)
@@ -215,23 +220,17 @@ def dot_top_indices(
     return top, top_values, np.isfinite(top_values).sum(axis=1)
 
 
-def _tied_top(row: np.ndarray, top: np.ndarray, values: np.ndarray, chunk: int = 1 << 16) -> np.ndarray:
+def _tied_top(row: np.ndarray, top: np.ndarray, values: np.ndarray) -> np.ndarray:
     """The top ``len(top)`` of ``row`` with ties at the k-th score going to the lower index, from a
     top (``top``, ``values``, best first) that is right except for which tied items it holds.
 
     Every score above the k-th is already in ``top``; the rest are the lowest-indexed items equal
-    to the k-th, found by scanning ``row`` a chunk at a time and stopping once there are enough. A
+    to the k-th, found by ``_first_where``'s scan, which stops once there are enough. A
     sparse score (item-kNN over a large catalogue) ties most items at 0, so the scan ends in the
     first chunk instead of sorting the whole row.
     """
     kth = values[-1]
     above = top[values > kth]
     above = above[np.lexsort((above, -row[above]))]
-    need, ties = len(top) - len(above), []
-    for start in range(0, len(row), chunk):
-        found = np.flatnonzero(row[start : start + chunk] == kth)[:need] + start
-        ties.append(found)
-        need -= len(found)
-        if need == 0:
-            break
-    return np.concatenate([above, *ties])
+    ties = _first_where(len(row), len(top) - len(above), lambda a, b: row[a:b] == kth)
+    return np.concatenate([above, ties])
