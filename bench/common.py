@@ -9,12 +9,34 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import psutil
 
 
-class PeakMemory:
+class _Sampler:
+    """Calls ``sample()`` every 0.2 s on a thread while the ``with`` block runs."""
+
+    def sample(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.sample()
+            time.sleep(0.2)
+
+    def __enter__(self) -> Self:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class PeakMemory(_Sampler):
     """Largest RSS while the block runs: of this process tree summed (``peak``), of this process alone
     (``self_peak``: the driver's Python), of its Java children (``jvm_peak``: the Spark JVM) and of its
     Python children (``python_peak``: Spark's Python workers, where UDFs run, and training processes)."""
@@ -24,41 +46,29 @@ class PeakMemory:
         self.self_peak = 0
         self.jvm_peak = 0
         self.python_peak = 0
-        self._stop = threading.Event()
 
-    def _sample(self) -> None:
+    def sample(self) -> None:
         me = psutil.Process(os.getpid())
-        while not self._stop.is_set():
-            total = python = jvm = own = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    rss = proc.memory_info().rss
-                    total += rss
-                    if proc.pid == me.pid:
-                        own = rss
-                    elif proc.name().startswith("python"):
-                        python += rss
-                    elif proc.name() == "java":
-                        jvm += rss
-                except psutil.Error:
-                    pass
-            self.peak = max(self.peak, total)
-            self.self_peak = max(self.self_peak, own)
-            self.jvm_peak = max(self.jvm_peak, jvm)
-            self.python_peak = max(self.python_peak, python)
-            time.sleep(0.2)
-
-    def __enter__(self) -> PeakMemory:
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+        total = python = jvm = own = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                rss = proc.memory_info().rss
+                total += rss
+                if proc.pid == me.pid:
+                    own = rss
+                elif proc.name().startswith("python"):
+                    python += rss
+                elif proc.name() == "java":
+                    jvm += rss
+            except psutil.Error:
+                pass
+        self.peak = max(self.peak, total)
+        self.self_peak = max(self.self_peak, own)
+        self.jvm_peak = max(self.jvm_peak, jvm)
+        self.python_peak = max(self.python_peak, python)
 
 
-class ClusterMemory:
+class ClusterMemory(_Sampler):
     """Largest RSS of a ``spark-submit`` run on a standalone cluster on this machine, apart: the
     driver's JVM (the spark-submit process, ``driver_jvm_peak``), the driver's Python (its Python
     children, ``driver_peak``) and each executor (``executors``: id -> {jvm, python}): its JVM and
@@ -71,37 +81,25 @@ class ClusterMemory:
         self.driver_jvm_peak = 0
         self.driver_peak = 0
         self.executors: dict[str, dict[str, int]] = {}
-        self._stop = threading.Event()
 
-    def _sample(self) -> None:
-        while not self._stop.is_set():
+    def sample(self) -> None:
+        try:
+            driver = psutil.Process(self.driver_pid)
+            self.driver_jvm_peak = max(self.driver_jvm_peak, driver.memory_info().rss)
+            python = sum(_python_rss(c) for c in driver.children(recursive=True))
+            self.driver_peak = max(self.driver_peak, python)
+        except psutil.Error:
+            pass
+        for proc in psutil.process_iter(["cmdline"]):
+            cmd = proc.info["cmdline"] or []
+            if self.EXECUTOR not in cmd or "--executor-id" not in cmd:
+                continue
+            peak = self.executors.setdefault(cmd[cmd.index("--executor-id") + 1], {"jvm": 0, "python": 0})
             try:
-                driver = psutil.Process(self.driver_pid)
-                self.driver_jvm_peak = max(self.driver_jvm_peak, driver.memory_info().rss)
-                python = sum(_python_rss(c) for c in driver.children(recursive=True))
-                self.driver_peak = max(self.driver_peak, python)
+                peak["jvm"] = max(peak["jvm"], proc.memory_info().rss)
+                peak["python"] = max(peak["python"], sum(_python_rss(c) for c in proc.children(recursive=True)))
             except psutil.Error:
                 pass
-            for proc in psutil.process_iter(["cmdline"]):
-                cmd = proc.info["cmdline"] or []
-                if self.EXECUTOR not in cmd or "--executor-id" not in cmd:
-                    continue
-                peak = self.executors.setdefault(cmd[cmd.index("--executor-id") + 1], {"jvm": 0, "python": 0})
-                try:
-                    peak["jvm"] = max(peak["jvm"], proc.memory_info().rss)
-                    peak["python"] = max(peak["python"], sum(_python_rss(c) for c in proc.children(recursive=True)))
-                except psutil.Error:
-                    pass
-            time.sleep(0.2)
-
-    def __enter__(self) -> ClusterMemory:
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
 
 
 def _python_rss(proc: psutil.Process) -> int:

@@ -172,15 +172,9 @@ def _rung(text: str) -> tuple[int, int, int]:
 def run_rung(events: int, users: int, items: int, days: int, settings: list[str]) -> dict[str, Any]:
     """One rung in this process: the history set up, then the nightly of its last day timed."""
     from sparkrec import stages
-    from sparkrec.session import build_session
     from sparkrec.tracking import git_commit
 
-    work = Path(tempfile.mkdtemp(prefix="sparkrec-bench-scale-"))
-    config = scratch_config(work, *settings)
-    spark = build_session(config)
-    start = time.perf_counter()
-    today = _history(spark, config, events, users, items, days)
-    setup_s = time.perf_counter() - start
+    spark, config, _, today, setup_s = _set_up("sparkrec-bench-scale-", events, users, items, days, settings)
     timings: dict[str, float] = {}
     rows: dict[str, Any] = {}
     with PeakMemory() as memory:
@@ -222,15 +216,9 @@ def run_cluster_rung(events: int, users: int, items: int, days: int, settings: l
     one core and ``SPARKREC_WORKER_MEMORY`` each): the history set up in local mode in this process,
     then ``spark-submit jobs/nightly.py`` timed, with the peaks of the driver's JVM, the driver's
     Python and each executor apart."""
-    from sparkrec.session import build_session
     from sparkrec.tracking import git_commit
 
-    work = Path(tempfile.mkdtemp(prefix="sparkrec-bench-scale-cluster-"))
-    config = scratch_config(work, *settings)
-    spark = build_session(config)
-    start = time.perf_counter()
-    today = _history(spark, config, events, users, items, days)
-    setup_s = time.perf_counter() - start
+    spark, _, work, today, setup_s = _set_up("sparkrec-bench-scale-cluster-", events, users, items, days, settings)
     spark.stop()
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYSPARK_GATEWAY")}
     env |= {"SPARKREC_CLUSTER_DIR": str(work / "cluster"), "SPARKREC_MASTER_PORT": "7277",
@@ -278,6 +266,21 @@ def run_cluster_rung(events: int, users: int, items: int, days: int, settings: l
 def _size(events: int, users: int, items: int, days: int) -> dict[str, int]:
     """A rung's size as run: whole days of events, and the catalogue with the last day's new items."""
     return {"events": events // days * days, "users": users, "items": items + max(1, items // 100)}
+
+
+def _set_up(
+    prefix: str, events: int, users: int, items: int, days: int, settings: list[str]
+) -> tuple[Any, Any, Path, str, float]:
+    """A scratch folder, its config and a local session, and the history written, cleaned and
+    embedded there (``_history``): (spark, config, folder, the day to run, set-up seconds)."""
+    from sparkrec.session import build_session
+
+    work = Path(tempfile.mkdtemp(prefix=prefix))
+    config = scratch_config(work, *settings)
+    spark = build_session(config)
+    start = time.perf_counter()
+    today = _history(spark, config, events, users, items, days)
+    return spark, config, work, today, round(time.perf_counter() - start, 1)
 
 
 def _history(spark: Any, config: Any, events: int, users: int, items: int, days: int) -> str:
