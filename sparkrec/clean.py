@@ -166,7 +166,8 @@ def _first_reason(config: CleanConfig) -> Column:
 
 
 def with_event_id(df: DataFrame) -> DataFrame:
-    """The given ``event_id``, else a hash of user, item, type, time and value."""
+    """``event_id`` of each clean row (``reason`` null): the given one, else a hash of user, item,
+    type, time and value; null for quarantined rows."""
     fingerprint = F.concat_ws(
         "\u241f",
         "user_id",
@@ -175,7 +176,8 @@ def with_event_id(df: DataFrame) -> DataFrame:
         F.date_format("event_ts", "yyyy-MM-dd'T'HH:mm:ss.SSSSSS"),
         F.coalesce(F.col("value").cast("string"), F.lit("")),
     )
-    return df.withColumn("event_id", F.coalesce("given_event_id", F.sha2(fingerprint, 256)))
+    event_id = F.coalesce("given_event_id", F.sha2(fingerprint, 256))
+    return df.withColumn("event_id", F.when(F.col("reason").isNull(), event_id))
 
 
 def clean_events(lines_df: DataFrame, config: CleanConfig, known_items_df: DataFrame | None = None) -> CleanResult:
@@ -186,24 +188,26 @@ def clean_events(lines_df: DataFrame, config: CleanConfig, known_items_df: DataF
         config: the cleaning rules.
         known_items_df: ``item_id`` of the item catalog; None when there is none (no unknown_item rule).
     """
-    classified = classify_events(lines_df, config, known_items_df)
-    valid = with_event_id(classified.where(F.col("reason").isNull()))
-    first = Window.partitionBy("ds", "event_id").orderBy("source_file", "raw")
-    ranked = with_bot_flag(valid.withColumn("copy", F.row_number().over(first)), config.bot_max_events_per_hour)
-    dirty = (
-        classified.where(F.col("reason").isNotNull())
-        .withColumn("event_id", F.lit(None).cast("string"))
-        .withColumn("copy", F.lit(None).cast("int"))
-        .withColumn("is_bot", F.lit(False))
+    classified = with_event_id(classify_events(lines_df, config, known_items_df))
+    is_clean = F.col("reason").isNull()
+    # Copies of an event: the first by source file, then by a 64-bit hash of the line, is kept. The
+    # line itself travels on only for quarantined rows, which keep it: clean rows shuffle without it.
+    first = Window.partitionBy("ds", "event_id").orderBy("source_file", "line_hash")
+    ranked = with_bot_flag(
+        classified.withColumn("line_hash", F.xxhash64("raw"))
+        .withColumn("raw", F.when(~is_clean, F.col("raw")))
+        .withColumn("copy", F.when(is_clean, F.row_number().over(first)))
+        .drop("line_hash"),
+        config.bot_max_events_per_hour,
     )
     # Every raw row once, with its outcome: the three outputs below are filters of this one frame,
     # so a caller that persists ``rows`` parses the landing files once.
     outcome = (
-        F.when(F.col("reason").isNotNull(), F.lit("quarantined_rows"))
+        F.when(~is_clean, F.lit("quarantined_rows"))
         .when(F.col("copy") > 1, F.lit("duplicate_rows"))
         .otherwise(F.lit("clean_rows"))
     )
-    rows = ranked.unionByName(dirty.select(ranked.columns)).withColumn("outcome", outcome)
+    rows = ranked.withColumn("outcome", outcome)
     interactions = rows.where(F.col("outcome") == "clean_rows").select(
         "event_id",
         "user_id",
@@ -236,17 +240,23 @@ def clean_events(lines_df: DataFrame, config: CleanConfig, known_items_df: DataF
 
 
 def with_bot_flag(ranked_df: DataFrame, max_per_hour: int) -> DataFrame:
-    """``is_bot``: the user has more than ``max_per_hour`` clean events (first copies) in some clock
-    hour of the landing day; every event of that user and day is flagged. Off when 0."""
+    """``is_bot``: the user has more than ``max_per_hour`` clean events (first copies, ``copy`` 1) in
+    some clock hour of the landing day; every clean row of that user and day is flagged. Off when 0.
+
+    Both windows partition by day and user, so they share one shuffle.
+    """
     if max_per_hour <= 0:
         return ranked_df.withColumn("is_bot", F.lit(False))
     first_copy = F.when(F.col("copy") == 1, 1)
-    hour = F.date_trunc("hour", "event_ts")
-    per_hour = F.count(first_copy).over(Window.partitionBy("ds", "user_id", hour))
+    by_user = Window.partitionBy("ds", "user_id")
+    # Clock hours in UTC (the session time zone), as whole hours since the epoch: cheaper than date_trunc.
+    hour = F.floor(F.unix_seconds("event_ts") / 3600)
+    same_hour = by_user.orderBy(hour).rangeBetween(Window.currentRow, Window.currentRow)
+    busy_hour = F.count(first_copy).over(same_hour) > max_per_hour
     return (
-        ranked_df.withColumn("_per_hour", per_hour)
-        .withColumn("is_bot", F.max(F.col("_per_hour") > max_per_hour).over(Window.partitionBy("ds", "user_id")))
-        .drop("_per_hour")
+        ranked_df.withColumn("_busy_hour", busy_hour)
+        .withColumn("is_bot", F.col("copy").isNotNull() & F.max("_busy_hour").over(by_user))
+        .drop("_busy_hour")
     )
 
 

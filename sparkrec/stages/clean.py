@@ -50,13 +50,15 @@ def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str,
             clean.reconcile(counts)
             _warn_unknown_fields(counts)
             quarantine = result.quarantine
-            if items is not None and item_quarantine is not None:
-                newest_wins = "t.updated_at IS NULL OR s.updated_at >= t.updated_at"
-                tables.merge_upsert(spark, items, config, ITEMS, ["item_id"], update_condition=newest_wins)
+            if item_quarantine is not None:
                 quarantine = quarantine.unionByName(item_quarantine)
             in_days = f"ds IN ({', '.join(tables.date_literal(d) for d in days)})"
             tables.replace_partitions(result.interactions, config, INTERACTIONS, in_days)
             tables.replace_partitions(quarantine, config, QUARANTINE, in_days)
+            if items is not None:
+                # Last: a write to the items table drops the cached rows, which read it (known items).
+                newest_wins = "t.updated_at IS NULL OR s.updated_at >= t.updated_at"
+                tables.merge_upsert(spark, items, config, ITEMS, ["item_id"], update_condition=newest_wins)
             rows = [(str(r["ds"]), r["metric"], r["value"], r["source"]) for r in counts]
             write_run_metrics(spark, config, "clean", run_id, days, rows)
             totals = _totals(counts)

@@ -179,3 +179,29 @@ def test_fast_users_are_kept_as_bots_counted_and_left_out_of_training(spark, tmp
         [DAY],
     )
     assert off["bot_rows"] == 0
+
+
+def test_the_landing_files_are_read_once_and_the_first_file_keeps_a_repeated_event(
+    spark, tmp_path: Path, mlflow_db: Path
+) -> None:
+    from sparkrec import clean
+    from sparkrec.landing import read_landing
+    from sparkrec.schemas import REQUIRED_EVENT_FIELDS
+
+    config = make_config(tmp_path, mlflow_db)
+    first = '{"event_id":"e9","user_id":"u1","item_id":"i1","event_type":"view","ts":"2024-03-10 10:00:00"}'
+    again = '{"event_id":"e9","user_id":"u1","item_id":"i2","event_type":"view","ts":"2024-03-10 10:00:00"}'
+    write_landing(config, DAY, [again, BAD["missing_user"]], name="part-1.jsonl")
+    write_landing(config, DAY, [first], name="part-0.jsonl")
+    result = clean.clean_events(read_landing(spark, config, "events", [DAY], REQUIRED_EVENT_FIELDS), config.clean)
+    # One scan of the raw lines feeds clean, duplicate and quarantined rows alike.
+    plan = result.rows._jdf.queryExecution().executedPlan().toString()
+    assert plan.count("FileScan text") == 1, plan
+    kept = result.interactions.collect()
+    assert [(r.event_id, r.item_id, r.source_file.rsplit("/", 1)[1]) for r in kept] == [("e9", "i1", "part-0.jsonl")]
+    outcomes = {(r.source_file.rsplit("/", 1)[1], r.outcome) for r in result.rows.collect()}
+    assert outcomes == {
+        ("part-0.jsonl", "clean_rows"),
+        ("part-1.jsonl", "duplicate_rows"),
+        ("part-1.jsonl", "quarantined_rows"),
+    }
