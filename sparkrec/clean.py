@@ -35,6 +35,10 @@ class ReconciliationError(RuntimeError):
     """Row counts of a clean run do not add up; the day is not written."""
 
 
+class CleanRefusedError(RuntimeError):
+    """A clean run would replace a day with nothing, or with mostly quarantine; nothing is written."""
+
+
 @dataclass(frozen=True)
 class CleanResult:
     interactions: DataFrame
@@ -390,3 +394,31 @@ def clean_items(lines_df: DataFrame, config: CleanConfig) -> tuple[DataFrame, Da
 def _boolean(text: Column) -> Column:
     lowered = F.lower(text)
     return F.when(lowered.isin("true", "1", "yes"), True).when(lowered.isin("false", "0", "no"), False)
+
+
+def refusal(counts: list[dict[str, object]], days: list[str], config: CleanConfig) -> dict[str, str]:
+    """Why each day of a run must not be replaced (no clean rows, or a quarantine share above
+    ``config.max_quarantine_share``), by day; empty when every day may be, or ``config.allow_empty``."""
+    if config.allow_empty:
+        return {}
+    totals: dict[str, dict[str, float]] = {d: {} for d in days}
+    for row in counts:
+        if row["source"] is None and str(row["ds"]) in totals:
+            totals[str(row["ds"])][str(row["metric"])] = float(row["value"])  # type: ignore[arg-type]
+    reasons: dict[str, str] = {}
+    for day, numbers in totals.items():
+        raw, clean_rows, quarantined = (numbers.get(m, 0.0) for m in ("raw_rows", "clean_rows", "quarantined_rows"))
+        top = sorted(
+            ((v, m.split(".", 1)[1]) for m, v in numbers.items() if m.startswith("quarantined_rows.")), reverse=True
+        )
+        why = ", ".join(f"{reason} {n:.0f}" for n, reason in top[:3])
+        if raw == 0:
+            reasons[day] = "its landing files hold no rows"
+        elif clean_rows == 0:
+            reasons[day] = f"none of its {raw:.0f} rows is clean ({why or 'all duplicates'})"
+        elif quarantined / raw > config.max_quarantine_share:
+            reasons[day] = (
+                f"{quarantined:.0f} of its {raw:.0f} rows are quarantined ({why}), more than "
+                f"clean.max_quarantine_share {config.max_quarantine_share:g}"
+            )
+    return reasons

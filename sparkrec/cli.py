@@ -17,13 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 import shutil
 import sys
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
-from sparkrec.clean import ReconciliationError
+from sparkrec.clean import CleanRefusedError, ReconciliationError
 from sparkrec.config import Config, ConfigError, absolute_path, keys_set_in, load_config, override_key
+from sparkrec.config.secrets import install_log_filter, redact_text
 from sparkrec.embed import ModelNotFoundError
 from sparkrec.experiment.spec import MODELS
 from sparkrec.landing import LandingFormatError, LandingMissingError
@@ -56,11 +58,20 @@ def _parser() -> argparse.ArgumentParser:
         prog="sparkrec", description="Nightly batch recommender on Spark, Delta Lake and MLflow"
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    allow_empty = argparse.ArgumentParser(add_help=False)
+    allow_empty.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="clean: replace a day even with no clean rows or mostly quarantine (clean.allow_empty)",
+    )
     for stage in STAGES:
-        p = sub.add_parser(stage, parents=[common], help=f"run the {stage} stage for one landing day")
+        parents = [common, allow_empty] if stage in ("clean", "nightly") else [common]
+        p = sub.add_parser(stage, parents=parents, help=f"run the {stage} stage for one landing day")
         p.add_argument("--date", required=True, help="landing day YYYY-MM-DD")
     p = sub.add_parser(
-        "backfill", parents=[common], help="clean every landing day in a range, then the rest for the last"
+        "backfill",
+        parents=[common, allow_empty],
+        help="clean every landing day in a range, then the rest for the last",
     )
     p.add_argument("--from", dest="start", required=True, help="first landing day YYYY-MM-DD")
     p.add_argument("--to", dest="end", required=True, help="last landing day YYYY-MM-DD")
@@ -95,6 +106,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="write the result JSON here")
     p = sub.add_parser("sql", parents=[common], help="run a SQL query against the registered tables")
     p.add_argument("query")
+    p.add_argument(
+        "--write", action="store_true", help="allow statements that change tables or the catalog (default: read-only)"
+    )
     p.add_argument("--limit", type=int, default=50, help="rows to show")
     p = sub.add_parser(
         "maintain", parents=[common], help="OPTIMIZE (Z-order per maintenance.zorder) and VACUUM the tables"
@@ -126,11 +140,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     for noisy in ("py4j", "mlflow", "alembic", "urllib3", "httpx", "transformers", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    install_log_filter()
     try:
         return _dispatch(args)
     except _USER_ERRORS as err:
-        print(f"sparkrec: error: {err}", file=sys.stderr)
+        _say(f"sparkrec: error: {err}", sys.stderr)
         return 2
+
+
+def _say(text: str, stream: TextIO | None = None) -> None:
+    """Print ``text`` with any secret in it masked (a URI's password, a key read from the environment)."""
+    print(redact_text(text), file=stream or sys.stdout)
 
 
 # What a user can cause (a bad argument, config or input; a gate that stops a run): one line, exit 2.
@@ -141,6 +161,7 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
     ModelMissingError,
     TableMissingError,
     ReconciliationError,
+    CleanRefusedError,
     ModelNotFoundError,
     SchemaError,
     PublishGateError,
@@ -152,7 +173,8 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
 
 
 def _dispatch(args: argparse.Namespace) -> int:
-    config = load_config(args.conf, args.overrides)
+    overrides = args.overrides + (["clean.allow_empty=true"] if getattr(args, "allow_empty", False) else [])
+    config = load_config(args.conf, overrides)
     if args.command == "import":
         return _import(config, args)
     # Spark, torch and MLflow load only for the commands that need a session.
@@ -177,13 +199,13 @@ def _import(config: Config, args: argparse.Namespace) -> int:
     output = absolute_path(args.output) if args.output else config.landing.root
     importer = import_movielens if args.dataset == "movielens" else import_online_retail
     result = importer(args.input, output)
-    print(
+    _say(
         f"imported {result.events} events and {result.items} items into {output} "
         f"({len(result.days)} landing days, {result.days[0]} .. {result.days[-1]})"
     )
     returns, linked = getattr(result, "returns", 0), getattr(result, "linked_returns", 0)
     if returns:
-        print(f"{returns} returns, {linked} linked to the purchase they reverse")
+        _say(f"{returns} returns, {linked} linked to the purchase they reverse")
     return 0
 
 
@@ -196,14 +218,14 @@ def _stage(spark: SparkSession, config: Config, args: argparse.Namespace) -> int
         result = stages.run_clean(spark, config, [args.date])
     else:
         result = getattr(stages, f"run_{args.command}")(spark, config, args.date)
-    print(json.dumps(result, indent=2, default=str))
+    _say(json.dumps(result, indent=2, default=str))
     return 0
 
 
 def _summary(spark: SparkSession, config: Config, args: argparse.Namespace) -> int:
     from sparkrec import stages
 
-    print(stages.summary(spark, config, stages.check_date(args.date)))
+    _say(stages.summary(spark, config, stages.check_date(args.date)))
     return 0
 
 
@@ -221,7 +243,7 @@ def _doctor(spark: SparkSession, config: Config, args: argparse.Namespace) -> in
             "lakehouse": config.lakehouse.root,
             "mlflow": config.mlflow.tracking_uri,
         }
-        print(json.dumps(versions, indent=2))
+        _say(json.dumps(versions, indent=2))
     spark.range(1).write.format("delta").mode("overwrite").save(config.table_path("_doctor"))
     shutil.rmtree(config.table_path("_doctor"), ignore_errors=True)
     return 0
@@ -233,12 +255,38 @@ def _sql(spark: SparkSession, config: Config, args: argparse.Namespace) -> int:
     if not args.verbose:  # PySpark logs a query error with its JVM stack trace before raising it
         for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
+    if not args.write and not _read_only(spark, args.query):
+        raise ValueError(
+            f"sparkrec sql is read-only ({', '.join(READ_ONLY[:5])}); add --write to run: {args.query.strip()[:80]}"
+        )
     try:
         spark.sql(args.query).show(args.limit, truncate=False)
     except (AnalysisException, ParseException) as err:
-        print(f"sparkrec: SQL error: {str(err).splitlines()[0]}", file=sys.stderr)
+        _say(f"sparkrec: SQL error: {str(err).splitlines()[0]}", sys.stderr)
         return 2
     return 0
+
+
+# Statements ``sparkrec sql`` runs without --write, by their first keyword.
+READ_ONLY = ("SELECT", "WITH", "SHOW", "DESCRIBE", "EXPLAIN", "DESC", "VALUES", "TABLE", "FROM")
+_COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
+
+
+def _read_only(spark: SparkSession, query: str) -> bool:
+    """Whether ``query`` only reads: its first keyword is one of ``READ_ONLY`` and, unless it only
+    explains, its parsed plan inserts nowhere (``WITH ... INSERT``, ``FROM t INSERT ...``)."""
+    text = _COMMENTS.sub(" ", query).lstrip(" \t\r\n(")
+    first = re.match(r"[A-Za-z]+", text)
+    keyword = first.group(0).upper() if first else ""
+    if keyword not in READ_ONLY:
+        return False
+    if keyword in ("SHOW", "DESCRIBE", "DESC", "EXPLAIN"):
+        return True
+    try:
+        tree = spark._jsparkSession.sessionState().sqlParser().parsePlan(query).treeString()
+    except Exception:  # noqa: BLE001 - not parseable: spark.sql reports the syntax error itself
+        return True
+    return "InsertInto" not in tree
 
 
 def _experiment(spark: SparkSession, config: Config, args: argparse.Namespace) -> int:
@@ -258,9 +306,9 @@ def _experiment(spark: SparkSession, config: Config, args: argparse.Namespace) -
     )
     spec.check()
     result = run_experiment(spark, config, spec, absolute_path(args.output) if args.output else None)
-    print(format_table(result))
+    _say(format_table(result))
     if args.output:
-        print(f"\nwrote {args.output}")
+        _say(f"\nwrote {args.output}")
     return 0
 
 
@@ -280,14 +328,14 @@ def _table_command(spark: SparkSession, config: Config, args: argparse.Namespace
         register_tables(spark, config)
         new_version = tables.table_version(spark, config, table)
         report = {"table": table, "restored_version": args.to_version, "new_version": new_version, **metrics}
-        print(json.dumps(report, indent=2))
+        _say(json.dumps(report, indent=2))
         return 0
     names = (
         [known(t) for t in args.tables] if args.tables else [t for t in TABLES if tables.table_exists(spark, config, t)]
     )
     retain = config.maintenance.retain_hours if args.retain_hours is None else args.retain_hours
     done = {t: tables.maintain(spark, config, t, retain, config.maintenance.zorder.get(t, ())) for t in names}
-    print(json.dumps(done, indent=2))
+    _say(json.dumps(done, indent=2))
     return 0
 
 

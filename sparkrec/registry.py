@@ -8,7 +8,9 @@ candidate only when its ``ndcg@k`` is not worse than the champion's by more than
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from sparkrec.config import Config
@@ -41,7 +43,6 @@ def alias_version(config: Config, alias: str) -> str | None:
 
 def load_model(config: Config, alias: str) -> tuple[Any, str]:
     """The registered model under ``alias``, unwrapped (``LoadedTwoTower``), and its version."""
-    import mlflow
 
     version = alias_version(config, alias)
     if version is None:
@@ -49,8 +50,23 @@ def load_model(config: Config, alias: str) -> tuple[Any, str]:
             f"no model {config.mlflow.registered_model}@{alias} in {config.mlflow.tracking_uri}; "
             "run the train stage (and evaluate, which promotes the champion) first"
         )
-    model = mlflow.pyfunc.load_model(f"models:/{config.mlflow.registered_model}/{version}")
-    return model.unwrap_python_model().loaded, version
+    return load_version(config, version), version
+
+
+def load_version(config: Config, version: str) -> Any:
+    """A registered model version as a ``LoadedTwoTower``, from its weights (tensors only), JSON and
+    .npy files: nothing in the registry is unpickled (``python_model.pkl`` is left unread), so write
+    access to the artifact store is not code execution on the driver."""
+    import mlflow
+    import yaml
+
+    from sparkrec.models.packaging import load_model_dir
+
+    uri = f"models:/{config.mlflow.registered_model}/{version}"
+    with tempfile.TemporaryDirectory(prefix="sparkrec-model-") as scratch:
+        local = Path(mlflow.artifacts.download_artifacts(uri, dst_path=scratch))
+        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+        return load_model_dir(local / flavor["artifacts"]["model_dir"]["path"])
 
 
 def decide_promotion(

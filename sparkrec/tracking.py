@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from sparkrec.config import PROJECT_ROOT, Config
+from sparkrec.config.secrets import redact_text, redacted
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ def stage_run(
             }
         )
         mlflow.log_param("date", date)
-        mlflow.log_dict(config.to_dict(), "config.json")
+        mlflow.log_dict(redacted(config.to_dict()), "config.json")
         if table_versions:
             log_table_versions(table_versions)
         try:
@@ -113,9 +114,15 @@ def stage_run(
 
 def log_table_versions(versions: dict[str, int | None]) -> None:
     """Record the Delta version of each table read, as params ``table_version.<table>``."""
+
+    log_params({f"table_version.{t}": ("absent" if v is None else v) for t, v in versions.items()})
+
+
+def log_params(params: dict[str, object]) -> None:
+    """MLflow params, with any secret in their values masked (``config.secrets``)."""
     import mlflow
 
-    mlflow.log_params({f"table_version.{t}": ("absent" if v is None else v) for t, v in versions.items()})
+    mlflow.log_params({k: redact_text(str(v)) for k, v in params.items()})
 
 
 def mlflow_metric_name(name: str) -> str:

@@ -28,7 +28,7 @@ from sparkrec.models.packaging import TwoTowerPyfunc, signature, write_model_dir
 from sparkrec.models.specs import ModelSpec, TrainingParams
 from sparkrec.models.training import TrainingFailedError, checkpoint_epoch, rank_errors, train_two_tower
 from sparkrec.plots import log_loss_curve
-from sparkrec.tracking import log_metrics
+from sparkrec.tracking import log_metrics, log_params
 
 log = logging.getLogger("sparkrec")
 
@@ -46,7 +46,7 @@ def fit_two_tower(
     staging.mkdir(parents=True, exist_ok=True)
     data = training_data.prepare(spark, config, history_df, staging, label)
     params = _params(spark, config, data, label)
-    mlflow.log_params(
+    log_params(
         {
             **params.flat(),
             "examples": data.examples,

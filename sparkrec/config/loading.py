@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from sparkrec.config import secrets
 from sparkrec.config.checks import ConfigError, check_finite, check_value
 from sparkrec.config.settings import URI_SCHEME, Config
 
@@ -51,6 +52,7 @@ def with_values(config: Config, values: dict[str, Any]) -> Config:
 def _checked(raw: dict[str, Any]) -> Config:
     config = _resolve_paths(_build(Config, raw, ""))
     check_config(config)
+    secrets.remember_in(config.to_dict())
     return config
 
 
@@ -142,6 +144,8 @@ def _expand_env(value: Any) -> Any:
         def repl(match: re.Match[str]) -> str:
             name, default = match.group(1), match.group(2)
             if name in os.environ:
+                if secrets.is_secret_name(name):
+                    secrets.remember(os.environ[name])
                 return os.environ[name]
             if default is not None:
                 return default

@@ -123,6 +123,12 @@ class CleanConfig:
     # An event whose item is in neither the items table nor the day's catalog is unknown_item;
     # the rule is skipped while there is no catalog at all.
     require_known_items: bool = True
+    # A run that would leave a landing day with no clean rows, or quarantine more than this share of
+    # its raw rows (an empty export, an upstream that renamed user_id), replaces nothing and fails;
+    # its counts go to run_metrics as stage clean_refused.
+    max_quarantine_share: float = setting(0.5, at_least=0, at_most=1)
+    # Replace the day anyway (the --allow-empty flag of the stage commands).
+    allow_empty: bool = False
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from sparkrec.experiment.tuning import EvalSet, fit, tune, tunes_collaborative
 from sparkrec.models import baselines
 from sparkrec.schemas import INTERACTIONS, ITEM_EMBEDDINGS
 from sparkrec.stages import run_clean, run_embed
-from sparkrec.tracking import configure_mlflow, git_commit, log_metrics, mlflow_metric_name
+from sparkrec.tracking import configure_mlflow, git_commit, log_metrics, log_params, mlflow_metric_name
 
 log = logging.getLogger("sparkrec")
 
@@ -60,7 +60,7 @@ def run_experiment(
             run_embed(spark, xconfig, days[-1])
         interactions = features.without_bots(tables.read_table(spark, xconfig, INTERACTIONS)).cache()
         split = _split_data(xconfig, spec, name, interactions)
-        mlflow.log_params({f"protocol.{mlflow_metric_name(k)}": v for k, v in split.protocol.items() if k != "landing"})
+        log_params({f"protocol.{mlflow_metric_name(k)}": v for k, v in split.protocol.items() if k != "landing"})
         log.info("experiment %s: %s", name, json.dumps(split.protocol))
         vectors = None
         if "sparkrec" in spec.models:
@@ -168,7 +168,7 @@ def _run_model(
             runs.append({**metrics[model], "train_s": train_s})
             first = model_curves[model] if first is None else first
         summary = aggregate(runs)
-        mlflow.log_params({"model": model, **{f"param.{k}": v for k, v in params.items()}, "runs": len(runs)})
+        log_params({"model": model, **{f"param.{k}": v for k, v in params.items()}, "runs": len(runs)})
         log_metrics(dict(summary.items()))
         if tuning:
             mlflow.log_dict({"grid": tuning}, "tuning.json")

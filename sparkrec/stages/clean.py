@@ -49,6 +49,14 @@ def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str,
             counts = [r.asDict() for r in result.counts.collect()]
             clean.reconcile(counts)
             _warn_unknown_fields(counts)
+            totals = _totals(counts)
+            rows = [(str(r["ds"]), r["metric"], r["value"], r["source"]) for r in counts]
+            refused = clean.refusal(counts, days, config.clean)
+            if refused:
+                # The attempt stays inspectable; the days' interactions and quarantine stay as they were.
+                write_run_metrics(spark, config, "clean_refused", run_id, days, rows)
+                log_metrics(totals)
+                raise clean.CleanRefusedError(_refused_message(spark, config, refused))
             quarantine = result.quarantine
             if item_quarantine is not None:
                 quarantine = quarantine.unionByName(item_quarantine)
@@ -59,15 +67,26 @@ def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str,
                 # Last: a write to the items table drops the cached rows, which read it (known items).
                 newest_wins = "t.updated_at IS NULL OR s.updated_at >= t.updated_at"
                 tables.merge_upsert(spark, items, config, ITEMS, ["item_id"], update_condition=newest_wins)
-            rows = [(str(r["ds"]), r["metric"], r["value"], r["source"]) for r in counts]
             write_run_metrics(spark, config, "clean", run_id, days, rows)
-            totals = _totals(counts)
             log_metrics(totals)
             log.info("clean %s: %s", label, ", ".join(f"{k}={v:.0f}" for k, v in totals.items()))
             report_counts(run_id, **{k: totals.get(k, 0.0) for k in ("raw_rows", "clean_rows", "quarantined_rows")})
             return {"days": days, "run_id": run_id, **totals}
         finally:
             result.rows.unpersist()
+
+
+def _refused_message(spark: SparkSession, config: Config, refused: dict[str, str]) -> str:
+    """One line per refused day: why, and what the day keeps."""
+    kept = {day: 0 for day in refused}
+    if tables.table_exists(spark, config, INTERACTIONS):
+        in_days = f"ds IN ({', '.join(tables.date_literal(d) for d in refused)})"
+        counted = tables.read_table(spark, config, INTERACTIONS).where(in_days).groupBy("ds").count().collect()
+        kept.update({str(r["ds"]): int(r["count"]) for r in counted})
+    return "; ".join(
+        f"clean {day}: {why}; nothing replaced (the day keeps its {kept[day]} rows; --allow-empty to replace)"
+        for day, why in refused.items()
+    )
 
 
 def _known_items(spark: SparkSession, config: Config, day_items: DataFrame | None) -> DataFrame | None:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import mlflow
 from pyspark.sql import SparkSession
 
 from sparkrec import embed, tables
 from sparkrec.config import Config
 from sparkrec.schemas import ITEM_EMBEDDINGS, ITEMS
 from sparkrec.stages.common import check_date, write_run_metrics
-from sparkrec.tracking import log_metrics, report_counts, stage_run
+from sparkrec.tracking import log_metrics, log_params, report_counts, stage_run
 
 log = logging.getLogger("sparkrec")
 
@@ -37,7 +36,7 @@ def run_embed(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
         todo.unpersist()
         metrics = {"embedded_items": float(n_todo), "skipped_unchanged_items": float(n_items - n_todo)}
         log_metrics(metrics)
-        mlflow.log_param("embed_model", model)
+        log_params({"embed_model": model})
         write_run_metrics(spark, config, "embed", run_id, [day], [(day, k, v, None) for k, v in metrics.items()])
         log.info("embed %s: %d embedded, %d unchanged (%s)", day, n_todo, n_items - n_todo, model)
         report_counts(run_id, items=n_items, embedded=n_todo)

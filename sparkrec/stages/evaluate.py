@@ -20,7 +20,7 @@ from sparkrec.registry import PromotionDecision, alias_version, apply_promotion,
 from sparkrec.schemas import INTERACTIONS, ITEM_EMBEDDINGS, ITEMS, RECOMMENDATIONS
 from sparkrec.serving import model_scorer
 from sparkrec.stages.common import MetricRow, check_date, write_run_metrics
-from sparkrec.tracking import log_metrics, report_counts, stage_run
+from sparkrec.tracking import log_metrics, log_params, report_counts, stage_run
 
 log = logging.getLogger("sparkrec")
 
@@ -35,7 +35,7 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
     with stage_run(config, "evaluate", day, versions) as run_id:
         candidate, version = load_model(config, config.mlflow.candidate_alias)
         champion_version = alias_version(config, config.mlflow.champion_alias)
-        mlflow.log_params(
+        log_params(
             {
                 "model_version": version,
                 "champion_version_before": champion_version or "none",

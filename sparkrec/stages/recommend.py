@@ -24,7 +24,7 @@ from sparkrec.schemas import INTERACTIONS, ITEM_EMBEDDINGS, ITEMS, RECOMMENDATIO
 from sparkrec.serving import catalogue_text, learned_ranker, two_tower_scorer
 from sparkrec.session import register_tables
 from sparkrec.stages.common import check_date, write_run_metrics
-from sparkrec.tracking import log_metrics, report_counts, stage_run
+from sparkrec.tracking import log_metrics, log_params, report_counts, stage_run
 
 log = logging.getLogger("sparkrec")
 
@@ -42,7 +42,7 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
     versions = {t: tables.table_version(spark, config, t) for t in (INTERACTIONS, ITEMS, ITEM_EMBEDDINGS)}
     with stage_run(config, "recommend", day, versions) as run_id:
         loaded, version = load_model(config, rc.model_alias)
-        mlflow.log_params(
+        log_params(
             {
                 "model_version": version,
                 "model_alias": rc.model_alias,

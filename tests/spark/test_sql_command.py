@@ -1,0 +1,61 @@
+"""``sparkrec sql``: reads by default; anything that writes needs --write."""
+
+from pathlib import Path
+
+import pytest
+
+from sparkrec import stages
+from sparkrec.cli import main
+from sparkrec.tables import read_table
+from tests.conftest import make_config
+from tests.helpers import write_landing
+from tests.spark.test_clean_refusal import DAY, GOOD, cli_args
+
+
+@pytest.fixture(scope="module")
+def cleaned(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path):
+    config = make_config(tmp_path_factory.mktemp("sql"), mlflow_db)
+    write_landing(config, DAY, GOOD)
+    stages.run_clean(spark, config, [DAY])
+    return config
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "SELECT count(*) FROM sparkrec.interactions",
+        "  -- rows per day\n  /* a comment */ (SELECT ds, count(*) FROM sparkrec.interactions GROUP BY ds)",
+        "WITH d AS (SELECT * FROM sparkrec.interactions) SELECT count(*) FROM d",
+        "SHOW TABLES IN sparkrec",
+        "DESCRIBE HISTORY sparkrec.interactions",
+        "EXPLAIN DELETE FROM sparkrec.interactions",
+    ],
+)
+def test_reading_statements_run(spark, cleaned, capsys, query: str) -> None:
+    assert main(["sql", query, *cli_args(cleaned)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "DROP TABLE sparkrec.interactions",
+        "DELETE FROM sparkrec.interactions",
+        "delete from sparkrec.interactions where true",
+        "RESTORE TABLE sparkrec.interactions TO VERSION AS OF 0",
+        "WITH d AS (SELECT * FROM sparkrec.interactions) INSERT INTO sparkrec.interactions SELECT * FROM d",
+        "FROM sparkrec.interactions INSERT INTO sparkrec.interactions SELECT *",
+        "/* SELECT */ TRUNCATE TABLE sparkrec.interactions",
+    ],
+)
+def test_writing_statements_need_write(spark, cleaned, capsys, query: str) -> None:
+    rows = read_table(spark, cleaned, "interactions").count()
+    assert main(["sql", query, *cli_args(cleaned)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("sparkrec: error: sparkrec sql is read-only"), err
+    assert read_table(spark, cleaned, "interactions").count() == rows == len(GOOD)
+
+
+def test_write_runs_what_it_is_given(spark, cleaned, capsys) -> None:
+    query = f"DELETE FROM sparkrec.interactions WHERE user_id = 'u0' AND ds = DATE'{DAY}'"
+    assert main(["sql", query, "--write", *cli_args(cleaned)]) == 0, capsys.readouterr().err
+    assert read_table(spark, cleaned, "interactions").count() == len(GOOD) - 1
