@@ -20,6 +20,7 @@ import logging
 import re
 import shutil
 import sys
+import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, TextIO
 
@@ -27,6 +28,7 @@ from sparkrec.clean import CleanRefusedError, ReconciliationError
 from sparkrec.config import Config, ConfigError, absolute_path, keys_set_in, load_config, override_key
 from sparkrec.config.secrets import install_log_filter, redact_text
 from sparkrec.embed import ModelNotFoundError
+from sparkrec.errors import UserError
 from sparkrec.experiment.spec import MODELS
 from sparkrec.landing import LandingFormatError, LandingMissingError
 from sparkrec.models.training import TrainingFailedError
@@ -143,9 +145,52 @@ def main(argv: Sequence[str] | None = None) -> int:
     install_log_filter()
     try:
         return _dispatch(args)
-    except _USER_ERRORS as err:
-        _say(f"sparkrec: error: {err}", sys.stderr)
+    except Exception as err:  # noqa: BLE001 - the one place an error becomes an exit code
+        message = user_error(err)
+        if message is None or args.verbose:
+            _say("".join(traceback.format_exception(err)).rstrip(), sys.stderr)
+        if message is None:
+            _say(f"sparkrec: internal error: {type(err).__name__} (a bug: the traceback above shows where)", sys.stderr)
+            return 1
+        _say(f"sparkrec: error: {message}", sys.stderr)
         return 2
+
+
+def user_error(err: BaseException) -> str | None:
+    """The one line to print for an error a user can act on (``USER_ERRORS``, Spark's analysis and
+    arithmetic errors, Delta's write conflicts, MLflow's errors, an unreadable landing file); None
+    for a bug."""
+    from mlflow.exceptions import MlflowException
+    from pyspark import errors as spark_errors
+
+    from sparkrec.landing import unreadable_landing
+
+    spark_user = (
+        spark_errors.AnalysisException,
+        spark_errors.ArithmeticException,
+        spark_errors.NumberFormatException,
+        spark_errors.DateTimeException,
+        spark_errors.ArrayIndexOutOfBoundsException,
+    )
+    if isinstance(err, USER_ERRORS):
+        text = str(err)
+    elif isinstance(err, spark_user):
+        # Spark's message: the error class, the message, then the query context on further lines.
+        text = f"Spark: {str(err).strip().splitlines()[0]}"
+    elif type(err).__module__.startswith("delta.") and "Concurrent" in type(err).__name__:
+        text = f"a concurrent write changed the table first ({type(err).__name__}); run again: {_first_line(err)}"
+    elif isinstance(err, MlflowException):
+        text = f"MLflow: {_first_line(err)}"
+    else:
+        text = unreadable_landing(err)
+        if text is None:
+            return None
+    return " ".join(text.split()) or type(err).__name__
+
+
+def _first_line(err: BaseException) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else type(err).__name__
 
 
 def _say(text: str, stream: TextIO | None = None) -> None:
@@ -154,7 +199,7 @@ def _say(text: str, stream: TextIO | None = None) -> None:
 
 
 # What a user can cause (a bad argument, config or input; a gate that stops a run): one line, exit 2.
-_USER_ERRORS: tuple[type[BaseException], ...] = (
+USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
     LandingMissingError,
     LandingFormatError,
@@ -167,8 +212,7 @@ _USER_ERRORS: tuple[type[BaseException], ...] = (
     PublishGateError,
     TrainingFailedError,
     DeltaJarsMissingError,
-    ValueError,
-    FileNotFoundError,
+    UserError,
 )
 
 
@@ -250,20 +294,25 @@ def _doctor(spark: SparkSession, config: Config, args: argparse.Namespace) -> in
 
 
 def _sql(spark: SparkSession, config: Config, args: argparse.Namespace) -> int:
-    from pyspark.errors import AnalysisException, ParseException
+    from pyspark.errors import (
+        AnalysisException,
+        ArithmeticException,
+        DateTimeException,
+        NumberFormatException,
+        ParseException,
+    )
 
     if not args.verbose:  # PySpark logs a query error with its JVM stack trace before raising it
         for name in ("SQLQueryContextLogger", "DataFrameQueryContextLogger"):
             logging.getLogger(name).setLevel(logging.CRITICAL)
     if not args.write and not _read_only(spark, args.query):
-        raise ValueError(
+        raise UserError(
             f"sparkrec sql is read-only ({', '.join(READ_ONLY[:5])}); add --write to run: {args.query.strip()[:80]}"
         )
     try:
         spark.sql(args.query).show(args.limit, truncate=False)
-    except (AnalysisException, ParseException) as err:
-        _say(f"sparkrec: SQL error: {str(err).splitlines()[0]}", sys.stderr)
-        return 2
+    except (AnalysisException, ParseException, ArithmeticException, NumberFormatException, DateTimeException) as err:
+        raise UserError(f"SQL error: {str(err).strip().splitlines()[0]}") from err
     return 0
 
 
@@ -274,19 +323,18 @@ _COMMENTS = re.compile(r"--[^\n]*|/\*.*?\*/", re.DOTALL)
 
 def _read_only(spark: SparkSession, query: str) -> bool:
     """Whether ``query`` only reads: its first keyword is one of ``READ_ONLY`` and, unless it only
-    explains, its parsed plan inserts nowhere (``WITH ... INSERT``, ``FROM t INSERT ...``)."""
+    shows, describes or explains, its parsed plan inserts nowhere (``WITH ... INSERT``, ``FROM t
+    INSERT ...``). A statement that does not parse counts as reading: running it reports the error."""
+    try:
+        tree = spark._jsparkSession.sessionState().sqlParser().parsePlan(query).treeString()
+    except Exception:  # noqa: BLE001 - spark.sql reports the syntax error itself
+        return True
     text = _COMMENTS.sub(" ", query).lstrip(" \t\r\n(")
     first = re.match(r"[A-Za-z]+", text)
     keyword = first.group(0).upper() if first else ""
     if keyword not in READ_ONLY:
         return False
-    if keyword in ("SHOW", "DESCRIBE", "DESC", "EXPLAIN"):
-        return True
-    try:
-        tree = spark._jsparkSession.sessionState().sqlParser().parsePlan(query).treeString()
-    except Exception:  # noqa: BLE001 - not parseable: spark.sql reports the syntax error itself
-        return True
-    return "InsertInto" not in tree
+    return keyword in ("SHOW", "DESCRIBE", "DESC", "EXPLAIN") or "InsertInto" not in tree
 
 
 def _experiment(spark: SparkSession, config: Config, args: argparse.Namespace) -> int:
@@ -319,7 +367,7 @@ def _table_command(spark: SparkSession, config: Config, args: argparse.Namespace
 
     def known(table: str) -> str:
         if table not in TABLES:
-            raise ValueError(f"unknown table {table!r}; sparkrec's tables: {', '.join(TABLES)}")
+            raise UserError(f"unknown table {table!r}; sparkrec's tables: {', '.join(TABLES)}")
         return table
 
     if args.command == "rollback":

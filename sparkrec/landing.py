@@ -109,6 +109,22 @@ def read_landing(
     )
 
 
+_FAILED_READ = re.compile(r"\[FAILED_READ_FILE[^\]]*\] Encountered error while reading file (\S+?)\.?\s")
+_CAUSE = re.compile(r"Caused by: ([\w.$]+)(?:: ([^\n]*))?")
+
+
+def unreadable_landing(err: BaseException) -> str | None:
+    """A Spark job's failure to read a file (a cut-off or corrupt gzip, a file that changed while it
+    was read) as one line naming the file and the deepest cause; None for any other error."""
+    text = str(err)
+    failed = _FAILED_READ.search(text)
+    if failed is None:
+        return None
+    causes = _CAUSE.findall(text)
+    why = f" ({causes[-1][0].rsplit('.', 1)[-1]}: {causes[-1][1]})" if causes else ""
+    return f"file {failed.group(1)} cannot be read{why}; replace or remove it and run again"
+
+
 def _csv_records(spark: SparkSession, path: Path, required: Sequence[str]) -> DataFrame | None:
     """One CSV file (header first) as JSON records; lines that do not split stay as they were."""
     header = _readable(path, "CSV", lambda: spark.read.option("header", True).csv(str(path)).columns)

@@ -8,6 +8,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkrec.config import Config, absolute_path
+from sparkrec.errors import UserError
 from sparkrec.schemas import COLUMN_COMMENTS, PARTITIONS, SCHEMAS, TABLE_COMMENTS, TABLE_PROPERTIES
 
 
@@ -168,13 +169,13 @@ def rollback(spark: SparkSession, config: Config, table: str, version: int) -> d
 
     known = versions(spark, config, table)
     if version not in known:
-        raise ValueError(f"{table} has no version {version}; versions in its log: {known[0]}..{known[-1]}")
+        raise UserError(f"{table} has no version {version}; versions in its log: {known[0]}..{known[-1]}")
     if version == known[-1]:
-        raise ValueError(f"{table} is already at version {version}")
+        raise UserError(f"{table} is already at version {version}")
     try:
         metrics = DeltaTable.forPath(spark, config.table_path(table)).restoreToVersion(version).collect()[0].asDict()
     except (AnalysisException, IllegalArgumentException) as err:  # files removed by VACUUM
-        raise ValueError(f"cannot restore {table} to version {version}: {str(err).splitlines()[0]}") from err
+        raise UserError(f"cannot restore {table} to version {version}: {str(err).splitlines()[0]}") from err
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
@@ -189,7 +190,7 @@ def maintain(
     if not table_exists(spark, config, table):
         raise TableMissingError(f"table {table!r} does not exist at {config.table_path(table)}")
     if retain_hours < 0:
-        raise ValueError(f"retain hours must be >= 0, got {retain_hours}")
+        raise UserError(f"retain hours must be >= 0, got {retain_hours}")
     delta = DeltaTable.forPath(spark, config.table_path(table))
     optimizer = delta.optimize()
     result = optimizer.executeZOrderBy(*zorder) if zorder else optimizer.executeCompaction()

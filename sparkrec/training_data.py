@@ -25,6 +25,7 @@ from sparkrec import embed, features
 from sparkrec.catalog import extra_vectors, item_attributes, text_matrix
 from sparkrec.config import Config
 from sparkrec.encoding import USER_FEATURES, UserEncoding
+from sparkrec.errors import UserError
 from sparkrec.loader import ParquetConverter, make_converter
 from sparkrec.models.attributes import AttributeSpec
 from sparkrec.models.baselines import EaseTooLargeError, fit_collaborative, resolved
@@ -72,7 +73,7 @@ def prepare(spark: SparkSession, config: Config, history_df: DataFrame, staging:
     items = examples.select(F.explode(F.array_union(F.array("item_id"), "history")).alias("item_id")).distinct()
     vocab = sorted(items.toArrow().column("item_id").to_pylist())
     if not vocab:
-        raise ValueError(f"no training examples in {label}: clean more days first")
+        raise UserError(f"no training examples in {label}: clean more days first")
     rows = pd.DataFrame({"item_id": vocab, "idx": np.arange(1, len(vocab) + 1, dtype=np.int32)})
     vocab_df = spark.createDataFrame(rows, "item_id string, idx int")  # through Arrow
     text_model = embed.model_name(config.embed)

@@ -19,6 +19,7 @@ from pyspark.sql import functions as F
 from sparkrec import embed, evaluation, features, landing, plots, splits, tables
 from sparkrec.catalog import Catalog, item_catalog
 from sparkrec.config import Config
+from sparkrec.errors import UserError
 from sparkrec.experiment.report import aggregate, one_line
 from sparkrec.experiment.spec import SEEDED, ExperimentSpec, experiment_config
 from sparkrec.experiment.tuning import EvalSet, fit, tune, tunes_collaborative
@@ -199,7 +200,7 @@ def _cold_protocol(catalog: Catalog, k: int) -> dict[str, Any]:
     """The candidate count and what picking k of them at random would score (expected recall@k)."""
     n = int(catalog.eligible.sum())
     if n == 0:
-        raise ValueError("the cold-items split held out no eligible item: raise the share held out (lower --ratio)")
+        raise UserError("the cold-items split held out no eligible item: raise the share held out (lower --ratio)")
     return {"candidates": n, f"random_recall@{k}": min(k, n) / n}
 
 
@@ -209,7 +210,7 @@ def _eval_set(
     truth = evaluation.to_truth(train_df, test_df, min_rating).cache()
     users = evaluation.to_evaluation_users(train_df, truth, catalog, history).cache()
     if users.isEmpty():
-        raise ValueError(
+        raise UserError(
             "no user has both training history and a relevant test item: use more data, "
             "a longer --holdout-days or another --split"
         )

@@ -9,6 +9,7 @@ from typing import Any
 from sparkrec import splits
 from sparkrec.adapters import read_profile
 from sparkrec.config import Config, with_values
+from sparkrec.errors import UserError
 
 MODELS = ("sparkrec", "popularity", "als", "ease", "knn")
 SEEDED = ("sparkrec", "als")  # the others are deterministic: --repeat fits them once
@@ -51,13 +52,13 @@ class ExperimentSpec:
     def check(self) -> None:
         unknown = [m for m in self.models if m not in MODELS]
         if unknown or not self.models:
-            raise ValueError(f"unknown model(s) {unknown or '(none)'}; choose from {', '.join(MODELS)}")
+            raise UserError(f"unknown model(s) {unknown or '(none)'}; choose from {', '.join(MODELS)}")
         if self.split not in splits.PROTOCOLS:
-            raise ValueError(f"unknown split {self.split!r}; choose one of {', '.join(splits.PROTOCOLS)}")
+            raise UserError(f"unknown split {self.split!r}; choose one of {', '.join(splits.PROTOCOLS)}")
         if not 0.0 < self.ratio < 1.0:
-            raise ValueError(f"--ratio must be between 0 and 1, got {self.ratio}")
+            raise UserError(f"--ratio must be between 0 and 1, got {self.ratio}")
         if self.k < 1 or self.repeat < 1 or self.holdout_days < 0:
-            raise ValueError(
+            raise UserError(
                 f"--k and --repeat must be positive, --holdout-days not negative: "
                 f"k={self.k}, repeat={self.repeat}, holdout_days={self.holdout_days}"
             )

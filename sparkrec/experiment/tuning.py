@@ -17,6 +17,7 @@ from pyspark.sql import DataFrame, SparkSession
 from sparkrec import embed, evaluation
 from sparkrec.catalog import Catalog, text_matrix
 from sparkrec.config import Config, with_values
+from sparkrec.errors import UserError
 from sparkrec.experiment.spec import ExperimentSpec
 from sparkrec.models import baselines
 from sparkrec.models.scoring import Scorer
@@ -189,7 +190,7 @@ def _grid_search(
     spec: ExperimentSpec,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     if not grid:
-        raise ValueError(f"experiment grid of {model} is empty in the config")
+        raise UserError(f"experiment grid of {model} is empty in the config")
     key = f"ndcg@{spec.k}"
     scored = []
     for point in grid:

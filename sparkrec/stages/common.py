@@ -8,6 +8,7 @@ from pyspark.sql import SparkSession
 
 from sparkrec import tables
 from sparkrec.config import Config
+from sparkrec.errors import UserError
 from sparkrec.landing import DATE_RE
 from sparkrec.schemas import RUN_METRICS, RUN_METRICS_SCHEMA
 
@@ -18,11 +19,11 @@ MetricRow = tuple[str, str, float, str | None]
 def check_date(day: str) -> str:
     """``day`` when it is a real YYYY-MM-DD date, else ValueError."""
     if not DATE_RE.match(day or ""):
-        raise ValueError(f"date must be YYYY-MM-DD, got {day!r}")
+        raise UserError(f"date must be YYYY-MM-DD, got {day!r}")
     try:
         dt.date.fromisoformat(day)
     except ValueError as err:
-        raise ValueError(f"date must be YYYY-MM-DD, got {day!r}: {err}") from err
+        raise UserError(f"date must be YYYY-MM-DD, got {day!r}: {err}") from err
     return day
 
 

@@ -10,6 +10,7 @@ import mlflow
 from pyspark.sql import SparkSession
 
 from sparkrec.config import Config
+from sparkrec.errors import UserError
 from sparkrec.landing import LandingMissingError, landing_days
 from sparkrec.stages.clean import run_clean
 from sparkrec.stages.common import check_date
@@ -30,7 +31,7 @@ def run_backfill(spark: SparkSession, config: Config, start: str, end: str) -> d
     check_date(start)
     check_date(end)
     if start > end:
-        raise ValueError(f"--from {start} is after --to {end}")
+        raise UserError(f"--from {start} is after --to {end}")
     days = [d for d in landing_days(config, "events") if start <= d <= end]
     if not days:
         raise LandingMissingError(f"no landing days between {start} and {end} under {config.landing.root}/events/")

@@ -17,6 +17,7 @@ from pyspark.sql import functions as F
 from sparkrec import features, plots, publish, ranking, tables
 from sparkrec.catalog import Catalog, item_catalog
 from sparkrec.config import Config
+from sparkrec.errors import UserError
 from sparkrec.models.packaging import LoadedTwoTower
 from sparkrec.models.scoring import to_matrix_rows
 from sparkrec.registry import load_model
@@ -249,7 +250,7 @@ def _excluded_items(config: Config) -> set[str]:
     path = config.recommend.exclude_file
     if path:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"recommend.exclude_file {path} does not exist")
+            raise UserError(f"recommend.exclude_file {path} does not exist")
         for line in Path(path).read_text().splitlines():
             line = line.split("#", 1)[0].strip()
             if line:
