@@ -107,8 +107,13 @@ def decide_promotion(
     )
 
 
-def apply_promotion(config: Config, decision: PromotionDecision, metric: str) -> None:
-    """Move the champion alias when promoted; tag the candidate version with its score and the outcome."""
+def apply_promotion(config: Config, decision: PromotionDecision, metric: str, day: str = "") -> None:
+    """Move the champion alias when promoted; tag the candidate version with its score and the outcome.
+
+    A version promoted for ``day`` also gets the tags ``promoted_on`` (the day) and
+    ``replaced_champion`` (the version it replaced, or ``none``): the recommend stage puts the alias
+    back (``revert_promotion``) when that day's lists fail the publish gate.
+    """
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -124,4 +129,33 @@ def apply_promotion(config: Config, decision: PromotionDecision, metric: str) ->
         ("promoted: " if decision.promoted else "rejected: ") + decision.reason,
     )
     if decision.promoted:
+        if day and decision.champion_version != decision.candidate_version:
+            client.set_model_version_tag(name, decision.candidate_version, "promoted_on", day)
+            client.set_model_version_tag(
+                name, decision.candidate_version, "replaced_champion", decision.champion_version or "none"
+            )
         client.set_registered_model_alias(name, config.mlflow.champion_alias, decision.candidate_version)
+
+
+def revert_promotion(config: Config, version: str, day: str) -> str | None:
+    """Put the champion alias back where it was before ``version`` was promoted for ``day``: the
+    day's lists failed the publish gate, so the model nobody checked is not served tomorrow either.
+
+    Returns the version the alias points at again (``"none"``: the alias is removed, there was no
+    champion before); None when ``version`` was not promoted for ``day`` (nothing to put back).
+    """
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    name, alias = config.mlflow.registered_model, config.mlflow.champion_alias
+    tags = client.get_model_version(name, version).tags
+    if tags.get("promoted_on") != day or alias_version(config, alias) != version:
+        return None
+    before = tags.get("replaced_champion", "none")
+    if before == "none":
+        client.delete_registered_model_alias(name, alias)
+    else:
+        client.set_registered_model_alias(name, alias, before)
+    client.set_model_version_tag(name, version, "promotion", f"reverted: the lists of {day} failed the publish gate")
+    client.delete_model_version_tag(name, version, "promoted_on")
+    return before

@@ -48,7 +48,7 @@ def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any
         served = served_metrics(spark, config, day, k)
         if served:
             results["served"] = served
-        decision = _promote(config, version, champion_version, results, k)
+        decision = _promote(config, version, champion_version, results, k, day)
         rows: list[MetricRow] = [(day, "promoted", 1.0 if decision.promoted else 0.0, "gate")]
         for source, metrics in results.items():
             log_metrics({f"{source}.{m}": v for m, v in metrics.items()})
@@ -117,7 +117,12 @@ def _held_out_metrics(
 
 
 def _promote(
-    config: Config, version: str, champion_version: str | None, results: dict[str, dict[str, float]], k: int
+    config: Config,
+    version: str,
+    champion_version: str | None,
+    results: dict[str, dict[str, float]],
+    k: int,
+    day: str,
 ) -> PromotionDecision:
     """The promotion gate on ``ndcg@k``: decide, move the champion alias when promoted, tag the run."""
     gate_metric = f"ndcg@{k}"
@@ -130,7 +135,7 @@ def _promote(
     decision = decide_promotion(
         version, candidate_score, champion_version, champion_score, config.evaluate.promotion_tolerance
     )
-    apply_promotion(config, decision, gate_metric)
+    apply_promotion(config, decision, gate_metric, day)
     mlflow.set_tags({"promoted": str(decision.promoted).lower(), "promotion_reason": decision.reason})
     return decision
 

@@ -20,7 +20,7 @@ from sparkrec.config import Config
 from sparkrec.errors import UserError
 from sparkrec.models.packaging import LoadedTwoTower
 from sparkrec.models.scoring import to_matrix_rows
-from sparkrec.registry import load_model
+from sparkrec.registry import load_model, revert_promotion
 from sparkrec.schemas import INTERACTIONS, ITEM_EMBEDDINGS, ITEMS, RECOMMENDATIONS
 from sparkrec.serving import catalogue_text, learned_ranker, two_tower_scorer
 from sparkrec.session import register_tables
@@ -73,7 +73,7 @@ def run_recommend(spark: SparkSession, config: Config, day: str) -> dict[str, An
                 F.current_timestamp().alias("generated_at"),
             ).persist(StorageLevel.MEMORY_AND_DISK)
             try:
-                metrics = _publish(spark, config, day, run_id, out, rules, n_active)
+                metrics = _publish(spark, config, day, run_id, out, rules, n_active, version)
             finally:
                 out.unpersist()
         finally:
@@ -129,14 +129,17 @@ def _publish(
     out: DataFrame,
     rules: ranking.ListRules,
     n_active: int,
+    version: str,
 ) -> dict[str, float]:
     """The publish gate over the day's lists; their metrics to MLflow and ``run_metrics``; the day's
-    partition replaced when the gate passes (or is off).
+    partition replaced when the gate passes (or is off). When it fails and model ``version`` was
+    promoted for this day, the champion alias goes back to the version it replaced.
 
     Raises:
         publish.PublishGateError: a check failed and ``recommend.gate.enabled``.
     """
     gate_config = config.recommend.gate
+    champion = config.mlflow.champion_alias
     stats = publish.list_stats(out)
     previous_day, previous_rows = _previous_day(spark, config, day)
     gate = publish.check(stats, n_active, previous_rows, gate_config)
@@ -161,6 +164,11 @@ def _publish(
         served = f"the lists of {previous_day} stay served" if previous_day else "nothing is served yet"
         message = f"publish gate failed for {day} ({served}): " + "; ".join(gate.failures)
         if gate_config.enabled:
+            restored = revert_promotion(config, version, day) if config.recommend.model_alias == champion else None
+            if restored is not None:
+                back = f"version {restored}" if restored != "none" else "no version (there was none before)"
+                message += f"; @{champion} is back on {back}, not the version {version} promoted today"
+                mlflow.set_tags({"promotion_reverted": version})
             raise publish.PublishGateError(message)
         log.warning("%s — published anyway (recommend.gate.enabled=false)", message)
     tables.ensure_contract(spark, config, RECOMMENDATIONS)

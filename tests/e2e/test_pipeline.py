@@ -224,6 +224,42 @@ def test_a_failing_publish_gate_keeps_the_previous_day_served(spark, nightly) ->
     assert gate["gate.row_change"] == 0.0 and gate["gate.user_coverage"] == 1.0
 
 
+def test_a_model_promoted_today_is_put_back_when_todays_lists_fail_the_gate(spark, nightly) -> None:
+    import dataclasses
+
+    from sparkrec.publish import PublishGateError
+    from sparkrec.registry import alias_version
+    from sparkrec.tables import replace_partitions
+
+    config, result, _ = nightly
+    first = result["train"]["model_version"]
+    # Any candidate passes the promotion gate; the publish gate then refuses every list.
+    lenient = dataclasses.replace(
+        config,
+        train=dataclasses.replace(config.train, epochs=1),
+        evaluate=dataclasses.replace(config.evaluate, promotion_tolerance=1.0),
+    )
+    second = stages.run_train(spark, lenient, DAY)["model_version"]
+    assert stages.run_evaluate(spark, lenient, DAY)["promoted"]
+    assert alias_version(config, config.mlflow.champion_alias) == second != first
+    # A day before with lists to compare with: the row-change check then fails for any list.
+    before = (dt.date.fromisoformat(DAY) - dt.timedelta(days=1)).isoformat()
+    served = read_table(spark, config, "recommendations").withColumn("ds", F.date_sub("ds", 1))
+    replace_partitions(served, config, "recommendations", f"ds = DATE'{before}'")
+    strict = dataclasses.replace(
+        config,
+        recommend=dataclasses.replace(
+            config.recommend, gate=dataclasses.replace(config.recommend.gate, max_row_change=-1.0)
+        ),
+    )
+    with pytest.raises(PublishGateError, match=f"@champion is back on version {first}, not the version {second}"):
+        stages.run_recommend(spark, strict, DAY)
+    assert alias_version(config, config.mlflow.champion_alias) == first
+    tags = MlflowClient(config.mlflow.tracking_uri).get_model_version(config.mlflow.registered_model, second).tags
+    assert tags["promotion"] == f"reverted: the lists of {DAY} failed the publish gate"
+    assert stages.run_recommend(spark, config, DAY)["model_version"] == first
+
+
 def test_exclusions_and_seen_window_then_rollback(spark, nightly, tmp_path, caplog) -> None:
     import dataclasses
     import logging
