@@ -15,6 +15,7 @@ sparkrec doctor
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
@@ -31,6 +32,7 @@ from sparkrec.embed import ModelNotFoundError
 from sparkrec.errors import UserError
 from sparkrec.experiment.spec import MODELS
 from sparkrec.landing import LandingFormatError, LandingMissingError
+from sparkrec.locks import RunLockedError, day_locks
 from sparkrec.models.training import TrainingFailedError
 from sparkrec.publish import PublishGateError
 from sparkrec.registry import ModelMissingError
@@ -123,6 +125,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a table to maintain (repeatable; default: every table that exists)",
     )
     p.add_argument("--retain-hours", type=int, help="VACUUM retention (default maintenance.retain_hours)")
+    p.add_argument("--force", action="store_true", help="allow --retain-hours below Delta's 168-hour floor")
     p = sub.add_parser("rollback", parents=[common], help="restore a table to an earlier Delta version")
     p.add_argument("--table", required=True, help="table name, e.g. recommendations")
     p.add_argument("--to-version", type=int, required=True, help="version (DESCRIBE HISTORY sparkrec.<table>)")
@@ -212,6 +215,7 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     PublishGateError,
     TrainingFailedError,
     DeltaJarsMissingError,
+    RunLockedError,
     UserError,
 )
 
@@ -221,6 +225,27 @@ def _dispatch(args: argparse.Namespace) -> int:
     config = load_config(args.conf, overrides)
     if args.command == "import":
         return _import(config, args)
+    days = _run_days(config, args)
+    # One run per landing day; taken before Spark starts, so a second run fails at once.
+    with day_locks(config, days, args.command) if days else contextlib.nullcontext():
+        return _run(config, args)
+
+
+def _run_days(config: Config, args: argparse.Namespace) -> list[str]:
+    """The landing days a command writes (and locks): the stage's date, or every landing day a
+    backfill cleans plus its last day."""
+    from sparkrec.landing import landing_days
+    from sparkrec.stages.common import check_date
+
+    if args.command in STAGES:
+        return [check_date(args.date)]
+    if args.command == "backfill":
+        start, end = check_date(args.start), check_date(args.end)
+        return sorted({d for d in landing_days(config, "events") if start <= d <= end} | {end})
+    return []
+
+
+def _run(config: Config, args: argparse.Namespace) -> int:
     # Spark, torch and MLflow load only for the commands that need a session.
     from sparkrec.session import build_session
 
@@ -382,7 +407,10 @@ def _table_command(spark: SparkSession, config: Config, args: argparse.Namespace
         [known(t) for t in args.tables] if args.tables else [t for t in TABLES if tables.table_exists(spark, config, t)]
     )
     retain = config.maintenance.retain_hours if args.retain_hours is None else args.retain_hours
-    done = {t: tables.maintain(spark, config, t, retain, config.maintenance.zorder.get(t, ())) for t in names}
+    done = {
+        t: tables.maintain(spark, config, t, retain, config.maintenance.zorder.get(t, ()), force=args.force)
+        for t in names
+    }
     _say(json.dumps(done, indent=2))
     return 0
 

@@ -179,25 +179,46 @@ def rollback(spark: SparkSession, config: Config, table: str, version: int) -> d
     return {k: float(v) for k, v in metrics.items() if v is not None}
 
 
+# Delta's own floor for VACUUM's retention (spark.databricks.delta.retentionDurationCheck).
+DELTA_RETENTION_HOURS = 168
+
+
 def maintain(
-    spark: SparkSession, config: Config, table: str, retain_hours: int, zorder: Sequence[str] = ()
+    spark: SparkSession,
+    config: Config,
+    table: str,
+    retain_hours: int,
+    zorder: Sequence[str] = (),
+    *,
+    force: bool = False,
 ) -> dict[str, float]:
     """Compact ``table`` (OPTIMIZE, Z-ordered by ``zorder`` when given), then VACUUM files older than
-    ``retain_hours`` that no kept version needs. Below Delta's 168-hour safety limit the check is
-    switched off for this call only (time travel past ``retain_hours`` is then lost)."""
+    ``retain_hours`` that no kept version needs. Below Delta's 168-hour safety limit only with
+    ``force`` (the check is switched off for this call; a write still running could lose its files,
+    and time travel past ``retain_hours`` is lost). Never while a run holds a day's lock."""
     from delta.tables import DeltaTable
+
+    from sparkrec.locks import held_locks
 
     if not table_exists(spark, config, table):
         raise TableMissingError(f"table {table!r} does not exist at {config.table_path(table)}")
     if retain_hours < 0:
         raise UserError(f"retain hours must be >= 0, got {retain_hours}")
+    if retain_hours < DELTA_RETENTION_HOURS and not force:
+        raise UserError(
+            f"VACUUM below {DELTA_RETENTION_HOURS} hours ({retain_hours}) can delete files a concurrent "
+            "write or reader still needs; add --force if no other job uses the tables"
+        )
+    running = held_locks(config)
+    if running:
+        raise UserError(f"a run is writing ({'; '.join(running)}): maintain after it finishes")
     delta = DeltaTable.forPath(spark, config.table_path(table))
     optimizer = delta.optimize()
     result = optimizer.executeZOrderBy(*zorder) if zorder else optimizer.executeCompaction()
     stats = result.select("metrics.numFilesAdded", "metrics.numFilesRemoved").collect()[0]
     check_key = "spark.databricks.delta.retentionDurationCheck.enabled"
     before = spark.conf.get(check_key, "true") or "true"
-    if retain_hours < 168:
+    if retain_hours < DELTA_RETENTION_HOURS:
         spark.conf.set(check_key, "false")
     try:
         delta.vacuum(float(retain_hours))

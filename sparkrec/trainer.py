@@ -45,7 +45,8 @@ def fit_two_tower(
     staging = config.shared_path("_staging", "train", run_id)
     staging.mkdir(parents=True, exist_ok=True)
     data = training_data.prepare(spark, config, history_df, staging, label)
-    params = _params(spark, config, data, label)
+    params = _params(spark, config, data, label, run_id)
+    adopted = adopt_checkpoint(Path(params.checkpoint_dir))
     log_params(
         {
             **params.flat(),
@@ -68,7 +69,9 @@ def fit_two_tower(
     _log_result(config, result, params)
     version = _register(config, data, staging, label)
     shutil.rmtree(staging, ignore_errors=True)
-    shutil.rmtree(params.checkpoint_dir, ignore_errors=True)
+    for done in (params.checkpoint_dir, adopted):
+        if done is not None:
+            shutil.rmtree(done, ignore_errors=True)
     final = {"final_loss": result["loss"][-1], "examples": float(data.examples), "vocabulary": float(len(data.vocab))}
     return {
         "model_version": version,
@@ -79,9 +82,12 @@ def fit_two_tower(
     }
 
 
-def _params(spark: SparkSession, config: Config, data: training_data.TrainingData, label: str) -> TrainingParams:
-    """The training settings; the checkpoint folder is keyed by the data and settings (epochs aside), so a
-    failed run resumes there."""
+def _params(
+    spark: SparkSession, config: Config, data: training_data.TrainingData, label: str, run_id: str
+) -> TrainingParams:
+    """The training settings. Checkpoints go to a folder of this run's own, under one keyed by the data
+    and settings (epochs aside): a run never deletes another's, and a re-run after a failure resumes
+    from the failed run's checkpoint (``adopt_checkpoint``)."""
     threads = 0
     if not config.train.local_mode:  # a rank in an executor task gets that task's cores
         threads = int(spark.sparkContext.getConf().get("spark.task.cpus", "1"))
@@ -89,7 +95,21 @@ def _params(spark: SparkSession, config: Config, data: training_data.TrainingDat
     settings = {k: v for k, v in params.flat().items() if k != "epochs"}
     key = json.dumps([label, data.text_model, data.examples, data.vocab, settings], sort_keys=True, default=str)
     fingerprint = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return TrainingParams(config.train, threads, str(config.shared_path("_checkpoints", "train", fingerprint)))
+    folder = config.shared_path("_checkpoints", "train", fingerprint, run_id)
+    return TrainingParams(config.train, threads, str(folder))
+
+
+def adopt_checkpoint(run_folder: Path) -> Path | None:
+    """Copy the furthest checkpoint an earlier run of the same data and settings left (it failed) into
+    this run's folder, so training resumes after its last epoch; returns the folder copied from."""
+    parent = run_folder.parent
+    earlier = [p for p in parent.iterdir() if p != run_folder and (p / "last.pt").is_file()] if parent.is_dir() else []
+    if not earlier:
+        return None
+    furthest = max(earlier, key=lambda p: (checkpoint_epoch(str(p)), p.stat().st_mtime))
+    shutil.copytree(furthest, run_folder, dirs_exist_ok=True)
+    log.info("train: resuming from the checkpoint of an earlier run in %s", furthest)
+    return furthest
 
 
 def _launch(config: Config, data: training_data.TrainingData, params: TrainingParams, output: Path) -> dict[str, Any]:

@@ -64,6 +64,9 @@ class SparkConfig:
 class LakehouseConfig:
     # Root folder (or URI) of the Delta tables; each table lives at <root>/<table>.
     root: str = setting("./lakehouse", pattern=r".+", meaning="a folder or URI")
+    # A run holds its landing days' locks (<root>/_locks) for at most this long; a later run takes
+    # over an older lock (its run died without removing it).
+    run_lock_hours: int = setting(24, at_least=1, at_most=24 * 30)
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,14 @@ from sparkrec.config import Config
 from sparkrec.metrics import ranking_metrics
 from sparkrec.models.baselines import fit_popularity
 from sparkrec.models.packaging import LoadedTwoTower
-from sparkrec.registry import PromotionDecision, alias_version, apply_promotion, decide_promotion, load_model
+from sparkrec.registry import (
+    PromotionDecision,
+    alias_version,
+    apply_promotion,
+    decide_promotion,
+    load_model,
+    load_version,
+)
 from sparkrec.schemas import INTERACTIONS, ITEM_EMBEDDINGS, ITEMS, RECOMMENDATIONS
 from sparkrec.serving import model_scorer
 from sparkrec.stages.common import MetricRow, check_date, write_run_metrics
@@ -25,15 +32,22 @@ from sparkrec.tracking import log_metrics, log_params, report_counts, stage_run
 log = logging.getLogger("sparkrec")
 
 
-def run_evaluate(spark: SparkSession, config: Config, day: str) -> dict[str, Any]:
+def run_evaluate(spark: SparkSession, config: Config, day: str, version: str | None = None) -> dict[str, Any]:
     """Hold out the last ``evaluate.holdout_days`` days; score the candidate, the champion and
-    popularity on them, and promote the candidate to champion when the gate allows it."""
+    popularity on them, and promote the candidate to champion when the gate allows it.
+
+    The candidate is model ``version`` when given (the nightly run passes the version its own train
+    stage registered, so another run moving ``@candidate`` meanwhile changes nothing), else
+    ``@candidate``."""
     check_date(day)
     k = config.eval_k
     cutoff = features.day_offset(day, -config.evaluate.holdout_days)
     versions = {t: tables.table_version(spark, config, t) for t in (INTERACTIONS, ITEMS, ITEM_EMBEDDINGS)}
     with stage_run(config, "evaluate", day, versions) as run_id:
-        candidate, version = load_model(config, config.mlflow.candidate_alias)
+        if version is None:
+            candidate, version = load_model(config, config.mlflow.candidate_alias)
+        else:
+            candidate = load_version(config, version)
         champion_version = alias_version(config, config.mlflow.champion_alias)
         log_params(
             {

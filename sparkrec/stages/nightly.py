@@ -46,6 +46,6 @@ def _run_all(spark: SparkSession, config: Config, clean_days: list[str], day: st
         out = {"clean": run_clean(spark, config, clean_days)}
         out["embed"] = run_embed(spark, config, day)
         out["train"] = run_train(spark, config, day)
-        out["evaluate"] = run_evaluate(spark, config, day)
+        out["evaluate"] = run_evaluate(spark, config, day, out["train"]["model_version"])
         out["recommend"] = run_recommend(spark, config, day)
         return out

@@ -309,10 +309,18 @@ def test_maintenance_compacts_and_vacuums(spark, nightly, capsys) -> None:
     import json
 
     from sparkrec.cli import main
+    from sparkrec.locks import day_locks
 
     config, _, cli_args = nightly
     rows = read_table(spark, config, "recommendations").count()
-    assert main(["maintain", "--table", "recommendations", "--retain-hours", "0", *cli_args]) == 0
+    maintain = ["maintain", "--table", "recommendations", "--retain-hours", "0", *cli_args]
+    assert main(maintain) == 2  # below Delta's 168 hours only with --force
+    assert "add --force" in capsys.readouterr().err
+    lock = Path(config.lakehouse.root) / "_locks" / f"ds={DAY}.lock"
+    with day_locks(config, [DAY], "nightly"):
+        assert lock.is_file() and main([*maintain, "--force"]) == 2  # never while a run holds a day
+    assert "a run is writing" in capsys.readouterr().err and not lock.exists()
+    assert main([*maintain, "--force"]) == 0
     report = json.loads(capsys.readouterr().out)["recommendations"]
     assert report["files_after"] <= 2  # one Z-ordered file per partition
     assert read_table(spark, config, "recommendations").count() == rows

@@ -231,3 +231,19 @@ def test_event_types_let_the_user_tower_tell_purchases_from_views(tmp_path: Path
         hits[name] = float(((np.argsort(-scores, axis=1)[:, :5] + 1) == test_target[:, None]).any(axis=1).mean())
     # hit@5 with the right cluster found: 5 of its 9 unseen items
     assert hits["with types"] > 0.45 and hits["with types"] > 2 * hits["without"], hits
+
+
+def test_a_run_resumes_from_the_furthest_checkpoint_an_earlier_run_left_and_never_touches_a_live_one(
+    tmp_path: Path,
+) -> None:
+    from sparkrec.trainer import adopt_checkpoint
+
+    key = tmp_path / "fingerprint"
+    for run, epoch in (("run-a", 1), ("run-b", 3), ("run-c", 2)):
+        (key / run).mkdir(parents=True)
+        torch.save({"epoch": epoch}, key / run / "last.pt")
+    mine = key / "run-d"
+    assert adopt_checkpoint(mine) == key / "run-b"
+    assert checkpoint_epoch(str(mine)) == 3
+    assert all(checkpoint_epoch(str(key / r)) == e for r, e in (("run-a", 1), ("run-b", 3), ("run-c", 2)))
+    assert adopt_checkpoint(tmp_path / "other" / "run-e") is None
