@@ -108,6 +108,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1, help="train the seeded models with N seeds; metrics get _std")
     p.add_argument("--min-rating", type=float, help="ratings below this are not relevant test items")
     p.add_argument("--output", help="write the result JSON here")
+    _table_commands(sub, common)
+    return parser
+
+
+def _table_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """The subcommands over the tables: sql, maintain, rollback, summary, doctor."""
     p = sub.add_parser("sql", parents=[common], help="run a SQL query against the registered tables")
     p.add_argument("query")
     p.add_argument(
@@ -133,7 +139,6 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--date", required=True)
     p = sub.add_parser("doctor", parents=[common], help="start a session (fetching Delta's jars) and print versions")
     p.add_argument("--quiet", action="store_true")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -49,13 +49,29 @@ def landing_days(config: Config, kind: str = "events") -> list[str]:
     root = Path(config.landing.root) / kind
     if not root.is_dir():
         return []
-    days = [p.name[3:] for p in root.iterdir() if p.is_dir() and p.name.startswith("ds=") and landing_files(p)]
+    days = [
+        p.name[3:]
+        for p in root.iterdir()
+        if p.is_dir() and not p.is_symlink() and p.name.startswith("ds=") and landing_files(p)
+    ]
     return sorted(d for d in days if DATE_RE.match(d))
 
 
 def landing_files(folder: Path) -> list[Path]:
-    """The data files of one landing day folder, sorted; hidden and ``_`` files left out."""
-    return sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(("_", ".")))
+    """The data files of one landing day folder, sorted. Left out: anything under a name starting with
+    ``_`` or ``.`` (``_SUCCESS``, checksums, a writer's ``_temporary/``), symbolic links, and anything
+    that resolves outside the folder."""
+    if folder.is_symlink():
+        return []
+    inside = folder.resolve()
+    return sorted(
+        p
+        for p in folder.rglob("*")
+        if not any(part.startswith(("_", ".")) for part in p.relative_to(folder).parts)
+        and not p.is_symlink()
+        and p.is_file()
+        and inside in p.resolve().parents
+    )
 
 
 def file_format(path: Path) -> str:

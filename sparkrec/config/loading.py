@@ -295,6 +295,12 @@ def check_config(config: Config) -> None:
             if value < (1 if whole else 0) or (whole and value != int(value)):
                 kind = "a whole number of at least 1" if whole else "at least 0"
                 raise ConfigError(f"experiment.als_grid.{name} values must be {kind}, got {value!r}")
+    landing = config.landing.root
+    if URI_SCHEME.match(landing) and not landing.startswith("file:"):
+        raise ConfigError(
+            f"landing.root {landing}: the landing zone is listed as files, so it must be a path the driver "
+            "mounts (a local disk, NFS, /dbfs, /Volumes, an s3fs/gcsfuse mount), not an object-store URI"
+        )
     exclude = config.recommend.exclude_file
     if exclude and not Path(exclude).is_file():
         raise ConfigError(f"recommend.exclude_file {exclude} is not a file")

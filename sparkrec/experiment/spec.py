@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,13 +65,39 @@ class ExperimentSpec:
             )
 
 
+DATASET_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def experiment_lakehouse(config: Config, name: str) -> Path:
+    """``<experiment.root>/<name>/lakehouse``: checked to stay under ``experiment.root``, which must
+    neither be nor hold the production lakehouse (an experiment replaces its tables' days).
+
+    Raises:
+        UserError: a data set name outside ``[A-Za-z0-9_.-]+`` (or ``.``/``..``), or an experiment
+            root that is or contains ``lakehouse.root``.
+    """
+    if not DATASET_NAME.match(name) or name in (".", ".."):
+        raise UserError(f"data set name {name!r} (from _dataset.yaml or the folder) must match [A-Za-z0-9_.-]+")
+    root = Path(config.experiment.root).resolve()
+    production = Path(config.lakehouse.root).resolve() if "://" not in config.lakehouse.root else None
+    if production is not None and (production == root or root in production.parents):
+        raise UserError(
+            f"experiment.root {root} is or contains lakehouse.root {production}: experiments would replace "
+            "the production tables' days; point experiment.root elsewhere"
+        )
+    lakehouse = (root / name / "lakehouse").resolve()
+    if root not in lakehouse.parents:
+        raise UserError(f"data set {name!r} resolves outside experiment.root {root}")
+    return lakehouse
+
+
 def experiment_config(config: Config, spec: ExperimentSpec) -> tuple[Config, str]:
     """The config an experiment runs with, and the data set name (profile name or folder name)."""
     profile = read_profile(spec.landing)
     name = str(profile.get("name") or Path(spec.landing).resolve().name)
     values: dict[str, dict[str, Any]] = {
         "landing": {"root": spec.landing},
-        "lakehouse": {"root": str(Path(config.experiment.root) / name / "lakehouse")},
+        "lakehouse": {"root": str(experiment_lakehouse(config, name))},
         "mlflow": {
             "experiment": config.experiment.mlflow_experiment,
             "registered_model": config.experiment.registered_model,
