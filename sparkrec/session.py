@@ -10,6 +10,7 @@ import sys
 from pyspark.sql import SparkSession
 
 from sparkrec.config import Config, ConfigError
+from sparkrec.errors import UserError
 from sparkrec.schemas import TABLES, VIEWS
 
 log = logging.getLogger(__name__)
@@ -201,14 +202,25 @@ def register_tables(spark: SparkSession, config: Config) -> list[str]:
         name = f"`{database}`.`{table}`"
         existing = _registered_location(spark, database, table)
         if existing is not None and existing.rstrip("/") != _as_uri(path).rstrip("/"):
-            spark.sql(f"DROP TABLE IF EXISTS {name}")  # drops the name only: the table is external
-        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION '{path}'")
+            if config.catalog.metastore != "in-memory":
+                # A shared metastore's table belongs to whoever registered it: never dropped here.
+                raise UserError(
+                    f"{database}.{table} is registered at {existing}, not at {path}: another lakehouse owns "
+                    f"the name; set catalog.database to a name of this lakehouse's own"
+                )
+            spark.sql(f"DROP TABLE IF EXISTS {name}")  # this session's own name for another root
+        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION {sql_string(path)}")
         registered.append(f"{database}.{table}")
     for view, query in VIEWS.items():
         if all(f"{database}.{t}" in registered for t in re.findall(r"\{db\}\.(\w+)", query)):
             spark.sql(f"CREATE OR REPLACE VIEW `{database}`.`{view}` AS {query.format(db=f'`{database}`')}")
             registered.append(f"{database}.{view}")
     return registered
+
+
+def sql_string(text: str) -> str:
+    """``text`` as a Spark SQL string literal: quoted, its backslashes and quotes escaped."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _registered_location(spark: SparkSession, database: str, table: str) -> str | None:

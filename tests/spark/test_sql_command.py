@@ -59,3 +59,23 @@ def test_write_runs_what_it_is_given(spark, cleaned, capsys) -> None:
     query = f"DELETE FROM sparkrec.interactions WHERE user_id = 'u0' AND ds = DATE'{DAY}'"
     assert main(["sql", query, "--write", *cli_args(cleaned)]) == 0, capsys.readouterr().err
     assert read_table(spark, cleaned, "interactions").count() == len(GOOD) - 1
+
+
+def test_a_lakehouse_path_with_quotes_registers_and_a_shared_catalog_name_is_never_taken_over(
+    spark, cleaned, tmp_path: Path, mlflow_db: Path
+) -> None:
+    import dataclasses
+
+    from sparkrec.errors import UserError
+    from sparkrec.session import register_tables
+
+    quoted = make_config(tmp_path / "it's a lake", mlflow_db)
+    write_landing(quoted, DAY, GOOD[:2])
+    stages.run_clean(spark, quoted, [DAY])
+    assert "sparkrec.interactions" in register_tables(spark, quoted)
+    assert spark.sql("SELECT count(*) FROM sparkrec.interactions").first()[0] == 2
+    # With a shared (Hive) metastore the name belongs to the lakehouse that registered it.
+    shared = dataclasses.replace(cleaned, catalog=dataclasses.replace(cleaned.catalog, metastore="hive"))
+    with pytest.raises(UserError, match="sparkrec.interactions is registered at .*lake.*another lakehouse owns"):
+        register_tables(spark, shared)
+    assert spark.sql("SELECT count(*) FROM sparkrec.interactions").first()[0] == 2
