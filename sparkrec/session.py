@@ -117,6 +117,9 @@ def _settings(builder: SparkSession.Builder, config: Config, submitted: bool) ->
         # pandas writes nanosecond timestamps to Parquet, which Spark refuses; read them as epoch
         # nanoseconds instead (the clean stage parses those).
         .config("spark.sql.legacy.parquet.nanosAsLong", "true")
+        # Delta's SQL parser drops the parameters of spark.sql(query, args=...) since Spark 4.1
+        # (delta-io/delta#7640): bind them the way Spark 3.5 did, as constants.
+        .config("spark.sql.legacy.parameterSubstitution.constantsOnly", "true")
         .config("spark.sql.shuffle.partitions", str(spark_cfg.shuffle_partitions))
         .config("spark.default.parallelism", str(spark_cfg.shuffle_partitions))
         .config("spark.ui.showConsoleProgress", str(spark_cfg.show_progress).lower())

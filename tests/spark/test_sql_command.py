@@ -79,3 +79,12 @@ def test_a_lakehouse_path_with_quotes_registers_and_a_shared_catalog_name_is_nev
     with pytest.raises(UserError, match="sparkrec.interactions is registered at .*lake.*another lakehouse owns"):
         register_tables(spark, shared)
     assert spark.sql("SELECT count(*) FROM sparkrec.interactions").first()[0] == 2
+
+
+def test_sql_parameters_bind_through_the_delta_parser(spark, cleaned) -> None:
+    from sparkrec.session import register_tables
+
+    register_tables(spark, cleaned)
+    # The notebooks pass values this way; Delta's parser alone would leave :day unbound.
+    query = "SELECT count(*) FROM sparkrec.interactions WHERE ds = to_date(:day) AND user_id = :user"
+    assert spark.sql(query, args={"day": DAY, "user": "u1"}).first()[0] == 1
