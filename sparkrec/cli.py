@@ -190,9 +190,10 @@ def user_error(err: BaseException) -> str | None:
     elif isinstance(err, MlflowException):
         text = f"MLflow: {_first_line(err)}"
     else:
-        text = unreadable_landing(err)
-        if text is None:
+        unreadable = unreadable_landing(err)
+        if unreadable is None:
             return None
+        text = unreadable
     return " ".join(text.split()) or type(err).__name__
 
 

@@ -71,7 +71,7 @@ def held_locks(config: Config) -> list[str]:
 
 
 def _owner(command: str, hours: int) -> dict[str, str | int]:
-    now = dt.datetime.now(dt.UTC).replace(microsecond=0)
+    now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
     return {
         "owner": f"{socket.gethostname()}:{os.getpid()}",
         "host": socket.gethostname(),
@@ -122,7 +122,7 @@ def _stale(info: dict[str, str | int]) -> bool:
     if info.get("expires") == "?":
         return False  # a lock being written right now
     try:
-        expired = dt.datetime.fromisoformat(str(info["expires"])) < dt.datetime.now(dt.UTC)
+        expired = dt.datetime.fromisoformat(str(info["expires"])) < dt.datetime.now(dt.timezone.utc)
     except (KeyError, ValueError):
         return True
     if expired:
