@@ -185,7 +185,7 @@ def user_error(err: BaseException) -> str | None:
     elif isinstance(err, spark_user):
         # Spark's message: the error class, the message, then the query context on further lines.
         text = f"Spark: {str(err).strip().splitlines()[0]}"
-    elif type(err).__module__.startswith("delta.") and "Concurrent" in type(err).__name__:
+    elif type(err).__module__.startswith("delta.exceptions"):  # every one a concurrent transaction's conflict
         text = f"a concurrent write changed the table first ({type(err).__name__}); run again: {_first_line(err)}"
     elif isinstance(err, MlflowException):
         text = f"MLflow: {_first_line(err)}"
