@@ -224,6 +224,7 @@ def test_a_failing_publish_gate_keeps_the_previous_day_served(spark, nightly) ->
     assert gate["gate.row_change"] == 0.0 and gate["gate.user_coverage"] == 1.0
 
 
+@pytest.mark.slow
 def test_a_model_promoted_today_is_put_back_when_todays_lists_fail_the_gate(spark, nightly) -> None:
     import dataclasses
 

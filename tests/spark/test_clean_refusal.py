@@ -37,7 +37,7 @@ def state(spark, config: Config) -> list[list[tuple]]:
 @pytest.mark.parametrize(
     ("landing", "why"),
     [
-        (RENAMED, "none of its 5 rows is clean (missing_user 5)"),
+        pytest.param(RENAMED, "none of its 5 rows is clean (missing_user 5)", marks=pytest.mark.slow),
         pytest.param([""], "none of its 1 rows is clean (malformed_record 1)", marks=pytest.mark.slow),
         (None, "its landing files hold no rows"),  # a 0-byte export
         pytest.param(

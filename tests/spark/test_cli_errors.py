@@ -95,7 +95,23 @@ CASES: list[tuple[str, Callable[[Case], list[str]], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("build", "expected"), [pytest.param(b, e, id=i) for i, b, e in CASES])
+# Cases that start Spark take seconds each: these run with the slow tests (make test-all).
+SLOW = {
+    "not gzip at all",
+    "unknown format",
+    "csv without user_id",
+    "empty export",
+    "no such table",
+    "sql syntax",
+    "sql write",
+    "no table to roll back",
+}
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [pytest.param(b, e, id=i, marks=[pytest.mark.slow] if i in SLOW else []) for i, b, e in CASES],
+)
 def test_a_user_error_is_one_line_and_exit_2(spark, tmp_path: Path, capsys, build, expected: str) -> None:
     argv = build(Case(tmp_path))
     capsys.readouterr()

@@ -23,11 +23,11 @@ def cleaned(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path):
 @pytest.mark.parametrize(
     "query",
     [
-        "SELECT count(*) FROM sparkrec.interactions",
+        pytest.param("SELECT count(*) FROM sparkrec.interactions", marks=pytest.mark.slow),
         "  -- rows per day\n  /* a comment */ (SELECT ds, count(*) FROM sparkrec.interactions GROUP BY ds)",
-        "WITH d AS (SELECT * FROM sparkrec.interactions) SELECT count(*) FROM d",
-        "SHOW TABLES IN sparkrec",
-        "DESCRIBE HISTORY sparkrec.interactions",
+        pytest.param("WITH d AS (SELECT * FROM sparkrec.interactions) SELECT count(*) FROM d", marks=pytest.mark.slow),
+        pytest.param("SHOW TABLES IN sparkrec", marks=pytest.mark.slow),
+        pytest.param("DESCRIBE HISTORY sparkrec.interactions", marks=pytest.mark.slow),
         "EXPLAIN DELETE FROM sparkrec.interactions",
     ],
 )
@@ -39,12 +39,12 @@ def test_reading_statements_run(spark, cleaned, capsys, query: str) -> None:
     "query",
     [
         "DROP TABLE sparkrec.interactions",
-        "DELETE FROM sparkrec.interactions",
-        "delete from sparkrec.interactions where true",
-        "RESTORE TABLE sparkrec.interactions TO VERSION AS OF 0",
+        pytest.param("DELETE FROM sparkrec.interactions", marks=pytest.mark.slow),
+        pytest.param("delete from sparkrec.interactions where true", marks=pytest.mark.slow),
+        pytest.param("RESTORE TABLE sparkrec.interactions TO VERSION AS OF 0", marks=pytest.mark.slow),
         "WITH d AS (SELECT * FROM sparkrec.interactions) INSERT INTO sparkrec.interactions SELECT * FROM d",
         "FROM sparkrec.interactions INSERT INTO sparkrec.interactions SELECT *",
-        "/* SELECT */ TRUNCATE TABLE sparkrec.interactions",
+        pytest.param("/* SELECT */ TRUNCATE TABLE sparkrec.interactions", marks=pytest.mark.slow),
     ],
 )
 def test_writing_statements_need_write(spark, cleaned, capsys, query: str) -> None:
