@@ -37,6 +37,17 @@ def train_params(checkpoint_dir: Path | None = None, *, ranker: dict[str, Any] |
     return TrainingParams(train, 0, str(checkpoint_dir) if checkpoint_dir else "").to_dict()
 
 
+def cli_args(config: Config) -> list[str]:
+    """The ``--set`` arguments that point a ``sparkrec`` command at ``config``'s tables, landing and MLflow."""
+    return [
+        f"--set=lakehouse.root={config.lakehouse.root}",
+        f"--set=landing.root={config.landing.root}",
+        f"--set=mlflow.tracking_uri={config.mlflow.tracking_uri}",
+        f"--set=mlflow.experiment={config.mlflow.experiment}",
+        "--set=spark.show_progress=false",
+    ]
+
+
 def write_landing(config: Config, day: str, lines: list[str], name: str = "part-0.jsonl") -> None:
     folder = Path(config.landing.root) / "events" / f"ds={day}"
     folder.mkdir(parents=True, exist_ok=True)

@@ -8,22 +8,12 @@ from sparkrec.cli import main
 from sparkrec.config import Config
 from sparkrec.tables import read_table
 from tests.conftest import make_config
-from tests.helpers import write_landing
+from tests.helpers import cli_args, write_landing
 
 DAY = "2024-03-10"
 GOOD = [f'{{"user_id":"u{i}","item_id":"i{i % 3}","event_type":"view","ts":"2024-03-10 1{i}:00:00"}}' for i in range(5)]
 # An upstream renamed user_id: every row lands in quarantine as missing_user.
 RENAMED = [line.replace('"user_id"', '"customer"') for line in GOOD]
-
-
-def cli_args(config: Config) -> list[str]:
-    return [
-        f"--set=lakehouse.root={config.lakehouse.root}",
-        f"--set=landing.root={config.landing.root}",
-        f"--set=mlflow.tracking_uri={config.mlflow.tracking_uri}",
-        f"--set=mlflow.experiment={config.mlflow.experiment}",
-        "--set=spark.show_progress=false",
-    ]
 
 
 def state(spark, config: Config) -> list[list[tuple]]:

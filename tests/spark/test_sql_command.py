@@ -8,8 +8,8 @@ from sparkrec import stages
 from sparkrec.cli import main
 from sparkrec.tables import read_table
 from tests.conftest import make_config
-from tests.helpers import write_landing
-from tests.spark.test_clean_refusal import DAY, GOOD, cli_args
+from tests.helpers import cli_args, write_landing
+from tests.spark.test_clean_refusal import DAY, GOOD
 
 
 @pytest.fixture(scope="module")
