@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -240,3 +240,8 @@ def _quote(text: str) -> str:
 def date_literal(day: str) -> str:
     """SQL literal for a YYYY-MM-DD date in a replaceWhere predicate."""
     return f"DATE'{day}'"
+
+
+def in_days(days: Iterable[str]) -> str:
+    """The predicate ``ds IN (DATE'…', …)`` over landing days, for replaceWhere and filters."""
+    return f"ds IN ({', '.join(date_literal(d) for d in days)})"

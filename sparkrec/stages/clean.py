@@ -60,7 +60,7 @@ def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str,
             quarantine = result.quarantine
             if item_quarantine is not None:
                 quarantine = quarantine.unionByName(item_quarantine)
-            in_days = f"ds IN ({', '.join(tables.date_literal(d) for d in days)})"
+            in_days = tables.in_days(days)
             tables.replace_partitions(result.interactions, config, INTERACTIONS, in_days)
             tables.replace_partitions(quarantine, config, QUARANTINE, in_days)
             if items is not None:
@@ -80,8 +80,8 @@ def _refused_message(spark: SparkSession, config: Config, refused: dict[str, str
     """One line per refused day: why, and what the day keeps."""
     kept = {day: 0 for day in refused}
     if tables.table_exists(spark, config, INTERACTIONS):
-        in_days = f"ds IN ({', '.join(tables.date_literal(d) for d in refused)})"
-        counted = tables.read_table(spark, config, INTERACTIONS).where(in_days).groupBy("ds").count().collect()
+        day_rows = tables.read_table(spark, config, INTERACTIONS).where(tables.in_days(refused))
+        counted = day_rows.groupBy("ds").count().collect()
         kept.update({str(r["ds"]): int(r["count"]) for r in counted})
     return "; ".join(
         f"clean {day}: {why}; nothing replaced (the day keeps its {kept[day]} rows; --allow-empty to replace)"

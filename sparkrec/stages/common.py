@@ -35,5 +35,5 @@ def write_run_metrics(
         (dt.date.fromisoformat(ds), run_id, stage, metric, float(value), source) for ds, metric, value, source in rows
     ]
     df = spark.createDataFrame(data, RUN_METRICS_SCHEMA)
-    where = f"ds IN ({', '.join(tables.date_literal(d) for d in days)}) AND stage = '{stage}'"
+    where = f"{tables.in_days(days)} AND stage = '{stage}'"
     tables.replace_partitions(df, config, RUN_METRICS, where)
