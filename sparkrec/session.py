@@ -50,13 +50,15 @@ def ensure_java_home() -> None:
                 os.environ["JAVA_HOME"] = value
 
 
-def build_session(config: Config) -> SparkSession:
+def build_session(config: Config, *, server: dict[str, str] | None = None) -> SparkSession:
     """Create (or join) the SparkSession for ``config`` and register the tables by name.
 
-    Local runs resolve Delta's jars from Maven Central through ``configure_spark_with_delta_pip``
-    (cached by Ivy). Under ``spark-submit`` (or in a notebook whose JVM already runs) the command
-    line decides the master, the driver's memory and the jars: the jars must come with
-    ``--packages`` or ``--jars``, and a session without them fails here with that advice.
+    Local runs resolve Delta's jars (and the metastore's JDBC driver) from Maven Central through
+    ``configure_spark_with_delta_pip`` once; ``make setup`` does that. Under ``spark-submit`` (or in a
+    notebook whose JVM already runs) the command line decides the master, the driver's memory and the
+    jars: the jars must come with ``--packages`` or ``--jars``, and a session without them fails here
+    with that advice. ``server``: the settings of a SQL server's session (``sparkrec.sql_server``),
+    whose client sessions see only the JVM's own class path, so Delta's jars go on it.
     """
     from delta import configure_spark_with_delta_pip
 
@@ -75,21 +77,26 @@ def build_session(config: Config) -> SparkSession:
             "spark-submit --master ..., or set spark.master (e.g. --set spark.master=local[*])"
         )
     builder = _settings(SparkSession.builder, config, submitted)
-    artifact = delta_maven_artifact(spark_cfg.delta_jar_version)
+    packages = spark_packages(config)
     # Under spark-submit the JVM runs already: jars given here would not reach its class path.
-    jars = [] if submitted else _resolved_jars(artifact)
+    jars = [] if submitted else _resolved_jars(packages)
     if jars:
         # Resolved once by `make setup` (sparkrec doctor): no Ivy run, no cache collisions.
         builder = builder.config("spark.jars", ",".join(jars))
     elif not submitted:
-        builder = configure_spark_with_delta_pip(builder)
+        builder = configure_spark_with_delta_pip(builder, extra_packages=packages[1:])
         if spark_cfg.delta_jar_version:
-            builder = builder.config("spark.jars.packages", artifact)
+            builder = builder.config("spark.jars.packages", ",".join(packages))
+    class_path = _class_path(config, jars, server is not None) if not submitted else []
+    if class_path:
+        builder = builder.config("spark.driver.extraClassPath", os.pathsep.join(class_path))
+    for key, value in (server or {}).items():
+        builder = builder.config(key, value)
     spark = builder.getOrCreate()
     if submitted:
-        _check_delta_classes(spark, artifact)
+        _check_delta_classes(spark, packages[0])
     elif not jars:
-        _remember_jars(artifact, spark.sparkContext.getConf().get("spark.jars", ""))
+        _remember_jars(packages, spark.sparkContext.getConf().get("spark.jars", ""))
     spark.sparkContext.setLogLevel(os.environ.get("SPARKREC_SPARK_LOG_LEVEL", "WARN"))
     sc = spark.sparkContext
     log.info(
@@ -101,6 +108,58 @@ def build_session(config: Config) -> SparkSession:
     )
     register_tables(spark, config)
     return spark
+
+
+# The Hive metastore's JDBC driver for a PostgreSQL metastore database (catalog.metastore_url).
+METASTORE_DRIVER = "org.postgresql:postgresql:42.7.14"
+_JDBC_DRIVERS = {"postgresql": "org.postgresql.Driver", "mysql": "com.mysql.cj.jdbc.Driver", "derby": ""}
+
+
+def spark_packages(config: Config) -> list[str]:
+    """The Maven packages a local session resolves: Delta's jar first, then the metastore's driver."""
+    return [delta_maven_artifact(config.spark.delta_jar_version), METASTORE_DRIVER]
+
+
+def metastore_settings(config: Config) -> dict[str, str]:
+    """Spark settings of a Hive metastore kept in the database of ``catalog.metastore_url`` (none
+    without one: Spark's own settings decide). The schema is created once by tools/metastore.sh."""
+    catalog = config.catalog
+    if catalog.metastore != "hive" or not catalog.metastore_url:
+        return {}
+    kind = catalog.metastore_url.split(":")[1]
+    settings = {
+        "spark.hadoop.javax.jdo.option.ConnectionURL": catalog.metastore_url,
+        "spark.hadoop.hive.metastore.schema.verification": "false",
+        "spark.hadoop.datanucleus.schema.autoCreateAll": "false",
+    }
+    if _JDBC_DRIVERS.get(kind):
+        settings["spark.hadoop.javax.jdo.option.ConnectionDriverName"] = _JDBC_DRIVERS[kind]
+    if catalog.metastore_user:
+        settings["spark.hadoop.javax.jdo.option.ConnectionUserName"] = catalog.metastore_user
+    if catalog.metastore_password:
+        settings["spark.hadoop.javax.jdo.option.ConnectionPassword"] = catalog.metastore_password
+    return settings
+
+
+def _class_path(config: Config, jars: list[str], server: bool) -> list[str]:
+    """Jars the driver's own class path needs: the metastore's JDBC driver (the Hive client looks for
+    it there, not among spark.jars) and, for a SQL server, Delta's jars.
+
+    Raises:
+        UserError: they are needed but not resolved yet.
+    """
+    wanted = []
+    if metastore_settings(config) and config.catalog.metastore_url.startswith("jdbc:postgresql:"):
+        wanted.append("org.postgresql_postgresql-")
+    if server:
+        wanted += ["io.delta_delta-spark_", "io.delta_delta-storage-"]
+    found = [j for j in jars if any(os.path.basename(j).startswith(w) for w in wanted)]
+    if len(found) < len(wanted):
+        raise UserError(
+            "the jars of Delta and the metastore's JDBC driver are not resolved yet: run make setup "
+            "(or .venv/bin/sparkrec doctor) once, then again"
+        )
+    return found
 
 
 def _settings(builder: SparkSession.Builder, config: Config, submitted: bool) -> SparkSession.Builder:
@@ -136,6 +195,8 @@ def _settings(builder: SparkSession.Builder, config: Config, submitted: bool) ->
         builder = builder.config(key, value)
     if config.catalog.metastore == "hive":
         builder = builder.enableHiveSupport()
+        for key, value in metastore_settings(config).items():
+            builder = builder.config(key, value)
     return builder
 
 
@@ -160,64 +221,69 @@ def _jars_file() -> str:
     return os.path.join(sys.prefix, "spark-jars.txt")
 
 
-def _resolved_jars(artifact: str) -> list[str]:
-    """Jar files Ivy resolved for ``artifact`` earlier, if all are still there."""
+def _resolved_jars(packages: list[str]) -> list[str]:
+    """Jar files Ivy resolved for ``packages`` earlier, if all are still there."""
     try:
         lines = open(_jars_file()).read().split()
     except OSError:
         return []
-    if not lines or lines[0] != artifact:
+    if not lines or lines[0] != ",".join(packages):
         return []
     jars = lines[1:]
     return jars if jars and all(os.path.isfile(j.removeprefix("file:")) for j in jars) else []
 
 
-def _remember_jars(artifact: str, spark_jars: str) -> None:
+def _remember_jars(packages: list[str], spark_jars: str) -> None:
     jars = [j.removeprefix("file://").removeprefix("file:") for j in spark_jars.split(",") if j.endswith(".jar")]
     if not jars or not os.access(sys.prefix, os.W_OK):
         return
     try:
         with open(_jars_file() + ".tmp", "w") as out:
-            out.write("\n".join([artifact, *jars]) + "\n")
+            out.write("\n".join([",".join(packages), *jars]) + "\n")
         os.replace(_jars_file() + ".tmp", _jars_file())
     except OSError:
         log.debug("could not remember the resolved jars in %s", _jars_file())
 
 
 def register_tables(spark: SparkSession, config: Config) -> list[str]:
-    """Register every existing Delta table under ``catalog.database`` so SQL by name works.
+    """Register every existing Delta table under ``catalog.database`` (in ``catalog.name`` when set)
+    so SQL by name works.
 
     Jobs read and write by path; the names are a view onto those paths for SQL users. An
-    in-memory catalog forgets them when the session ends, so each session registers them again.
+    in-memory catalog forgets them when the session ends, so each session registers them again; a
+    persistent one (Hive, Unity Catalog) keeps them, and they are created once.
 
     Returns:
         The names registered.
     """
     from delta.tables import DeltaTable
 
-    database = config.catalog.database
-    spark.sql(f"CREATE DATABASE IF NOT EXISTS `{database}`")
+    namespace = config.catalog.namespace
+    schema = ".".join(f"`{part}`" for part in namespace.split("."))
+    spark.sql(f"CREATE SCHEMA IF NOT EXISTS {schema}")
     registered = []
     for table in TABLES:
         path = config.table_path(table)
         if not DeltaTable.isDeltaTable(spark, path):
             continue
-        name = f"`{database}`.`{table}`"
-        existing = _registered_location(spark, database, table)
+        name = f"{schema}.`{table}`"
+        existing = _registered_location(spark, name, f"{namespace}.{table}")
         if existing is not None and existing.rstrip("/") != _as_uri(path).rstrip("/"):
-            if config.catalog.metastore != "in-memory":
-                # A shared metastore's table belongs to whoever registered it: never dropped here.
+            if config.catalog.metastore != "in-memory" or config.catalog.name:
+                # A shared catalog's table belongs to whoever registered it: never dropped here.
                 raise UserError(
-                    f"{database}.{table} is registered at {existing}, not at {path}: another lakehouse owns "
+                    f"{namespace}.{table} is registered at {existing}, not at {path}: another lakehouse owns "
                     f"the name; set catalog.database to a name of this lakehouse's own"
                 )
             spark.sql(f"DROP TABLE IF EXISTS {name}")  # this session's own name for another root
-        spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION {sql_string(path)}")
-        registered.append(f"{database}.{table}")
+            existing = None
+        if existing is None:
+            spark.sql(f"CREATE TABLE IF NOT EXISTS {name} USING DELTA LOCATION {sql_string(path)}")
+        registered.append(f"{namespace}.{table}")
     for view, query in VIEWS.items():
-        if all(f"{database}.{t}" in registered for t in re.findall(r"\{db\}\.(\w+)", query)):
-            spark.sql(f"CREATE OR REPLACE VIEW `{database}`.`{view}` AS {query.format(db=f'`{database}`')}")
-            registered.append(f"{database}.{view}")
+        if all(f"{namespace}.{t}" in registered for t in re.findall(r"\{db\}\.(\w+)", query)):
+            spark.sql(f"CREATE OR REPLACE VIEW {schema}.`{view}` AS {query.format(db=schema)}")
+            registered.append(f"{namespace}.{view}")
     return registered
 
 
@@ -226,10 +292,10 @@ def sql_string(text: str) -> str:
     return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _registered_location(spark: SparkSession, database: str, table: str) -> str | None:
-    if not spark.catalog.tableExists(f"{database}.{table}"):
+def _registered_location(spark: SparkSession, quoted: str, name: str) -> str | None:
+    if not spark.catalog.tableExists(name):
         return None
-    rows = spark.sql(f"DESCRIBE TABLE EXTENDED `{database}`.`{table}`").collect()
+    rows = spark.sql(f"DESCRIBE TABLE EXTENDED {quoted}").collect()
     for row in rows:
         if row[0] == "Location":
             return str(row[1])

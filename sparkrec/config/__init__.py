@@ -39,6 +39,7 @@ from sparkrec.config.settings import (
     RankerConfig,
     RecommendConfig,
     SparkConfig,
+    SqlServerConfig,
     TrainConfig,
 )
 
@@ -54,6 +55,7 @@ __all__ = [
     "PROJECT_ROOT",
     "RANKERS",
     "CatalogConfig",
+    "SqlServerConfig",
     "CleanConfig",
     "Config",
     "ConfigError",

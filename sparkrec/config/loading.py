@@ -258,6 +258,7 @@ def _resolve_paths(config: Config) -> Config:
         embed=dataclasses.replace(config.embed, model_path=absolute_path(config.embed.model_path)),
         recommend=dataclasses.replace(config.recommend, exclude_file=absolute_path(config.recommend.exclude_file)),
         experiment=dataclasses.replace(config.experiment, root=absolute_path(config.experiment.root)),
+        sql_server=dataclasses.replace(config.sql_server, state_dir=absolute_path(config.sql_server.state_dir)),
         train=dataclasses.replace(config.train, shared_root=absolute_path(config.train.shared_root)),
     )
 

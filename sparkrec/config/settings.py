@@ -77,10 +77,46 @@ class LandingConfig:
 
 @dataclass(frozen=True)
 class CatalogConfig:
-    # Database in which every session registers the tables by name (SQL: sparkrec.recommendations).
+    # Database (schema) in which every session registers the tables by name (SQL: sparkrec.recommendations).
     database: str = setting("sparkrec", pattern=IDENTIFIER, meaning="a name of letters, digits and _")
-    # "in-memory": tables are registered in each new session; "hive": use a configured metastore.
+    # Catalog of three-level names (Unity Catalog: main gives main.sparkrec.recommendations); empty:
+    # two-level names in the session's current catalog.
+    name: str = setting("", pattern=f"({IDENTIFIER})?", meaning="a name of letters, digits and _, or empty")
+    # "in-memory": tables are registered in each new session; "hive": a persistent metastore keeps
+    # them, registered once and visible by name from any session that uses it.
     metastore: str = setting("in-memory", choices=METASTORES)
+    # With metastore hive: the JDBC URL of the metastore's database (tools/metastore.sh starts a
+    # PostgreSQL one: jdbc:postgresql://127.0.0.1:5433/sparkrec_metastore?user=sparkrec). Empty:
+    # Spark's own settings decide (hive-site.xml, spark.hadoop.hive.metastore.uris, a cluster's).
+    metastore_url: str = setting("", pattern=r"(jdbc:\w+:.+)?", meaning="a JDBC URL (jdbc:postgresql://…) or empty")
+    # The metastore database's user (or user= in the URL).
+    metastore_user: str = ""
+    # Its password: from ${ENV}, never written in a file (masked wherever the config is shown).
+    metastore_password: str = ""
+    # Delta's change data feed on the recommendations table (table_changes: a day's inserted and
+    # removed rows), for downstream stores that sync incrementally.
+    change_data_feed: bool = True
+
+    @property
+    def namespace(self) -> str:
+        """Where the tables are named in SQL: ``sparkrec``, or ``main.sparkrec`` with a catalog name."""
+        return f"{self.name}.{self.database}" if self.name else self.database
+
+
+@dataclass(frozen=True)
+class SqlServerConfig:
+    # `sparkrec sql-server start`: Spark's Thrift JDBC/ODBC server (HiveServer2 protocol) and a Spark
+    # Connect server in one process, over the tables of this config. Bound to this address only; they
+    # ask no password, so another address belongs behind a proxy that authenticates.
+    host: str = setting("127.0.0.1", pattern=r"[A-Za-z0-9_.:-]+", meaning="a host name or address")
+    # JDBC/ODBC clients: jdbc:hive2://host:port (beeline, BI tools).
+    port: int = setting(10000, at_least=1, at_most=65535)
+    # Spark Connect clients: sc://host:connect_port.
+    connect_port: int = setting(15002, at_least=1, at_most=65535)
+    # The server's driver heap (it runs every query of its clients, in local mode).
+    driver_memory: str = setting("2g", pattern=r"(?i)\d+([kmgtp]b?)?", meaning="a size such as 2g or 512m")
+    # The server's process id, log and ports live here (a local folder).
+    state_dir: str = setting("./.sql-server", pattern=r".+", meaning="a folder")
 
 
 @dataclass(frozen=True)
@@ -376,6 +412,7 @@ class Config:
     lakehouse: LakehouseConfig = field(default_factory=LakehouseConfig)
     landing: LandingConfig = field(default_factory=LandingConfig)
     catalog: CatalogConfig = field(default_factory=CatalogConfig)
+    sql_server: SqlServerConfig = field(default_factory=SqlServerConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     clean: CleanConfig = field(default_factory=CleanConfig)
     embed: EmbedConfig = field(default_factory=EmbedConfig)
