@@ -12,7 +12,8 @@ SAMPLE_FROM := 2010-12-01
 SAMPLE_TO := 2010-12-23
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all lint cluster-test wheel bench clean-lakehouse
+.PHONY: setup demo test test-all test-sql lint cluster-test wheel bench clean-lakehouse metastore metastore-stop \
+	sql-server sql-server-stop
 
 setup:
 	@tools/setup_env.sh
@@ -37,6 +38,28 @@ lint: setup
 # Everything, the slow tests too (GPU tests skip without a GPU).
 test-all: setup
 	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+
+# The SQL endpoint's and the catalog's tests, the PostgreSQL metastore's too (installed if missing).
+test-sql: setup
+	$(PY) -m pytest -m "not gpu and not cluster" tests/e2e/test_sql_server.py tests/spark/test_catalog_names.py $(PYTEST_ARGS)
+
+# A persistent catalog: the Hive metastore in PostgreSQL on 127.0.0.1:5433 (data under ./metastore);
+# then run sparkrec with --conf conf/metastore-local.yaml.
+metastore: setup
+	tools/metastore.sh start
+
+metastore-stop:
+	tools/metastore.sh stop
+
+# The tables over JDBC/ODBC (jdbc:hive2://127.0.0.1:10000: beeline, BI tools) and Spark Connect
+# (sc://127.0.0.1:15002), in the background until `make sql-server-stop`.
+# SQL_SERVER_ARGS="--conf conf/metastore-local.yaml" serves the persistent catalog.
+SQL_SERVER_ARGS ?=
+sql-server: setup
+	$(SPARKREC) sql-server start $(SQL_SERVER_ARGS)
+
+sql-server-stop:
+	$(SPARKREC) sql-server stop $(SQL_SERVER_ARGS)
 
 # A Spark standalone master and two workers on 127.0.0.1, the jobs sent to them with spark-submit,
 # executor and training-process kills; the cluster is stopped whatever happens.

@@ -10,6 +10,7 @@ sparkrec maintain [--table T ...] [--retain-hours H]
 sparkrec rollback --table T --to-version N
 sparkrec summary --date D
 sparkrec doctor
+sparkrec sql-server start|stop|status
 """
 
 from __future__ import annotations
@@ -139,6 +140,12 @@ def _table_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentPa
     p.add_argument("--date", required=True)
     p = sub.add_parser("doctor", parents=[common], help="start a session (fetching Delta's jars) and print versions")
     p.add_argument("--quiet", action="store_true")
+    p = sub.add_parser(
+        "sql-server",
+        parents=[common],
+        help="Spark's Thrift JDBC/ODBC server and a Spark Connect server over the tables (in the background)",
+    )
+    p.add_argument("action", choices=["start", "stop", "status", "serve"], help="serve: run in this process")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -231,6 +238,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     config = load_config(args.conf, overrides)
     if args.command == "import":
         return _import(config, args)
+    if args.command == "sql-server":
+        return _sql_server(config, args)
     days = _run_days(config, args)
     # One run per landing day; taken before Spark starts, so a second run fails at once.
     with day_locks(config, days, args.command) if days else contextlib.nullcontext():
@@ -282,6 +291,27 @@ def _import(config: Config, args: argparse.Namespace) -> int:
     if returns:
         _say(f"{returns} returns, {linked} linked to the purchase they reverse")
     return 0
+
+
+def _sql_server(config: Config, args: argparse.Namespace) -> int:
+    from sparkrec import sql_server
+
+    if args.action == "serve":
+        sql_server.serve(config)
+        return 0
+    if args.action == "start":
+        conf_args = ["--conf", absolute_path(args.conf)] if args.conf else []
+        for override in args.overrides:
+            conf_args += ["--set", override]
+        _say(sql_server.start(config, conf_args).describe())
+        return 0
+    if args.action == "stop":
+        pid = sql_server.stop(config)
+        _say(f"stopped the SQL server (pid {pid})" if pid else "no SQL server was running")
+        return 0
+    state = sql_server.read_state(config)
+    _say(state.describe() if state else "no SQL server is running")
+    return 0 if state else 3
 
 
 def _stage(spark: SparkSession, config: Config, args: argparse.Namespace) -> int:

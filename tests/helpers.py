@@ -96,3 +96,23 @@ def assert_lists_contract(spark: Any, config: Config, day: str, k: int) -> list[
     users = sorted(r[0] for r in per_user.select("user_id").collect())
     assert users == sorted(r[0] for r in interactions.select("user_id").distinct().collect())
     return users
+
+
+def write_recommendations(spark: Any, config: Config, day: str, users: int, k: int = 3) -> int:
+    """``users`` lists of ``k`` rows as the recommendations of ``day`` (replacing the day, as the
+    recommend stage does); the rows written."""
+    import datetime as dt
+
+    from sparkrec import tables
+    from sparkrec.schemas import RECOMMENDATIONS, RECOMMENDATIONS_SCHEMA
+
+    when = dt.datetime(2026, 1, 1)
+    rows = [
+        (dt.date.fromisoformat(day), f"u{u}", r, f"i{u + r}", 1.0 / r, "1", "run", "test:two_tower", when)
+        for u in range(users)
+        for r in range(1, k + 1)
+    ]
+    tables.ensure_contract(spark, config, RECOMMENDATIONS)
+    df = spark.createDataFrame(rows, RECOMMENDATIONS_SCHEMA)
+    tables.replace_partitions(df, config, RECOMMENDATIONS, tables.in_days([day]))
+    return len(rows)

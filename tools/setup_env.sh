@@ -57,7 +57,7 @@ printf '#!/bin/sh\nexec "%s" -m pytest "$@"\n' "$PWD/.venv/bin/python" > .venv/b
 chmod +x .venv/bin/pytest
 # Spark's launchers from the pip package, with SPARK_HOME, Java and this venv's Python set.
 spark_home=$(.venv/bin/python -c 'import os, pyspark; print(os.path.dirname(pyspark.__file__))')
-for tool in spark-submit spark-class spark-sql pyspark; do
+for tool in spark-submit spark-class spark-sql pyspark beeline; do
   cat > ".venv/bin/$tool" <<WRAPPER
 #!/bin/sh
 export SPARK_HOME="$spark_home"
