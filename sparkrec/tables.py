@@ -9,7 +9,14 @@ from pyspark.sql import functions as F
 
 from sparkrec.config import Config, absolute_path
 from sparkrec.errors import UserError
-from sparkrec.schemas import COLUMN_COMMENTS, PARTITIONS, SCHEMAS, TABLE_COMMENTS, TABLE_PROPERTIES
+from sparkrec.schemas import (
+    COLUMN_COMMENTS,
+    PARTITIONS,
+    RECOMMENDATIONS,
+    SCHEMAS,
+    TABLE_COMMENTS,
+    TABLE_PROPERTIES,
+)
 
 
 class TableMissingError(RuntimeError):
@@ -123,7 +130,7 @@ def ensure_contract(spark: SparkSession, config: Config, table: str) -> None:
 
     path = config.table_path(table)
     comments = COLUMN_COMMENTS.get(table, {})
-    properties = TABLE_PROPERTIES.get(table, {})
+    properties = table_properties(config, table)
     if not DeltaTable.isDeltaTable(spark, path):
         builder = DeltaTable.createIfNotExists(spark).location(path)
         for f in SCHEMAS[table].fields:
@@ -145,6 +152,15 @@ def ensure_contract(spark: SparkSession, config: Config, table: str) -> None:
     spark.sql(f"ALTER TABLE {target} SET TBLPROPERTIES ({assignments})")
     for column, comment in comments.items():
         spark.sql(f"ALTER TABLE {target} ALTER COLUMN `{column}` COMMENT {_quote(comment)}")
+
+
+def table_properties(config: Config, table: str) -> dict[str, str]:
+    """The Delta table properties ``table`` keeps: its contract's, and on ``recommendations`` the
+    change data feed (``catalog.change_data_feed``), so ``table_changes`` lists a day's rows in and out."""
+    properties = dict(TABLE_PROPERTIES.get(table, {}))
+    if table == RECOMMENDATIONS:
+        properties["delta.enableChangeDataFeed"] = str(config.catalog.change_data_feed).lower()
+    return properties
 
 
 def versions(spark: SparkSession, config: Config, table: str) -> list[int]:

@@ -14,7 +14,7 @@ SOURCES = ("two_tower", "champion", "popularity", "served")
 
 def summary(spark: SparkSession, config: Config, day: str) -> str:
     """The summary of ``day`` as text."""
-    db = config.catalog.database
+    db = config.catalog.namespace
     lines = [f"sparkrec summary for {day}", "", "Delta tables (rows) under " + config.lakehouse.root]
     for table in (INTERACTIONS, QUARANTINE, ITEMS, ITEM_EMBEDDINGS, RECOMMENDATIONS, RUN_METRICS):
         if tables.table_exists(spark, config, table):
