@@ -148,3 +148,33 @@ def test_a_bug_is_exit_1_with_its_traceback(spark, tmp_path: Path, capsys, monke
     err = capsys.readouterr().err
     assert "Traceback (most recent call last)" in err and "in broken" in err
     assert err.strip().splitlines()[-1] == "sparkrec: internal error: KeyError (a bug: the traceback above shows where)"
+
+
+def test_a_real_delta_write_conflict_is_one_line_and_exit_2(spark, tmp_path: Path, capsys, monkeypatch) -> None:
+    """Two writers of one table, for real: a transaction reads the table and removes a file, another
+    writer appends first; Delta's conflict check refuses the first commit."""
+    from sparkrec import stages
+
+    table = str(tmp_path / "contested")
+    spark.range(4).write.format("delta").save(table)
+
+    def losing_writer(*_args: object) -> str:
+        jvm = spark.sparkContext._jvm
+        txn = jvm.org.apache.spark.sql.delta.DeltaLog.forTable(spark._jsparkSession, table).startTransaction()
+        read = txn.filterFiles()  # this transaction read the whole table
+        spark.range(4, 6).write.format("delta").mode("append").save(table)  # the other writer wins
+        nil = getattr(getattr(jvm.scala.collection.immutable, "Nil$"), "MODULE$")
+        manual = getattr(getattr(jvm.org.apache.spark.sql.delta, "DeltaOperations$ManualUpdate$"), "MODULE$")
+        txn.commit(getattr(nil, "$colon$colon")(read.head().remove()), manual)
+        return "committed"
+
+    monkeypatch.setattr(stages, "summary", losing_writer)
+    case = Case(tmp_path)
+    assert main(["summary", "--date", DAY, *case.args]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith(
+        "sparkrec: error: a concurrent write changed the table first (ConcurrentAppendException); run again: "
+        "[DELTA_CONCURRENT_APPEND"
+    )
+    assert spark.read.format("delta").load(table).count() == 6  # the winner's rows, the loser's change not
