@@ -44,8 +44,10 @@ def experiment(spark, tmp_path_factory: pytest.TempPathFactory, mlflow_db: Path)
     return config, run_experiment(spark, config, spec, str(output)), output
 
 
+# Tunes and trains every baseline (over a minute): with the slow tests.
+@pytest.mark.slow
 def test_the_baselines_are_tuned_scored_and_logged_on_one_split(spark, tmp_path: Path, mlflow_db: Path) -> None:
-    """The quick cut of an experiment, in the default suite: two deterministic baselines."""
+    """The quick cut of an experiment: two deterministic baselines."""
     config = experiment_config(tmp_path, mlflow_db)
     landing = tmp_path / "landing"
     import_movielens(write_two_communities(tmp_path / "ml"), landing)

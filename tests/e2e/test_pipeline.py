@@ -88,6 +88,8 @@ def test_model_is_registered_with_its_vocabulary(spark, nightly) -> None:
     assert not {"85123A", "71053"} & set(top["item_ids"][0])  # the history is not recommended back
 
 
+# Another session by name: the SQL server test reads them from other processes in the default run.
+@pytest.mark.slow
 def test_a_new_session_reads_the_tables_by_name(nightly, capsys) -> None:
     config, _, cli_args = nightly
     query = (
@@ -306,6 +308,7 @@ def test_exclusions_and_seen_window_then_rollback(spark, nightly, tmp_path, capl
     assert main(["rollback", "--table", "nope", "--to-version", "0", *cli_args]) == 2
 
 
+@pytest.mark.slow
 def test_maintenance_compacts_and_vacuums(spark, nightly, capsys) -> None:
     import json
 

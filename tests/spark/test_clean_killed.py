@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from sparkrec import stages
 from sparkrec.synthetic import synthetic_events, write_landing_day
 from sparkrec.tables import read_table, table_version
@@ -22,6 +24,8 @@ def _data_files(table: Path) -> set[Path]:
     return {p for p in table.rglob("*.parquet")}
 
 
+# Kills a running clean (a minute of Spark): with the slow tests.
+@pytest.mark.slow
 def test_killed_clean_leaves_the_last_commit_and_the_rerun_completes(spark, config, tmp_path: Path) -> None:
     write_landing_day(synthetic_events(spark, 2_000, DAY, seed=1, partitions=2), config.landing.root, DAY)
     first = stages.run_clean(spark, config, [DAY])
