@@ -127,15 +127,14 @@ def intra_list_diversity(recs: DataFrame, item_vectors_df: DataFrame) -> float:
     table = item_vectors_df.where(F.col("embedding").isNotNull()).select("item_id", "embedding").toArrow()
     if table.num_rows == 0:
         return 0.0
-    vectors = arrow_matrix(table.column("embedding"))
-    if vectors is None:
+    unit = arrow_matrix(table.column("embedding"))
+    if unit is None:
         raise ValueError("intra_list_diversity: the item vectors differ in size (more than one text model?)")
-    matrix = vectors.astype(np.float64)
-    norms = np.linalg.norm(matrix, axis=1)
-    directed = norms > 0
-    unit = np.zeros_like(matrix)
-    unit[directed] = matrix[directed] / norms[directed, None]
     index = pd.Index(table.column("item_id").to_pylist())
+    del table  # per item, the driver holds one float32 copy of the vectors (and its broadcast), no more
+    norms = np.linalg.norm(unit, axis=1)
+    directed = norms > 0
+    unit[directed] /= norms[directed, None]  # in place, float32: a list sums at most k of them
     shared = recs.sparkSession.sparkContext.broadcast((index, unit, directed))
 
     def per_user(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
@@ -148,7 +147,7 @@ def intra_list_diversity(recs: DataFrame, item_vectors_df: DataFrame) -> float:
                 rows = rows[directed_[rows]]
                 n = len(rows)
                 if n >= 2:
-                    total = unit_[rows].sum(axis=0)
+                    total = unit_[rows].sum(axis=0, dtype=np.float64)
                     out[i] = 1.0 - (total @ total - n) / (n * (n - 1))
             yield pd.DataFrame({"d": out})
 
