@@ -83,11 +83,15 @@ def vector_matrix(
 
 
 def text_matrix(
-    spark: SparkSession, config: Config, model: str, item_ids: list[str], dim: int | None = None
+    spark: SparkSession, config: Config, model: str, item_ids: list[str], dim: int | None = None, padded: bool = False
 ) -> np.ndarray:
     """The stored text vectors of text model ``model`` for ``item_ids``, in order, as float32 [n, dim]
     (zeros for items without one). ``dim``: what a trained model expects (checked); None: the stored
-    vectors' size, and there must be some.
+    vectors' size, and there must be some. ``padded``: [n + 1, dim], under a zero row (index 0 is a
+    model's padding), written in place rather than stacked on a copy.
+
+    At its peak the driver holds the Arrow table and the result, two matrices of items x dim (a
+    million 384-d vectors: 1.4 GiB each), nothing more.
 
     Raises:
         tables.TableMissingError: ``dim`` is None and no item has a vector of ``model``.
@@ -105,27 +109,48 @@ def text_matrix(
                 f"item_embeddings holds no vectors of model {model!r}; run the embed stage first"
             )
         dim = len(table.column("embedding")[0])
-    vectors = arrow_matrix(table.column("embedding"))
-    if vectors is None or vectors.shape[1] != dim:  # vectors of another size: say which (a model trained on others)
-        embedding = table.column("embedding").to_pylist()
-        return vector_matrix(dict(zip(table.column("item_id").to_pylist(), embedding, strict=True)), item_ids, dim)
+    first = 1 if padded else 0
     position = {item: i for i, item in enumerate(item_ids)}
-    rows = np.fromiter((position.get(i, -1) for i in table.column("item_id").to_pylist()), np.int64, table.num_rows)
-    out = np.zeros((len(item_ids), dim), dtype=np.float32)
-    out[rows[rows >= 0]] = vectors[rows >= 0]
+    out = np.zeros((first + len(item_ids), dim), dtype=np.float32)
+    for batch in table.select(["item_id", "embedding"]).to_batches(max_chunksize=_COPY_BLOCK):  # slices, no copies
+        vectors = arrow_matrix(batch.column(1))  # a view of Arrow's buffer
+        if vectors is None or (len(vectors) and vectors.shape[1] != dim):  # another size: say which items
+            embedding = table.column("embedding").to_pylist()
+            found = vector_matrix(dict(zip(table.column("item_id").to_pylist(), embedding, strict=True)), item_ids, dim)
+            return np.vstack([np.zeros((first, dim), dtype=np.float32), found])
+        rows = np.fromiter((position.get(i, -1) for i in batch.column(0).to_pylist()), np.int64, batch.num_rows)
+        kept = rows >= 0
+        out[rows[kept] + first] = vectors[kept]
     return out
+
+
+_COPY_BLOCK = 65_536  # rows copied at a time into a per-item matrix
 
 
 def arrow_matrix(column: pa.ChunkedArray | pa.ListArray) -> np.ndarray | None:
     """An Arrow column of float lists as one float32 matrix [rows, dim], never a Python float per
-    value; None when the lists differ in length (nulls must be filtered out before)."""
-    lists = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    lengths = lists.value_lengths().to_numpy(zero_copy_only=False)
-    if len(lengths) == 0:
+    value; None when the lists differ in length (nulls must be filtered out before).
+
+    One chunk of float32 values comes as a read-only view of Arrow's buffer; several are copied once,
+    chunk by chunk, into a new matrix (never combined first). Copy a read-only one to change it."""
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    lengths = [chunk.value_lengths().to_numpy(zero_copy_only=False) for chunk in chunks]
+    rows = sum(len(n) for n in lengths)
+    if rows == 0:
         return np.zeros((0, 0), dtype=np.float32)
-    if (lengths != lengths[0]).any():
+    dim = int(next(n[0] for n in lengths if len(n)))
+    if any((n != dim).any() for n in lengths):
         return None
-    return lists.flatten().to_numpy(zero_copy_only=False).astype(np.float32).reshape(-1, int(lengths[0]))
+    views = [c.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False) for c in chunks if len(c)]
+    if len(views) == 1:
+        return views[0].reshape(rows, dim)
+    out = np.empty((rows, dim), dtype=np.float32)
+    start = 0
+    for view in views:
+        block = view.reshape(-1, dim)
+        out[start : start + len(block)] = block
+        start += len(block)
+    return out
 
 
 def extra_vectors(

@@ -127,11 +127,12 @@ def intra_list_diversity(recs: DataFrame, item_vectors_df: DataFrame) -> float:
     table = item_vectors_df.where(F.col("embedding").isNotNull()).select("item_id", "embedding").toArrow()
     if table.num_rows == 0:
         return 0.0
-    unit = arrow_matrix(table.column("embedding"))
-    if unit is None:
+    vectors = arrow_matrix(table.column("embedding"))
+    if vectors is None:
         raise ValueError("intra_list_diversity: the item vectors differ in size (more than one text model?)")
     index = pd.Index(table.column("item_id").to_pylist())
-    del table  # per item, the driver holds one float32 copy of the vectors (and its broadcast), no more
+    unit = vectors if vectors.flags.writeable else vectors.copy()  # normalised in place below
+    del table, vectors  # per item, the driver holds one float32 copy of the vectors (and its broadcast), no more
     norms = np.linalg.norm(unit, axis=1)
     directed = norms > 0
     unit[directed] /= norms[directed, None]  # in place, float32: a list sums at most k of them

@@ -77,7 +77,7 @@ def prepare(spark: SparkSession, config: Config, history_df: DataFrame, staging:
     rows = pd.DataFrame({"item_id": vocab, "idx": np.arange(1, len(vocab) + 1, dtype=np.int32)})
     vocab_df = spark.createDataFrame(rows, "item_id string, idx int")  # through Arrow
     text_model = embed.model_name(config.embed)
-    text = _padded(text_matrix(spark, config, text_model, vocab))
+    text = text_matrix(spark, config, text_model, vocab, padded=True)
     attributes, item_attrs = item_attributes(spark, config, vocab)
     extra, extra_dims = extra_vectors(spark, train.model.item_vectors, vocab)
     item_extra = _padded(extra) if extra is not None else None

@@ -20,3 +20,13 @@ def test_a_list_column_becomes_one_matrix_across_chunks_and_slices() -> None:
 def test_lists_of_several_lengths_are_not_a_matrix() -> None:
     assert arrow_matrix(pa.array([[1.0, 2.0], [3.0]], type=pa.list_(pa.float64()))) is None
     assert arrow_matrix(pa.chunked_array([], type=pa.list_(pa.float32()))).shape == (0, 0)
+
+
+def test_one_chunk_is_a_view_of_arrows_buffer_and_several_are_one_new_matrix() -> None:
+    one = pa.array([[1.0, 2.0], [3.0, 4.0]], type=pa.list_(pa.float32()))
+    view = arrow_matrix(pa.chunked_array([one]))
+    assert view is not None and not view.flags.writeable  # no copy: the driver holds the vectors once
+    several = arrow_matrix(pa.chunked_array([one, pa.array([], type=one.type), one.slice(1)]))
+    assert several is not None and several.flags.writeable
+    np.testing.assert_array_equal(several, [[1.0, 2.0], [3.0, 4.0], [3.0, 4.0]])
+    assert arrow_matrix(pa.chunked_array([one, pa.array([[5.0]], type=one.type)])) is None
