@@ -13,7 +13,6 @@ matplotlib.use("Agg")  # no display: figures go to files
 import matplotlib.pyplot as plt  # noqa: E402
 import mlflow  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 from pyspark.sql import DataFrame  # noqa: E402
 from pyspark.sql import functions as F  # noqa: E402
 
@@ -40,16 +39,35 @@ def log_loss_curve(
     plt.close(fig)
 
 
+def score_histogram(recs_df: DataFrame, bins: int = 50) -> tuple[np.ndarray, dict[bool, np.ndarray]]:
+    """The day's scores in ``bins`` equal bins over their range, counted in Spark (every row, and only
+    the counts reach the driver): the bin edges [bins + 1] and, for model rows (False) and fallback
+    rows (True), the rows in each bin [bins]. The last bin holds its right edge, as numpy's."""
+    fallback = F.coalesce(F.col("reason").startswith("fallback:"), F.lit(False))
+    scored = recs_df.select(F.col("score").cast("double").alias("score"), fallback.alias("fallback")).where(
+        F.col("score").isNotNull() & ~F.isnan("score")
+    )
+    low, high = scored.agg(F.min("score"), F.max("score")).first()
+    if low is None:
+        return np.zeros(bins + 1), {False: np.zeros(bins, np.int64), True: np.zeros(bins, np.int64)}
+    if high == low:
+        low, high = low - 0.5, high + 0.5  # one value: a unit range around it, as numpy's
+    width = (high - low) / bins
+    index = F.least(F.floor((F.col("score") - F.lit(low)) / F.lit(width)).cast("int"), F.lit(bins - 1))
+    counted = scored.groupBy("fallback", index.alias("bin")).count().toArrow()  # at most 2 x bins rows
+    counts = {flag: np.zeros(bins, np.int64) for flag in (False, True)}
+    for flag, row, n in zip(*(counted.column(c).to_pylist() for c in ("fallback", "bin", "count")), strict=True):
+        counts[flag][row] = n
+    return np.linspace(low, high, bins + 1), counts
+
+
 def log_score_distribution(recs_df: DataFrame) -> None:
     """Histogram of the day's scores, model rows and fallback rows apart, to MLflow."""
-    frame: pd.DataFrame = (
-        recs_df.select("score", F.col("reason").startswith("fallback:").alias("fallback")).limit(500_000).toPandas()
-    )
+    edges, counts = score_histogram(recs_df)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for fallback, label in ((False, "model"), (True, "popularity fallback")):
-        scores = frame.loc[frame["fallback"] == fallback, "score"]
-        if len(scores):
-            ax.hist(scores, bins=50, alpha=0.7, label=f"{label} ({len(scores)} rows)")
+        if counts[fallback].sum():
+            ax.stairs(counts[fallback], edges, fill=True, alpha=0.7, label=f"{label} ({counts[fallback].sum()} rows)")
     ax.set_xlabel("score")
     ax.set_ylabel("rows")
     ax.set_title("recommendation scores")
