@@ -311,10 +311,18 @@ def item_neighbours(
     weight = F.col("walk") / F.col("ci") / F.pow(F.col("cj"), F.lit(float(damping)))
     walks = pairs.join(ci, "i").join(cj, "j").select("i", "j", weight.alias("w"))
     nearest = F.row_number().over(Window.partitionBy("i").orderBy(F.desc("w"), "j"))
-    top = walks.withColumn("r", nearest).where(F.col("r") <= neighbours).select("i", "j", "w").toArrow()
-    i, j = top.column("i").to_numpy(), top.column("j").to_numpy()
-    w = top.column("w").to_numpy().astype(np.float32)
-    return sparse.csr_matrix((w, (i, j)), shape=(n_items, n_items), dtype=np.float32)
+    kept = walks.withColumn("r", nearest).where(F.col("r") <= neighbours)
+    # Row-major order and the CSR arrays' own types (int32, float32) from Spark: the driver builds the
+    # matrix from Arrow's columns with one copy of each (12 bytes a neighbour), not through COO.
+    top = kept.select(F.col("i").cast("int"), F.col("j").cast("int"), F.col("w").cast("float")).orderBy("i", "j")
+    table = top.toArrow()
+    rows = table.column("i").to_numpy()
+    indptr = np.zeros(n_items + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_items), out=indptr[1:])
+    indices = np.array(table.column("j").to_numpy(), dtype=np.int32)
+    data = np.array(table.column("w").to_numpy(), dtype=np.float32)
+    del table, rows
+    return sparse.csr_matrix((data, indices, indptr), shape=(n_items, n_items))
 
 
 def fit_knn(

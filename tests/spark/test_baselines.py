@@ -57,7 +57,9 @@ def test_item_neighbours_are_each_item_s_random_walk_weights_kept_sparse(spark) 
     np.fill_diagonal(walk, 0.0)
     holders = X.sum(axis=0)
     for damping in (0.0, 0.3):
-        full = item_neighbours(train, index, 5, neighbours=10, damping=damping).toarray()
+        weights = item_neighbours(train, index, 5, neighbours=10, damping=damping)
+        assert weights.dtype == np.float32 and weights.has_canonical_format  # rows sorted, no repeats
+        full = weights.toarray()
         expected = np.zeros((5, 5))
         expected[:4, :4] = walk / holders[:, None] / holders[None, :] ** damping
         np.testing.assert_allclose(full, expected, rtol=1e-6)
