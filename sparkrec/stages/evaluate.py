@@ -25,7 +25,7 @@ from sparkrec.registry import (
     load_version,
 )
 from sparkrec.schemas import INTERACTIONS, ITEM_EMBEDDINGS, ITEMS, RECOMMENDATIONS
-from sparkrec.serving import model_scorer
+from sparkrec.serving import catalogue_text, model_scorer
 from sparkrec.stages.common import MetricRow, check_date, write_run_metrics
 from sparkrec.tracking import log_metrics, log_params, report_counts, stage_run
 
@@ -104,7 +104,13 @@ def _held_out_metrics(
     if champion_version is not None and champion_version != version:
         models["champion"], _ = load_model(config, config.mlflow.champion_alias)
     fitted: dict = {}  # the candidate and the champion fit one collaborative score when they share it
-    scorers = {name: model_scorer(spark, config, m, catalog, train_part, fitted=fitted) for name, m in models.items()}
+    texts: dict[tuple[str, int], Any] = {}  # ... and read the text vectors once when they share an encoder
+    scorers: dict[str, Any] = {}
+    for name, m in models.items():
+        encoder = (m.spec.text_model, int(m.model.item_text.shape[1]))
+        if encoder not in texts:
+            texts[encoder] = catalogue_text(spark, config, m, catalog)
+        scorers[name] = model_scorer(spark, config, m, catalog, train_part, text=texts[encoder], fitted=fitted)
     scorers["popularity"] = popularity
     # the users' histories as long as the longest model reads them; each model reads its own length
     length = max(m.spec.history_length for m in models.values())
