@@ -47,7 +47,7 @@ def score_histogram(recs_df: DataFrame, bins: int = 50) -> tuple[np.ndarray, dic
     scored = recs_df.select(F.col("score").cast("double").alias("score"), fallback.alias("fallback")).where(
         F.col("score").isNotNull() & ~F.isnan("score")
     )
-    low, high = scored.agg(F.min("score"), F.max("score")).first()
+    low, high = scored.agg(F.min("score"), F.max("score")).collect()[0]  # one row, nulls when none
     if low is None:
         return np.zeros(bins + 1), {False: np.zeros(bins, np.int64), True: np.zeros(bins, np.int64)}
     if high == low:
