@@ -25,6 +25,9 @@ class ItemTower(nn.Module):
     An item outside the vocabulary (id 0) has no ID signal, an item without attributes no attribute
     signal and an all-zero extra vector no signal of that column; the gate gives their weight to
     what is left: cold items still get a vector.
+
+    ``sparse_ids``: the ID table's gradient is sparse (the rows a batch touched), so that a training
+    step's backward, all-reduce and optimiser step cost what the batch holds, not the catalogue.
     """
 
     def __init__(
@@ -36,9 +39,10 @@ class ItemTower(nn.Module):
         attr_codes: int = 0,
         text: bool = True,
         extra_dims: tuple[int, ...] = (),
+        sparse_ids: bool = False,
     ) -> None:
         super().__init__()
-        self.id_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0)
+        self.id_embedding = nn.Embedding(num_items + 1, dim, padding_idx=0, sparse=sparse_ids)
         nn.init.normal_(self.id_embedding.weight, std=0.05)
         # text=False (an ablation) leaves the BERT vector out of the fusion.
         self.text_projection = nn.Sequential(nn.Linear(text_dim, dim), nn.GELU(), nn.Linear(dim, dim)) if text else None
@@ -157,7 +161,8 @@ class TwoTower(nn.Module):
 
     ``item_text`` [V + 1, T] is a fixed buffer of the vocabulary's BERT vectors (row 0 zeros);
     ``item_attrs`` [V + 1, A] its attribute codes, ``attr_codes`` how many codes exist;
-    ``item_extra`` [V + 1, E] its extra vector columns, ``extra_dims`` their sizes.
+    ``item_extra`` [V + 1, E] its extra vector columns, ``extra_dims`` their sizes; ``sparse_ids``
+    (for training) gives the item ID table sparse gradients (``ItemTower``).
     """
 
     item_text: torch.Tensor
@@ -180,6 +185,7 @@ class TwoTower(nn.Module):
         extra_dims: tuple[int, ...] = (),
         event_types: int = 0,
         user_features: int = 0,
+        sparse_ids: bool = False,
     ) -> None:
         super().__init__()
         num_items, text_dim = item_text.shape[0] - 1, item_text.shape[1]
@@ -196,6 +202,7 @@ class TwoTower(nn.Module):
             attr_codes if self.item_attrs is not None else 0,
             text=text,
             extra_dims=tuple(extra_dims) if with_extra else (),
+            sparse_ids=sparse_ids,
         )
         self.users = UserTower(
             dim, history_length, attention=history_attention, event_types=event_types, user_features=user_features

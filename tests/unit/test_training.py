@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sparkrec.models.loop import WeightAverage
+from sparkrec.models.loop import Optimiser, WeightAverage
 from sparkrec.models.training import checkpoint_epoch, train_two_tower
 from sparkrec.models.two_tower import TwoTower
 from tests.helpers import converter, train_params
@@ -103,6 +103,35 @@ def test_averaged_weights_are_saved_and_a_resumed_run_continues_the_average(data
     train_two_tower(data, str(tmp_path / "resumed"), train_params(checkpoints, epochs=3, weight_average=0.9))
     c = torch.load(tmp_path / "resumed" / "weights.pt")
     assert all(torch.allclose(b[k], c[k], atol=1e-6) for k in b)
+
+
+def test_the_id_table_moves_only_where_a_batch_touched_it_and_its_average_stays_exact() -> None:
+    """The item ID table has sparse gradients: a step changes the rows its batch held (lazy Adam), and
+    the average of the rows it skipped, caught up later, equals the average taken at every step."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(30, 4, padding_idx=0, sparse=True), torch.nn.Linear(4, 1))
+    optimiser, average = Optimiser(model, 0.05), WeightAverage(model, 0.9)
+    assert [type(p).__name__ for p in optimiser.parts] == ["Adam", "SparseAdam"]
+    expected = {n: p.detach().clone() for n, p in model.named_parameters()}
+    for t in range(1, 41):
+        rows = torch.randint(0, 30, (5,))
+        before = model[0].weight.detach().clone()
+        optimiser.zero_grad()
+        model(rows).pow(2).sum().backward()
+        touched = average.catch_up(model)
+        optimiser.step()
+        average.update(model, touched)
+        untouched = torch.ones(30, dtype=torch.bool)
+        untouched[rows] = False
+        assert torch.equal(model[0].weight[untouched], before[untouched])
+        assert not torch.equal(model[0].weight[rows[rows > 0]], before[rows[rows > 0]])
+        keep = min(0.9, (1 + t) / (10 + t))
+        for name, param in model.named_parameters():
+            expected[name] = keep * expected[name] + (1 - keep) * param.detach()
+    state = average.state_dict(model)
+    assert all(torch.allclose(state["shadow"][n], expected[n], atol=1e-6) for n in expected)
+    average.copy_to(model)
+    assert all(torch.allclose(p, expected[n], atol=1e-6) for n, p in model.named_parameters())
 
 
 @pytest.fixture(scope="module")
