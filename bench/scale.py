@@ -20,7 +20,7 @@ executors), ``workers_peak_gib`` the Python workers and training processes toget
 
 ``--append`` adds rungs to the report already at ``--output`` (measured with the same ``--days``
 and ``--set``; a rung of the same size is replaced), so a long rung can run on its own; each rung
-records the commit it ran on.
+records the commit it ran on. It keeps the report's catalogue unless ``--catalogue`` is given.
 
 ``cluster`` (``--cluster events:users:items``): that rung's nightly once more on a two-worker
 standalone cluster on this machine (tools/standalone_cluster.sh, the settings of
@@ -56,6 +56,7 @@ from common import ClusterMemory, PeakMemory, machine, scratch_config, scratch_s
 
 START = "2024-06-01"
 RUNGS = "1000000:100000:10000,3000000:300000:30000,10000000:1000000:100000"
+CATALOGUE = "1000000:2000000:200000"
 STAGES = ("clean", "embed", "train", "evaluate", "recommend")
 
 
@@ -65,8 +66,8 @@ def main() -> int:
     parser.add_argument("--days", type=int, default=14, help="days the events are spread over")
     parser.add_argument("--set", action="append", default=[], dest="settings", help="config key=value")
     parser.add_argument("--output", default=str(ROOT / "bench" / "results" / "scale.json"))
-    parser.add_argument("--catalogue", default="1000000:2000000:200000", help="items:events:users for the "
-                        "collaborative fit and top-K alone ('' to skip)")  # fmt: skip
+    parser.add_argument("--catalogue", default=None, help="items:events:users for the collaborative fit and "
+                        f"top-K alone (default {CATALOGUE}; with --append the report's own; '' skips)")  # fmt: skip
     parser.add_argument("--append", action="store_true", help="add the rungs to the report at --output (same "
                         "--days and --set) instead of starting a new one")  # fmt: skip
     parser.add_argument("--cluster", help="events:users:items: this rung's nightly on a two-worker standalone "
@@ -95,8 +96,9 @@ def main() -> int:
         **{k: previous[k] for k in ("machine", "catalogue", "cluster") if k in previous},
     }
     rungs: list[dict[str, Any]] = list(previous.get("rungs", []))
-    if args.catalogue:
-        report["catalogue"] = _in_process(["--one-catalogue", args.catalogue], args.settings)
+    catalogue = args.catalogue if args.catalogue is not None or args.append else CATALOGUE
+    if catalogue:
+        report["catalogue"] = _in_process(["--one-catalogue", catalogue], args.settings)
     for rung in filter(None, args.rungs.split(",")):  # the report is rewritten after each rung
         result = _in_process(["--one", rung, "--days", str(args.days)], args.settings)
         size = lambda r: (r["events"], r["users"], r["items"])  # noqa: E731
