@@ -153,6 +153,16 @@ def arrow_matrix(column: pa.ChunkedArray | pa.ListArray) -> np.ndarray | None:
     return out
 
 
+def unit_rows(matrix: np.ndarray, copy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """``matrix``'s rows scaled to length 1, as float32 (in place, unless ``copy``, another dtype or a
+    read-only view ask for a copy), and which rows have a direction: a zero row stays zero."""
+    unit = matrix.astype(np.float32, copy=copy or not matrix.flags.writeable)
+    norms = np.linalg.norm(unit, axis=1)
+    directed = norms > 0
+    unit[directed] /= norms[directed, None]
+    return unit, directed
+
+
 def extra_vectors(
     spark: SparkSession, sources: dict[str, str], item_ids: list[str], dims: dict[str, int] | None = None
 ) -> tuple[np.ndarray | None, list[int]]:

@@ -35,7 +35,7 @@ import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from sparkrec.catalog import arrow_matrix
+from sparkrec.catalog import arrow_matrix, unit_rows
 from sparkrec.schemas import require_columns
 
 
@@ -131,11 +131,8 @@ def intra_list_diversity(recs: DataFrame, item_vectors_df: DataFrame) -> float:
     if vectors is None:
         raise ValueError("intra_list_diversity: the item vectors differ in size (more than one text model?)")
     index = pd.Index(table.column("item_id").to_pylist())
-    unit = vectors if vectors.flags.writeable else vectors.copy()  # normalised in place below
+    unit, directed = unit_rows(vectors)  # float32 (a list sums at most k of them), in place where it may
     del table, vectors  # per item, the driver holds one float32 copy of the vectors (and its broadcast), no more
-    norms = np.linalg.norm(unit, axis=1)
-    directed = norms > 0
-    unit[directed] /= norms[directed, None]  # in place, float32: a list sums at most k of them
     shared = recs.sparkSession.sparkContext.broadcast((index, unit, directed))
 
     def per_user(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:

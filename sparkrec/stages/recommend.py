@@ -15,7 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkrec import features, plots, publish, ranking, tables
-from sparkrec.catalog import Catalog, item_catalog
+from sparkrec.catalog import Catalog, item_catalog, unit_rows
 from sparkrec.config import Config
 from sparkrec.errors import UserError
 from sparkrec.models.packaging import LoadedTwoTower
@@ -222,11 +222,11 @@ def _list_rules(
         log.info("rule max_per_category / category fallback segment skipped: no item of the catalogue has a category")
     vectors = None
     if rc.mmr_lambda < 1.0:
-        norms = np.linalg.norm(text, axis=1, keepdims=True)
-        if not norms.any():
+        unit, directed = unit_rows(text, copy=True)
+        if not directed.any():
             log.info("rule mmr_diversity skipped: no item has a text embedding")
         else:
-            vectors = (text / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+            vectors = unit
     people = features.without_bots(features.filter_until(interactions, day, rc.active_days)).where(F.col("weight") > 0)
     counts = (
         people.join(active, "user_id")
