@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 
-from sparkrec.models.loop import Optimiser, WeightAverage
+from sparkrec.models.optimiser import Optimiser, WeightAverage
 from sparkrec.models.training import checkpoint_epoch, train_two_tower
 from sparkrec.models.two_tower import TwoTower
 from tests.helpers import converter, train_params
