@@ -21,12 +21,15 @@ class Optimiser:
         sparse = {id(p): p for p in _sparse_tables(model).values()}
         dense = [p for p in model.parameters() if id(p) not in sparse]
         self.parts: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=learning_rate)]
-        if sparse:
-            self.parts.append(torch.optim.SparseAdam(list(sparse.values()), lr=learning_rate))
+        self.sparse = list(sparse.values())
+        if self.sparse and learning_rate > 0:  # SparseAdam refuses a rate of 0; a rate of 0 moves nothing
+            self.parts.append(torch.optim.SparseAdam(self.sparse, lr=learning_rate))
 
     def zero_grad(self) -> None:
         for part in self.parts:
             part.zero_grad()
+        for param in self.sparse:
+            param.grad = None
 
     def step(self) -> None:
         for part in self.parts:

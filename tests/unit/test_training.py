@@ -132,6 +132,12 @@ def test_the_id_table_moves_only_where_a_batch_touched_it_and_its_average_stays_
     assert all(torch.allclose(state["shadow"][n], expected[n], atol=1e-6) for n in expected)
     average.copy_to(model)
     assert all(torch.allclose(p, expected[n], atol=1e-6) for n, p in model.named_parameters())
+    still = Optimiser(model, 0.0)  # a rate of 0 (SparseAdam refuses one) moves nothing
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    still.zero_grad()
+    model(torch.tensor([1, 2])).sum().backward()
+    still.step()
+    assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
 
 
 @pytest.fixture(scope="module")
