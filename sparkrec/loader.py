@@ -69,7 +69,10 @@ def make_converter(df: DataFrame, cache_dir: str) -> ParquetConverter:
 class ShardLoader:
     """Batches of one shard: rows [shard * n, (shard + 1) * n) with n = rows // shard_count.
 
-    Only the Parquet fragments that overlap the shard are read.
+    Only the Parquet fragments that overlap the shard are read, once: the first pass decodes each
+    column to one numpy array (a list column of equal-length lists to a matrix), and every batch of
+    every pass indexes those. Taking a batch from the Arrow table instead cost time that grew with
+    the shard: ``take`` on a list column of many chunks concatenates the chunks first, at every batch.
     """
 
     def __init__(
@@ -92,6 +95,7 @@ class ShardLoader:
         total = self.dataset.count_rows()
         self.shard_rows = total // shard_count
         self.start = cur_shard * self.shard_rows
+        self._columns: dict[str, np.ndarray] | None = None
 
     def __len__(self) -> int:
         return self.shard_rows // self.batch_size
@@ -113,17 +117,31 @@ class ShardLoader:
             return self.dataset.schema.empty_table()
         return pa.concat_tables(pieces)
 
+    def _decoded(self) -> dict[str, np.ndarray]:
+        if self._columns is None:
+            table = self._read_shard()
+            self._columns = {name: _to_numpy(table.column(name)) for name in table.column_names}
+        return self._columns
+
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        table = self._read_shard()
-        order = np.arange(table.num_rows)
+        columns = self._decoded()
+        order = np.arange(self.shard_rows)
         if self.shuffle_seed is not None:
             np.random.default_rng(self.shuffle_seed + self.epoch).shuffle(order)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
-            batch = table.take(pa.array(order[start : start + self.batch_size]))
-            yield {name: torch.as_tensor(_to_numpy(batch.column(name))) for name in batch.column_names}
+            rows = order[start : start + self.batch_size]
+            yield {name: torch.from_numpy(values[rows]) for name, values in columns.items()}
 
 
 def _to_numpy(column: pa.ChunkedArray) -> np.ndarray:
-    if pa.types.is_list(column.type) or pa.types.is_large_list(column.type):
-        return np.array(column.to_pylist())
-    return column.to_numpy(zero_copy_only=False).copy()
+    """One column as numpy: a list column whose lists all have one length as a [rows, length] matrix."""
+    array = column.combine_chunks()
+    if not (pa.types.is_list(array.type) or pa.types.is_large_list(array.type)):
+        return array.to_numpy(zero_copy_only=False)
+    lengths = np.diff(array.offsets.to_numpy())
+    if array.null_count or (len(lengths) and (lengths != lengths[0]).any()):
+        raise ValueError(
+            f"column of type {array.type}: lists of different lengths or nulls; training needs padded lists"
+        )
+    width = int(lengths[0]) if len(lengths) else 0
+    return array.flatten().to_numpy(zero_copy_only=False).reshape(len(array), width)

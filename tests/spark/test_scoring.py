@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from sparkrec.encoding import USER_FEATURES, UserEncoding
 from sparkrec.loader import make_converter
@@ -40,6 +41,11 @@ def test_converter_gives_every_rank_the_same_batches(spark, tmp_path) -> None:
         batches = list(loader)
         assert len(batches) == len(loader) == 5
         assert all(b["target"].shape == (10,) and b["history"].shape == (10, 2) for b in batches)
+        for b in batches:  # each row's list stays with its row (the shard is three files, decoded once)
+            assert b["history"].tolist() == [[t, t + 1] for t in b["target"].tolist()]
+        assert [b["target"].tolist() for b in loader] == [b["target"].tolist() for b in batches]  # a second pass
+        loader.set_epoch(1)
+        assert [b["target"].tolist() for b in loader] != [b["target"].tolist() for b in batches]  # reshuffled
         seen += [int(t) for b in batches for t in b["target"]]
     assert len(seen) == len(set(seen)) == 100
 
@@ -79,3 +85,13 @@ def test_top_k_and_recommend_serve_the_user_tower_its_user_features_and_event_ty
     for out in (served, recommended):
         got = {u: list(g.sort_values("rank")["item_id"]) for u, g in out.toPandas().groupby("user_id")}
         assert got == expected
+
+
+def test_a_list_column_of_unequal_lists_is_refused_with_what_training_needs() -> None:
+    import pyarrow as pa
+
+    from sparkrec.loader import _to_numpy
+
+    with pytest.raises(ValueError, match="padded lists"):
+        _to_numpy(pa.chunked_array([pa.array([[1, 2]]), pa.array([[3]])]))
+    assert _to_numpy(pa.chunked_array([pa.array([[1, 2]]), pa.array([[3, 4]])])).tolist() == [[1, 2], [3, 4]]
