@@ -32,6 +32,19 @@ def to_truth(train_df: DataFrame, test_df: DataFrame, min_rating: float | None =
     return relevant.select("user_id", "item_id").distinct().join(seen, ["user_id", "item_id"], "left_anti")
 
 
+def sample_users(truth_df: DataFrame, max_users: int, seed: int) -> DataFrame:
+    """``truth_df`` restricted to a seeded sample of about ``max_users`` of its users (by a hash of the
+    user id, so a re-run and every model see the same ones); all of them when ``max_users`` is 0 or
+    no more than that many hold a relevant item."""
+    if max_users <= 0:
+        return truth_df
+    users = truth_df.select("user_id").distinct().count()
+    if users <= max_users:
+        return truth_df
+    draw = F.pmod(F.xxhash64("user_id", F.lit(int(seed))), F.lit(1_000_000))
+    return truth_df.where(draw < F.lit(int(1_000_000 * max_users / users)))
+
+
 def to_evaluation_users(train_df: DataFrame, truth_df: DataFrame, catalog: Catalog, history_length: int) -> DataFrame:
     """Users with training history and a relevant test item, as rows of the item matrix."""
     histories = features.to_user_histories(train_df, history_length).join(

@@ -98,7 +98,9 @@ def _held_out_metrics(
     catalog = item_catalog(spark, config)
     people = features.without_bots(tables.read_table(spark, config, INTERACTIONS))
     train_part, test_part = splits.chrono_split(people, day, config.evaluate.holdout_days)
-    truth = evaluation.to_truth(train_part, test_part)
+    truth = evaluation.sample_users(
+        evaluation.to_truth(train_part, test_part), config.evaluate.max_users, config.train.seed
+    ).cache()
     popularity = fit_popularity(train_part, catalog.index_df, catalog.size)
     models = {"two_tower": candidate}
     if champion_version is not None and champion_version != version:
@@ -131,6 +133,7 @@ def _held_out_metrics(
         with_curves=True,
     )
     users.unpersist()
+    truth.unpersist()
     by_item = dict(zip(catalog.item_ids, popularity.popularity, strict=True))
     plots.log_metrics_at_k(curves, k, by_item)
     return results

@@ -99,3 +99,16 @@ def test_the_curve_agrees_with_the_metrics_at_every_k(recs, truth) -> None:
         spark_values = ranking_metrics(recs, truth, k=k)
         for name in ("precision", "recall", "ndcg", "hit"):
             assert curve.loc[k, name] == pytest.approx(spark_values[f"{name}@{k}"]), (name, k)
+
+
+def test_evaluation_scores_a_seeded_sample_of_about_max_users(spark) -> None:
+    from sparkrec.evaluation import sample_users
+
+    truth = spark.range(4000).selectExpr("concat('u', id % 2000) AS user_id", "concat('i', id) AS item_id")
+    sampled = sample_users(truth, 200, seed=42)
+    users = {r["user_id"] for r in sampled.select("user_id").distinct().collect()}
+    assert 140 <= len(users) <= 260  # about 200 of the 2,000
+    assert sampled.count() == 2 * len(users)  # a sampled user keeps every relevant item
+    assert users == {r["user_id"] for r in sample_users(truth, 200, seed=42).select("user_id").collect()}
+    assert users != {r["user_id"] for r in sample_users(truth, 200, seed=7).select("user_id").collect()}
+    assert sample_users(truth, 0, seed=42).count() == sample_users(truth, 2000, seed=42).count() == 4000
