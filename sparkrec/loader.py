@@ -119,8 +119,11 @@ class ShardLoader:
 
     def _decoded(self) -> dict[str, np.ndarray]:
         if self._columns is None:
-            table = self._read_shard()
-            self._columns = {name: _to_numpy(table.column(name)) for name in table.column_names}
+            table, columns = self._read_shard(), {}
+            for name in table.column_names:  # each column's Arrow buffers go as soon as it is decoded
+                columns[name] = _to_numpy(table.column(name))
+                table = table.drop_columns([name])
+            self._columns = columns
         return self._columns
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
