@@ -359,6 +359,7 @@ def test_the_code_reaches_the_executors_as_a_py_files_zip(cluster, cleaned, tmp_
     assert len(result["placement"]) == 2 and result["model_version"] == "1"
 
 
+@pytest.mark.slow  # a spark-submit of its own
 def test_spark_submit_without_the_delta_jars_says_how_to_pass_them(tmp_path: Path) -> None:
     cmd = [
         str(ROOT / ".venv" / "bin" / "spark-submit"),

@@ -114,6 +114,7 @@ def test_a_new_session_reads_the_tables_by_name(nightly, capsys) -> None:
         assert "SQL error" in err and "Traceback" not in err and "at org.apache.spark" not in err, err[-2000:]
 
 
+@pytest.mark.slow  # a training run of its own; tests/unit/test_registry.py checks the gate's rule quickly
 def test_a_worse_model_is_not_promoted_and_the_champion_stays_served(spark, nightly) -> None:
     import dataclasses
 
@@ -333,6 +334,7 @@ def test_maintenance_compacts_and_vacuums(spark, nightly, capsys) -> None:
     assert main(["rollback", "--table", "recommendations", "--to-version", "1", *cli_args]) == 2  # files vacuumed
 
 
+@pytest.mark.slow  # starts training processes of its own
 def test_a_failing_training_process_is_one_clear_error(spark, nightly) -> None:
     import dataclasses
 
@@ -348,6 +350,7 @@ def test_a_failing_training_process_is_one_clear_error(spark, nightly) -> None:
         stages.run_train(spark, impossible, DAY)
 
 
+@pytest.mark.slow  # a three-epoch training run of its own
 def test_train_stage_early_stopping_logs_validation_loss(spark, nightly) -> None:
     import dataclasses
 
@@ -365,6 +368,7 @@ def test_train_stage_early_stopping_logs_validation_loss(spark, nightly) -> None
     assert not list((Path(config.lakehouse.root) / "_checkpoints" / "train").glob("*/last.pt"))  # cleaned up
 
 
+@pytest.mark.slow  # a training run of its own
 def test_an_extra_item_vector_column_is_trained_on_and_read_again_when_serving(spark, nightly, tmp_path) -> None:
     import dataclasses
 

@@ -98,6 +98,7 @@ def connect_client(url: str, query: str) -> list[tuple]:
     return [tuple(line.split("\t")) for line in result.stdout.splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # starts a Thrift and a Connect server (about 90 s)
 def test_beeline_and_spark_connect_read_the_days_lists_and_the_next_write(spark, config, tmp_path):
     rows = write_recommendations(spark, config, DAY, users=4)
     args = server_args(config, tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
 from sparkrec import stages
@@ -29,6 +30,7 @@ RETURNS_CSV = (
 )
 
 
+@pytest.mark.slow  # cleans a day twice under two rule sets
 def test_profile_rules_keep_old_ratings_that_the_nightly_rules_would_quarantine(spark, config, tmp_path: Path) -> None:
     import_movielens(write_latest(tmp_path / "ml"), config.landing.root)
     nightly = stages.run_clean(spark, config, [DAY])
