@@ -118,10 +118,14 @@ def read_landing(
     records = reduce(
         DataFrame.unionByName, [f.select("value", F.col("_metadata.file_path").alias("path")) for f in frames]
     )
+    # Substrings, not regular expressions: these run once per record (a regex here cost a tenth of
+    # the clean stage at 10M records). ``<kind>/ds=`` is the day folder; the date follows it.
+    prefix = f"{kind}/ds="
+    source_file = F.substring(F.col("path"), F.instr(F.col("path"), prefix), 1 << 16)
     return records.select(
         "value",
-        F.regexp_extract("path", rf"({re.escape(kind)}/ds=[^/]+/.+)$", 1).alias("source_file"),
-        F.to_date(F.regexp_extract("path", r"ds=(\d{4}-\d{2}-\d{2})", 1)).alias("ds"),
+        source_file.alias("source_file"),
+        F.to_date(F.substring(source_file, len(prefix) + 1, 10)).alias("ds"),
     )
 
 
