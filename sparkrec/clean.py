@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
@@ -45,8 +46,20 @@ class CleanResult:
     quarantine: DataFrame
     # One row per (source, metric): source null for the run's total, else the file name.
     counts: DataFrame
-    # Every raw row with its outcome; the frames above derive from it (persist it to parse once).
+    # Every raw row with its outcome; the frames above derive from it.
     rows: DataFrame
+    # The deduplicated rows, read twice by ``rows`` (the bot flag's aggregate, then the rows
+    # themselves), and the busy users: ``persist`` parses the landing files once for every frame above.
+    cache_points: tuple[DataFrame, ...]
+
+    def persist(self, level: StorageLevel = StorageLevel.MEMORY_AND_DISK) -> CleanResult:
+        for df in self.cache_points:
+            df.persist(level)
+        return self
+
+    def unpersist(self) -> None:
+        for df in self.cache_points:
+            df.unpersist()
 
 
 def parse_json_lines(lines_df: DataFrame, schema: T.StructType) -> DataFrame:
@@ -195,23 +208,27 @@ def clean_events(lines_df: DataFrame, config: CleanConfig, known_items_df: DataF
     classified = with_event_id(classify_events(lines_df, config, known_items_df))
     is_clean = F.col("reason").isNull()
     # Copies of an event: the first by source file, then by a 64-bit hash of the line, is kept. The
-    # line itself travels on only for quarantined rows, which keep it: clean rows shuffle without it.
-    first = Window.partitionBy("ds", "event_id").orderBy("source_file", "line_hash")
-    ranked = with_bot_flag(
+    # line and price text travel on only for quarantined rows, which keep them in their detail: clean
+    # rows shuffle without them.
+    # The window leads with a hash of the event id: rows sort on that 64-bit prefix, not on strings.
+    first = Window.partitionBy(F.xxhash64("event_id"), "ds", "event_id").orderBy("source_file", "line_hash")
+    ranked = (
         classified.withColumn("line_hash", F.xxhash64("raw"))
         .withColumn("raw", F.when(~is_clean, F.col("raw")))
+        .withColumn("price_text", F.when(~is_clean, F.col("price_text")))
+        .drop("given_event_id")
         .withColumn("copy", F.when(is_clean, F.row_number().over(first)))
-        .drop("line_hash"),
-        config.bot_max_events_per_hour,
+        .drop("line_hash")
     )
     # Every raw row once, with its outcome: the three outputs below are filters of this one frame,
-    # so a caller that persists ``rows`` parses the landing files once.
+    # so a caller that calls ``persist`` parses the landing files once.
     outcome = (
         F.when(~is_clean, F.lit("quarantined_rows"))
         .when(F.col("copy") > 1, F.lit("duplicate_rows"))
         .otherwise(F.lit("clean_rows"))
     )
-    rows = ranked.withColumn("outcome", outcome)
+    busy = busy_users(ranked, config.bot_max_events_per_hour)
+    rows = with_bot_flag(ranked, busy).withColumn("outcome", outcome)
     interactions = rows.where(F.col("outcome") == "clean_rows").select(
         "event_id",
         "user_id",
@@ -240,27 +257,38 @@ def clean_events(lines_df: DataFrame, config: CleanConfig, known_items_df: DataF
         quarantine=quarantine.select([f.name for f in QUARANTINE_SCHEMA.fields]),
         counts=counts,
         rows=rows,
+        cache_points=(ranked, busy),
     )
 
 
-def with_bot_flag(ranked_df: DataFrame, max_per_hour: int) -> DataFrame:
-    """``is_bot``: the user has more than ``max_per_hour`` clean events (first copies, ``copy`` 1) in
-    some clock hour of the landing day; every clean row of that user and day is flagged. Off when 0.
+def busy_users(ranked_df: DataFrame, max_per_hour: int) -> DataFrame:
+    """``ds``, ``user_id`` of users with more than ``max_per_hour`` clean events (first copies,
+    ``copy`` 1) in some clock hour of the landing day: the bots. Nobody when the rule is off (0).
 
-    Both windows partition by day and user, so they share one shuffle.
+    A bot needs ``max_per_hour`` + 1 events, so there are at most events / (``max_per_hour`` + 1).
     """
     if max_per_hour <= 0:
-        return ranked_df.withColumn("is_bot", F.lit(False))
-    first_copy = F.when(F.col("copy") == 1, 1)
-    by_user = Window.partitionBy("ds", "user_id")
+        return ranked_df.sparkSession.createDataFrame([], "ds date, user_id string")
     # Clock hours in UTC (the session time zone), as whole hours since the epoch: cheaper than date_trunc.
     hour = F.floor(F.unix_seconds("event_ts") / 3600)
-    same_hour = by_user.orderBy(hour).rangeBetween(Window.currentRow, Window.currentRow)
-    busy_hour = F.count(first_copy).over(same_hour) > max_per_hour
     return (
-        ranked_df.withColumn("_busy_hour", busy_hour)
-        .withColumn("is_bot", F.col("copy").isNotNull() & F.max("_busy_hour").over(by_user))
-        .drop("_busy_hour")
+        ranked_df.where(F.col("copy") == 1)
+        .groupBy("ds", "user_id", hour.alias("hour"))
+        .agg(F.count(F.lit(1)).alias("events"))
+        .where(F.col("events") > max_per_hour)
+        .select("ds", "user_id")
+        .distinct()
+    )
+
+
+def with_bot_flag(ranked_df: DataFrame, busy: DataFrame) -> DataFrame:
+    """``is_bot``: the row is a clean one (``copy`` set) of a busy user (``busy_users``) on that day;
+    every clean row of a bot's day is flagged. The busy users join broadcast."""
+    flagged = busy.withColumn("busy", F.lit(True))
+    return (
+        ranked_df.join(F.broadcast(flagged), ["ds", "user_id"], "left")
+        .withColumn("is_bot", F.col("copy").isNotNull() & F.coalesce("busy", F.lit(False)))
+        .drop("busy")
     )
 
 

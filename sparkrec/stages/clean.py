@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 
 from sparkrec import clean, tables
@@ -44,7 +43,7 @@ def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str,
         events = read_landing(spark, config, "events", days, REQUIRED_EVENT_FIELDS)
         result = clean.clean_events(events, config.clean, known_items)
         # Parse and classify once: the counts, interactions and quarantine all read this.
-        result.rows.persist(StorageLevel.MEMORY_AND_DISK)
+        result.persist()
         try:
             counts = [r.asDict() for r in result.counts.collect()]
             clean.reconcile(counts)
@@ -61,6 +60,7 @@ def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str,
             if item_quarantine is not None:
                 quarantine = quarantine.unionByName(item_quarantine)
             in_days = tables.in_days(days)
+            tables.ensure_contract(spark, config, INTERACTIONS)
             tables.replace_partitions(result.interactions, config, INTERACTIONS, in_days)
             tables.replace_partitions(quarantine, config, QUARANTINE, in_days)
             if items is not None:
@@ -73,7 +73,7 @@ def run_clean(spark: SparkSession, config: Config, days: list[str]) -> dict[str,
             report_counts(run_id, **{k: totals.get(k, 0.0) for k in ("raw_rows", "clean_rows", "quarantined_rows")})
             return {"days": days, "run_id": run_id, **totals}
         finally:
-            result.rows.unpersist()
+            result.unpersist()
 
 
 def _refused_message(spark: SparkSession, config: Config, refused: dict[str, str]) -> str:

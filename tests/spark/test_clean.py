@@ -1,5 +1,6 @@
 import datetime as dt
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -194,14 +195,21 @@ def test_the_landing_files_are_read_once_and_the_first_file_keeps_a_repeated_eve
     write_landing(config, DAY, [again, BAD["missing_user"]], name="part-1.jsonl")
     write_landing(config, DAY, [first], name="part-0.jsonl")
     result = clean.clean_events(read_landing(spark, config, "events", [DAY], REQUIRED_EVENT_FIELDS), config.clean)
-    # One scan of the raw lines feeds clean, duplicate and quarantined rows alike.
-    plan = result.rows._jdf.queryExecution().executedPlan().toString()
-    assert plan.count("FileScan text") == 1, plan
-    kept = result.interactions.collect()
-    assert [(r.event_id, r.item_id, r.source_file.rsplit("/", 1)[1]) for r in kept] == [("e9", "i1", "part-0.jsonl")]
-    outcomes = {(r.source_file.rsplit("/", 1)[1], r.outcome) for r in result.rows.collect()}
-    assert outcomes == {
-        ("part-0.jsonl", "clean_rows"),
-        ("part-1.jsonl", "duplicate_rows"),
-        ("part-1.jsonl", "quarantined_rows"),
-    }
+    result.persist()
+    try:
+        result.counts.collect()
+        # Parsed once: with the landing files gone, clean, duplicate and quarantined rows still come.
+        shutil.rmtree(Path(config.landing.root) / "events")
+        kept = result.interactions.collect()
+        assert [(r.event_id, r.item_id, r.source_file.rsplit("/", 1)[1]) for r in kept] == [
+            ("e9", "i1", "part-0.jsonl")
+        ]
+        outcomes = {(r.source_file.rsplit("/", 1)[1], r.outcome) for r in result.rows.collect()}
+        assert outcomes == {
+            ("part-0.jsonl", "clean_rows"),
+            ("part-1.jsonl", "duplicate_rows"),
+            ("part-1.jsonl", "quarantined_rows"),
+        }
+        assert len(result.quarantine.collect()) == 1
+    finally:
+        result.unpersist()

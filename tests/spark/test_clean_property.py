@@ -61,7 +61,7 @@ def check_garbage(spark, root: Path, mlflow_db: Path, lines: list[bytes], repeat
     (folder / "fuzz.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     known = spark.createDataFrame([("i1",), ("POST",)], "item_id string")
     result = clean_events(read_landing(spark, config, "events", [DAY], REQUIRED_EVENT_FIELDS), CONFIG, known)
-    result.rows.persist(StorageLevel.MEMORY_ONLY)
+    result.persist(StorageLevel.MEMORY_ONLY)
     try:
         counts = [r.asDict() for r in result.counts.collect()]
         reconcile(counts)  # raises on any mismatch, per file and in total
@@ -73,7 +73,7 @@ def check_garbage(spark, root: Path, mlflow_db: Path, lines: list[bytes], repeat
         assert {r["reason"] for r in quarantine} <= set(REASONS)
         assert all(r["source_file"] == f"events/ds={DAY}/fuzz.jsonl" for r in quarantine)
     finally:
-        result.rows.unpersist()
+        result.unpersist()
 
 
 GARBAGE = {"lines": st.lists(LINES, min_size=1, max_size=25), "repeat": st.integers(min_value=0, max_value=3)}
