@@ -13,8 +13,9 @@ rung's memory never shows in the next), on a scratch lakehouse:
   clean, embed, train, evaluate and recommend, one after another as ``sparkrec nightly`` runs them.
 
 Memory is sampled every 0.2 s over the timed nightly: ``driver_peak_gib`` is the RSS of the
-driver's Python process, ``jvm_peak_gib`` the Spark JVM's (in local mode it also runs the
-executors), ``workers_peak_gib`` the Python workers and training processes together. The report's
+driver's Python process (``driver_peak_by_stage_gib``: its peak in each stage), ``jvm_peak_gib``
+the Spark JVM's (in local mode it also runs the executors), ``workers_peak_gib`` the Python workers
+and training processes together. The report's
 ``driver_peak_ratio`` is the largest rung's ``driver_peak_gib`` over the smallest's, and
 ``per_event_cost_ratio`` the largest rung's nightly seconds per event over the smallest's.
 
@@ -178,18 +179,22 @@ def run_rung(events: int, users: int, items: int, days: int, settings: list[str]
 
     spark, config, _, today, setup_s = _set_up("sparkrec-bench-scale-", events, users, items, days, settings)
     timings: dict[str, float] = {}
+    driver_by_stage: dict[str, float] = {}
     rows: dict[str, Any] = {}
     with PeakMemory() as memory:
         for name in STAGES:
             begin = time.perf_counter()
-            out = getattr(stages, f"run_{name}")(spark, config, today if name != "clean" else [today])
+            with PeakMemory() as stage_memory:
+                out = getattr(stages, f"run_{name}")(spark, config, today if name != "clean" else [today])
             timings[name] = round(time.perf_counter() - begin, 1)
+            driver_by_stage[name] = round(stage_memory.self_peak / 2**30, 3)
             rows[name] = _rows(out)
     result = {
         **_size(events, users, items, days),
         "stages": timings,
         "nightly_s": round(sum(timings.values()), 1),
         "driver_peak_gib": round(memory.self_peak / 2**30, 3),
+        "driver_peak_by_stage_gib": driver_by_stage,
         "jvm_peak_gib": round(memory.jvm_peak / 2**30, 3),
         "workers_peak_gib": round(memory.python_peak / 2**30, 3),
         "rows": rows,
