@@ -29,13 +29,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from sparkrec.catalog import arrow_matrix, unit_rows
+from sparkrec.catalog import arrow_matrix
 from sparkrec.schemas import require_columns
 
 
@@ -45,7 +46,7 @@ def ranking_metrics(
     k: int,
     *,
     catalog_size: int | None = None,
-    item_vectors_df: DataFrame | None = None,
+    item_vectors: DataFrame | ItemVectors | None = None,
     train_df: DataFrame | None = None,
 ) -> dict[str, float]:
     """The metrics of the module docstring, plus ``users`` (how many users were averaged).
@@ -55,7 +56,7 @@ def ranking_metrics(
         truth_df: ``user_id``, ``item_id``: the relevant test items (duplicates ignored).
         k: cut-off.
         catalog_size: items that could have been recommended; adds ``coverage@k``.
-        item_vectors_df: ``item_id``, ``embedding`` (array of floats); adds ``diversity@k``.
+        item_vectors: ``item_id``, ``embedding`` (array of floats), or ``ItemVectors``; adds ``diversity@k``.
         train_df: ``user_id``, ``item_id`` of the training interactions; adds ``novelty@k``.
     """
     require_columns(recs_df, ["user_id", "rank", "item_id"], "ranking_metrics recommendations")
@@ -65,8 +66,8 @@ def ranking_metrics(
     if catalog_size:
         distinct = recs.select("item_id").distinct().count()
         out[f"coverage@{k}"] = distinct / catalog_size
-    if item_vectors_df is not None:
-        out[f"diversity@{k}"] = intra_list_diversity(recs, item_vectors_df)
+    if item_vectors is not None:
+        out[f"diversity@{k}"] = intra_list_diversity(recs, item_vectors)
     if train_df is not None:
         out[f"novelty@{k}"] = novelty(recs, train_df)
     return out
@@ -116,36 +117,52 @@ def _accuracy(recs: DataFrame, truth: DataFrame, k: int) -> dict[str, float]:
     return {**values, "users": float(users)}
 
 
-def intra_list_diversity(recs: DataFrame, item_vectors_df: DataFrame) -> float:
+@dataclass(frozen=True)
+class ItemVectors:
+    """Item vectors already on the driver: row i of ``matrix`` is ``item_ids[i]``'s (zeros: none)."""
+
+    item_ids: list[str]
+    matrix: np.ndarray
+
+
+def intra_list_diversity(recs: DataFrame, item_vectors: DataFrame | ItemVectors) -> float:
     """Mean pairwise cosine distance of each user's recommended items, averaged over users.
 
     Per user, in the Spark workers: with u_i the unit vectors of the n listed items that have one, the
-    pairs' cosines sum to (|sum u_i|^2 - n) / 2, so a list costs n vectors, not n^2 pairs. The unit
-    vectors (per item) are broadcast; an item without text (a zero vector) has no direction, so its
-    pairs are left out, and a user with fewer than two such items counts for nothing.
+    pairs' cosines sum to (|sum u_i|^2 - n) / 2, so a list costs n vectors, not n^2 pairs. The vectors
+    (per item) are broadcast as they are and a list's own are scaled there, so the driver holds no
+    second copy; an item without text (a zero vector) has no direction, so its pairs are left out, and
+    a user with fewer than two such items counts for nothing.
+
+    Args:
+        item_vectors: ``item_id``, ``embedding`` (array of floats), or vectors the driver holds already.
     """
-    table = item_vectors_df.where(F.col("embedding").isNotNull()).select("item_id", "embedding").toArrow()
-    if table.num_rows == 0:
-        return 0.0
-    vectors = arrow_matrix(table.column("embedding"))
-    if vectors is None:
-        raise ValueError("intra_list_diversity: the item vectors differ in size (more than one text model?)")
-    index = pd.Index(table.column("item_id").to_pylist())
-    unit, directed = unit_rows(vectors)  # float32 (a list sums at most k of them), in place where it may
-    del table, vectors  # per item, the driver holds one float32 copy of the vectors (and its broadcast), no more
-    shared = recs.sparkSession.sparkContext.broadcast((index, unit, directed))
+    if isinstance(item_vectors, ItemVectors):
+        index, vectors = pd.Index(item_vectors.item_ids), item_vectors.matrix
+    else:
+        table = item_vectors.where(F.col("embedding").isNotNull()).select("item_id", "embedding").toArrow()
+        if table.num_rows == 0:
+            return 0.0
+        read = arrow_matrix(table.column("embedding"))
+        if read is None:
+            raise ValueError("intra_list_diversity: the item vectors differ in size (more than one text model?)")
+        index = pd.Index(table.column("item_id").to_pylist())
+        vectors = read  # a view of Arrow's buffer (one chunk) or one copy (several): nothing more is held
+        del table
+    shared = recs.sparkSession.sparkContext.broadcast((index, vectors))
 
     def per_user(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        index_, unit_, directed_ = shared.value
+        index_, vectors_ = shared.value
         for frame in frames:
             out = np.full(len(frame), np.nan)
             for i, items in enumerate(frame["items"]):
                 rows = index_.get_indexer(list(items))
-                rows = rows[rows >= 0]
-                rows = rows[directed_[rows]]
-                n = len(rows)
+                listed = vectors_[rows[rows >= 0]].astype(np.float64)
+                norms = np.linalg.norm(listed, axis=1)
+                unit = listed[norms > 0] / norms[norms > 0, None]
+                n = len(unit)
                 if n >= 2:
-                    total = unit_[rows].sum(axis=0, dtype=np.float64)
+                    total = unit.sum(axis=0)
                     out[i] = 1.0 - (total @ total - n) / (n * (n - 1))
             yield pd.DataFrame({"d": out})
 

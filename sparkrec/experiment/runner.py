@@ -162,7 +162,7 @@ def _run_model(
                 spec.k,
                 max(spec.k, config.evaluate.curve_k),
                 config.recommend.block_size,
-                item_vectors_df=vectors,
+                item_vectors=vectors,
                 train_df=test.train_df,
                 with_curves=True,
             )

@@ -88,12 +88,18 @@ def write_model_dir(
 
 def load_model_dir(path: str | Path) -> LoadedTwoTower:
     """A model folder (``write_model_dir``) back as a ``LoadedTwoTower``: weights read as tensors
-    only (``torch.load(weights_only=True)``), everything else from JSON and .npy."""
+    only (``torch.load(weights_only=True)``), everything else from JSON and .npy.
+
+    The weights are mapped from their file, not read: the vocabulary's text vectors (the largest
+    buffer, 1.5 KB an item) stay on disk until read, and serving never reads them (it passes the
+    catalogue's own, ``LoadedTwoTower.item_vectors``), so a served model holds its ID vectors only.
+    """
     folder = Path(path)
     meta = json.loads((folder / META).read_text())
     item_ids = meta.pop("item_ids")
     spec = ModelSpec.from_dict(meta)
-    item_text = torch.from_numpy(np.load(folder / ITEM_TEXT))
+    state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True, mmap=True)
+    item_text = state["item_text"]
     attrs = torch.from_numpy(np.load(folder / ITEM_ATTRS)) if (folder / ITEM_ATTRS).exists() else None
     codes = AttributeSpec.from_dict(spec.attributes).size if attrs is not None else 0
     extra = torch.from_numpy(np.load(folder / ITEM_EXTRA)) if (folder / ITEM_EXTRA).exists() else None
@@ -111,7 +117,7 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
         event_types=len(spec.event_types),
         user_features=len(spec.user_feature_names),
     )
-    model.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
+    model.load_state_dict(state)  # the text buffer is the mapped tensor itself: nothing copied
     model.eval()
     return LoadedTwoTower(model=model, item_ids=item_ids, spec=spec)
 

@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from sparkrec import evaluation, features, plots, splits, tables
 from sparkrec.catalog import item_catalog
 from sparkrec.config import Config
-from sparkrec.metrics import ranking_metrics
+from sparkrec.metrics import ItemVectors, ranking_metrics
 from sparkrec.models.baselines import fit_popularity
 from sparkrec.models.packaging import LoadedTwoTower
 from sparkrec.registry import (
@@ -118,7 +118,9 @@ def _held_out_metrics(
     length = max(m.spec.history_length for m in models.values())
     users = evaluation.to_evaluation_users(train_part, truth, catalog, length).cache()
     longest = max(k, config.evaluate.curve_k)
-    text_vectors = tables.read_table(spark, config, ITEM_EMBEDDINGS).where(F.col("model") == candidate.spec.text_model)
+    # diversity@k reads the candidate's text vectors of the catalogue, already here
+    candidate_text = texts[(candidate.spec.text_model, int(candidate.model.item_text.shape[1]))]
+    text_vectors = ItemVectors(catalog.item_ids, candidate_text)
     block = config.recommend.block_size
     results, curves = evaluation.score_models(
         users,
@@ -128,7 +130,7 @@ def _held_out_metrics(
         k,
         longest,
         block,
-        item_vectors_df=text_vectors,
+        item_vectors=text_vectors,
         train_df=train_part,
         with_curves=True,
     )

@@ -1,8 +1,9 @@
 import math
 
+import numpy as np
 import pytest
 
-from sparkrec.metrics import intra_list_diversity, novelty, ranking_metrics
+from sparkrec.metrics import ItemVectors, intra_list_diversity, novelty, ranking_metrics
 
 L2, L3 = math.log2(3), math.log2(4)  # log2(rank + 1) for ranks 2 and 3
 
@@ -77,6 +78,12 @@ def test_intra_list_diversity_is_mean_pairwise_cosine_distance(spark) -> None:
     )
     zero = vectors.unionByName(spark.createDataFrame([("w", [0.0, 0.0])], "item_id string, embedding array<float>"))
     assert intra_list_diversity(blank, zero) == pytest.approx(1.0, abs=1e-6)
+    # Vectors the driver holds already give the same, and stay as they were (not scaled in place).
+    held = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0], [0.0, 0.0]], dtype=np.float32)
+    given = ItemVectors(["x", "y", "z", "x2", "w"], held.copy())
+    assert intra_list_diversity(recs, given) == pytest.approx((a + 0.0) / 2, abs=1e-6)
+    assert intra_list_diversity(blank, given) == pytest.approx(1.0, abs=1e-6)
+    assert np.array_equal(given.matrix, held)
 
 
 def test_novelty_is_mean_self_information(spark) -> None:
