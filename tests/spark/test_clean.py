@@ -136,6 +136,17 @@ def test_rerunning_a_day_gives_the_same_rows(spark, cleaned: Config) -> None:
     assert metrics.count() == 1
 
 
+def test_interactions_keep_statistics_on_the_columns_reads_filter_by(spark, cleaned: Config) -> None:
+    from delta.tables import DeltaTable
+
+    detail = DeltaTable.forPath(spark, cleaned.table_path("interactions")).detail().first()
+    assert detail["properties"]["delta.dataSkippingStatsColumns"] == "event_date,event_ts,user_id,item_id"
+    # ... and a filter on them skips files: a user who is in no file reads none.
+    files = read_table(spark, cleaned, "interactions").where("user_id = 'nobody'").inputFiles()
+    assert len(read_table(spark, cleaned, "interactions").inputFiles()) > 0
+    assert files == []
+
+
 def test_missing_landing_day_is_a_clear_error(spark, config: Config) -> None:
     with pytest.raises(LandingMissingError, match="2024-01-01"):
         stages.run_clean(spark, config, ["2024-01-01"])
