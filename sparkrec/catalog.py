@@ -83,44 +83,59 @@ def vector_matrix(
 
 
 def text_matrix(
-    spark: SparkSession, config: Config, model: str, item_ids: list[str], dim: int | None = None, padded: bool = False
+    spark: SparkSession,
+    config: Config,
+    model: str,
+    item_ids: list[str],
+    dim: int | None = None,
+    padded: bool = False,
+    collect_bytes: int = 128 << 20,
 ) -> np.ndarray:
     """The stored text vectors of text model ``model`` for ``item_ids``, in order, as float32 [n, dim]
     (zeros for items without one). ``dim``: what a trained model expects (checked); None: the stored
     vectors' size, and there must be some. ``padded``: [n + 1, dim], under a zero row (index 0 is a
     model's padding), written in place rather than stacked on a copy.
 
-    At its peak the driver holds the Arrow table and the result, two matrices of items x dim (a
-    million 384-d vectors: 1.4 GiB each), nothing more.
+    The vectors come to the driver as Arrow tables of about ``collect_bytes`` each (items split by a
+    hash of their id), copied into the result one after another: at its peak the driver holds the
+    result and one part (a million 384-d vectors: 1.4 GiB and 128 MiB), not two whole matrices.
 
     Raises:
         tables.TableMissingError: ``dim`` is None and no item has a vector of ``model``.
     """
     # Arrow, not Rows: a million 384-d vectors stay one float array, never 384 million Python floats.
-    table = (
+    source = (
         tables.read_table(spark, config, ITEM_EMBEDDINGS)
         .where((F.col("model") == model) & F.col("embedding").isNotNull())
-        .select("item_id", "embedding")
-        .toArrow()
+        .select("item_id", "embedding", "dim")
     )
+    sizes = source.agg(F.count(F.lit(1)).alias("n"), F.max("dim").alias("dim")).first()
+    stored, stored_dim = (int(sizes["n"]), sizes["dim"]) if sizes else (0, None)
     if dim is None:
-        if table.num_rows == 0:
+        if stored == 0:
             raise tables.TableMissingError(
                 f"item_embeddings holds no vectors of model {model!r}; run the embed stage first"
             )
-        dim = len(table.column("embedding")[0])
+        dim = int(stored_dim or 0)
     first = 1 if padded else 0
     position = {item: i for i, item in enumerate(item_ids)}
     out = np.zeros((first + len(item_ids), dim), dtype=np.float32)
-    for batch in table.select(["item_id", "embedding"]).to_batches(max_chunksize=_COPY_BLOCK):  # slices, no copies
-        vectors = arrow_matrix(batch.column(1))  # a view of Arrow's buffer
-        if vectors is None or (len(vectors) and vectors.shape[1] != dim):  # another size: say which items
-            embedding = table.column("embedding").to_pylist()
-            found = vector_matrix(dict(zip(table.column("item_id").to_pylist(), embedding, strict=True)), item_ids, dim)
-            return np.vstack([np.zeros((first, dim), dtype=np.float32), found])
-        rows = np.fromiter((position.get(i, -1) for i in batch.column(0).to_pylist()), np.int64, batch.num_rows)
-        kept = rows >= 0
-        out[rows[kept] + first] = vectors[kept]
+    parts = max(1, min(stored, -(-stored * int(stored_dim or dim) * 4 // collect_bytes)))
+    for part in range(parts):
+        chunk = source if parts == 1 else source.where(F.pmod(F.xxhash64("item_id"), F.lit(parts)) == part)
+        table = chunk.select("item_id", "embedding").toArrow()
+        for batch in table.to_batches(max_chunksize=_COPY_BLOCK):  # slices, no copies
+            ids = batch.column(0).to_pylist()
+            vectors = arrow_matrix(batch.column(1))  # a view of Arrow's buffer
+            if vectors is None or (len(vectors) and vectors.shape[1] != dim):  # another size: say which items
+                wanted = [i for i in ids if i in position]
+                found = vector_matrix(dict(zip(ids, batch.column(1).to_pylist(), strict=True)), wanted, dim)
+                out[[position[i] + first for i in wanted]] = found
+                continue
+            rows = np.fromiter((position.get(i, -1) for i in ids), np.int64, batch.num_rows)
+            kept = rows >= 0
+            out[rows[kept] + first] = vectors[kept]
+        del table
     return out
 
 

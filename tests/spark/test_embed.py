@@ -80,3 +80,12 @@ def test_embed_stage_only_embeds_new_or_changed_items(spark, config: Config) -> 
         "skipped_unchanged_items": 2.0,
     }
     assert json.loads(json.dumps(changed))  # small, serialisable result
+
+    # The driver's matrix of them, read whole or a part at a time (here one item a part), is the same.
+    from sparkrec.catalog import text_matrix
+
+    ids = ["i2", "not-an-item", "i1", "i3"]
+    whole = text_matrix(spark, config, embed.model_name(config.embed), ids)
+    in_parts = text_matrix(spark, config, embed.model_name(config.embed), ids, padded=True, collect_bytes=384 * 4)
+    assert whole.shape == (4, 384) and np.array_equal(in_parts[1:], whole) and not in_parts[0].any()
+    assert np.allclose(whole[2], rows["i1"]["embedding"]) and not whole[1].any()
