@@ -228,7 +228,7 @@ def clean_events(lines_df: DataFrame, config: CleanConfig, known_items_df: DataF
         .otherwise(F.lit("clean_rows"))
     )
     busy = busy_users(ranked, config.bot_max_events_per_hour)
-    rows = with_bot_flag(ranked, busy).withColumn("outcome", outcome)
+    rows = with_bot_flag(ranked, busy, config.bot_max_events_per_hour).withColumn("outcome", outcome)
     interactions = rows.where(F.col("outcome") == "clean_rows").select(
         "event_id",
         "user_id",
@@ -281,15 +281,25 @@ def busy_users(ranked_df: DataFrame, max_per_hour: int) -> DataFrame:
     )
 
 
-def with_bot_flag(ranked_df: DataFrame, busy: DataFrame) -> DataFrame:
-    """``is_bot``: the row is a clean one (``copy`` set) of a busy user (``busy_users``) on that day;
-    every clean row of a bot's day is flagged. The busy users join broadcast."""
+def with_bot_flag(ranked_df: DataFrame, busy: DataFrame, max_per_hour: int) -> DataFrame:
+    """``is_bot``: the row is a clean one (``copy`` set) of a busy user (``busy_users`` with the same
+    ``max_per_hour``) on that day; every clean row of a bot's day is flagged.
+
+    The busy users join broadcast when the rule bounds them to at most 1 % of the events
+    (``max_per_hour`` >= ``BROADCAST_BOTS_FROM``); under a lower limit they could be many, so the
+    join is left to Spark, which broadcasts them only when it finds them small.
+    """
     flagged = busy.withColumn("busy", F.lit(True))
+    if max_per_hour >= BROADCAST_BOTS_FROM:
+        flagged = F.broadcast(flagged)
     return (
-        ranked_df.join(F.broadcast(flagged), ["ds", "user_id"], "left")
+        ranked_df.join(flagged, ["ds", "user_id"], "left")
         .withColumn("is_bot", F.col("copy").isNotNull() & F.coalesce("busy", F.lit(False)))
         .drop("busy")
     )
+
+
+BROADCAST_BOTS_FROM = 99  # events an hour: a bot then has 100 or more, so bots are at most 1 % of the events
 
 
 def _detail() -> Column:
