@@ -30,6 +30,9 @@ JSON_OPTIONS = {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": CORRUPT}
 # Event types whose value is a quantity and must be positive.
 QUANTITY_EVENTS = ("cart", "purchase", "return")
 COUNT_METRICS = ("raw_rows", "clean_rows", "duplicate_rows", "quarantined_rows")
+# Bot limits (events an hour) from which the busy users join broadcast: a bot then has 100 events or
+# more, so bots are at most 1 % of the events.
+BROADCAST_BOTS_FROM = 99
 
 
 class ReconciliationError(RuntimeError):
@@ -297,9 +300,6 @@ def with_bot_flag(ranked_df: DataFrame, busy: DataFrame, max_per_hour: int) -> D
         .withColumn("is_bot", F.col("copy").isNotNull() & F.coalesce("busy", F.lit(False)))
         .drop("busy")
     )
-
-
-BROADCAST_BOTS_FROM = 99  # events an hour: a bot then has 100 or more, so bots are at most 1 % of the events
 
 
 def _detail() -> Column:

@@ -109,7 +109,7 @@ def _held_out_metrics(
     texts: dict[tuple[str, int], Any] = {}  # ... and read the text vectors once when they share an encoder
     scorers: dict[str, Any] = {}
     for name, m in models.items():
-        encoder = (m.spec.text_model, int(m.model.item_text.shape[1]))
+        encoder = _encoder(m)
         if encoder not in texts:
             texts[encoder] = catalogue_text(spark, config, m, catalog)
         scorers[name] = model_scorer(spark, config, m, catalog, train_part, text=texts[encoder], fitted=fitted)
@@ -119,8 +119,7 @@ def _held_out_metrics(
     users = evaluation.to_evaluation_users(train_part, truth, catalog, length).cache()
     longest = max(k, config.evaluate.curve_k)
     # diversity@k reads the candidate's text vectors of the catalogue, already here
-    candidate_text = texts[(candidate.spec.text_model, int(candidate.model.item_text.shape[1]))]
-    text_vectors = ItemVectors(catalog.item_ids, candidate_text)
+    text_vectors = ItemVectors(catalog.item_ids, texts[_encoder(candidate)])
     block = config.recommend.block_size
     results, curves = evaluation.score_models(
         users,
@@ -139,6 +138,11 @@ def _held_out_metrics(
     by_item = dict(zip(catalog.item_ids, popularity.popularity, strict=True))
     plots.log_metrics_at_k(curves, k, by_item)
     return results
+
+
+def _encoder(loaded: LoadedTwoTower) -> tuple[str, int]:
+    """The text encoder a model reads: its name and vector size (models sharing one share its vectors)."""
+    return loaded.spec.text_model, int(loaded.model.item_text.shape[1])
 
 
 def _promote(
