@@ -6,6 +6,7 @@ Per-item state is what the driver holds (items x dim); per-event and per-user wo
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +22,8 @@ from sparkrec import tables
 from sparkrec.config import Config
 from sparkrec.models.attributes import AttributeSpec, encode, fit_spec
 from sparkrec.schemas import ITEM_EMBEDDINGS, ITEMS
+
+COLLECT_BYTES = 16 << 20  # about the Arrow a part of the text vectors brings to the driver (text_parts)
 
 
 @dataclass(frozen=True)
@@ -89,16 +92,43 @@ def text_matrix(
     item_ids: list[str],
     dim: int | None = None,
     padded: bool = False,
-    collect_bytes: int = 128 << 20,
+    collect_bytes: int | None = None,
 ) -> np.ndarray:
     """The stored text vectors of text model ``model`` for ``item_ids``, in order, as float32 [n, dim]
     (zeros for items without one). ``dim``: what a trained model expects (checked); None: the stored
     vectors' size, and there must be some. ``padded``: [n + 1, dim], under a zero row (index 0 is a
     model's padding), written in place rather than stacked on a copy.
 
-    The vectors come to the driver as Arrow tables of about ``collect_bytes`` each (items split by a
-    hash of their id), copied into the result one after another: at its peak the driver holds the
-    result and one part (a million 384-d vectors: 1.4 GiB and 128 MiB), not two whole matrices.
+    The vectors come to the driver in parts (``text_parts``), copied into the result one after
+    another: at its peak the driver holds the result and one part, not two whole matrices.
+
+    Raises:
+        tables.TableMissingError: ``dim`` is None and no item has a vector of ``model``.
+    """
+    first = 1 if padded else 0
+    out: np.ndarray | None = None
+    for rows, vectors, found in text_parts(spark, config, model, item_ids, dim, collect_bytes):
+        if out is None:
+            out = np.zeros((first + len(item_ids), found), dtype=np.float32)
+        out[rows + first] = vectors
+    return out
+
+
+def text_parts(
+    spark: SparkSession,
+    config: Config,
+    model: str,
+    item_ids: list[str],
+    dim: int | None = None,
+    collect_bytes: int | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray, int]]:
+    """The stored text vectors of ``item_ids`` (model ``model``) a part at a time: (rows, vectors [len(rows),
+    dim], dim), ``rows`` the positions in ``item_ids``; an item without a vector is in no part. The first
+    part may be empty (it carries ``dim`` when nothing is stored).
+
+    Items are split by a hash of their id into parts of about ``collect_bytes`` of Arrow (None:
+    ``COLLECT_BYTES``), read from Spark's cache of the model's vectors when there are several. ``dim`` as
+    for ``text_matrix``.
 
     Raises:
         tables.TableMissingError: ``dim`` is None and no item has a vector of ``model``.
@@ -117,26 +147,31 @@ def text_matrix(
                 f"item_embeddings holds no vectors of model {model!r}; run the embed stage first"
             )
         dim = int(stored_dim or 0)
-    first = 1 if padded else 0
+    yield np.zeros(0, dtype=np.int64), np.zeros((0, dim), dtype=np.float32), dim
     position = {item: i for i, item in enumerate(item_ids)}
-    out = np.zeros((first + len(item_ids), dim), dtype=np.float32)
-    parts = max(1, min(stored, -(-stored * int(stored_dim or dim) * 4 // collect_bytes)))
-    for part in range(parts):
-        chunk = source if parts == 1 else source.where(F.pmod(F.xxhash64("item_id"), F.lit(parts)) == part)
-        table = chunk.select("item_id", "embedding").toArrow()
-        for batch in table.to_batches(max_chunksize=_COPY_BLOCK):  # slices, no copies
-            ids = batch.column(0).to_pylist()
-            vectors = arrow_matrix(batch.column(1))  # a view of Arrow's buffer
-            if vectors is None or (len(vectors) and vectors.shape[1] != dim):  # another size: say which items
-                wanted = [i for i in ids if i in position]
-                found = vector_matrix(dict(zip(ids, batch.column(1).to_pylist(), strict=True)), wanted, dim)
-                out[[position[i] + first for i in wanted]] = found
-                continue
-            rows = np.fromiter((position.get(i, -1) for i in ids), np.int64, batch.num_rows)
-            kept = rows >= 0
-            out[rows[kept] + first] = vectors[kept]
-        del table
-    return out
+    budget = collect_bytes or COLLECT_BYTES
+    parts = max(1, min(stored, -(-stored * int(stored_dim or dim) * 4 // budget)))
+    # Several parts read the vectors from Spark's cache, not from the table once a part.
+    held = source.select("item_id", "embedding").persist() if parts > 1 else source.select("item_id", "embedding")
+    try:
+        for part in range(parts):
+            chunk = held if parts == 1 else held.where(F.pmod(F.xxhash64("item_id"), F.lit(parts)) == part)
+            table = chunk.toArrow()
+            for batch in table.to_batches(max_chunksize=_COPY_BLOCK):  # slices, no copies
+                ids = batch.column(0).to_pylist()
+                vectors = arrow_matrix(batch.column(1))  # a view of Arrow's buffer
+                if vectors is None or (len(vectors) and vectors.shape[1] != dim):  # another size: say which
+                    wanted = [i for i in ids if i in position]
+                    found = vector_matrix(dict(zip(ids, batch.column(1).to_pylist(), strict=True)), wanted, dim)
+                    yield np.array([position[i] for i in wanted], dtype=np.int64), found, dim
+                    continue
+                rows = np.fromiter((position.get(i, -1) for i in ids), np.int64, batch.num_rows)
+                kept = rows >= 0
+                yield rows[kept], vectors[kept], dim
+            del table
+    finally:
+        if parts > 1:
+            held.unpersist()
 
 
 _COPY_BLOCK = 65_536  # rows copied at a time into a per-item matrix
@@ -172,7 +207,7 @@ def unit_rows(matrix: np.ndarray, copy: bool = False) -> tuple[np.ndarray, np.nd
     """``matrix``'s rows scaled to length 1, as float32 (in place, unless ``copy``, another dtype or a
     read-only view ask for a copy), and which rows have a direction: a zero row stays zero."""
     unit = matrix.astype(np.float32, copy=copy or not matrix.flags.writeable)
-    norms = np.linalg.norm(unit, axis=1)
+    norms = np.sqrt(np.einsum("ij,ij->i", unit, unit))  # no squared copy of the matrix, as np.linalg.norm makes
     directed = norms > 0
     unit[directed] /= norms[directed, None]
     return unit, directed

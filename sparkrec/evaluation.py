@@ -17,7 +17,7 @@ from pyspark.sql import functions as F
 
 from sparkrec import features
 from sparkrec.catalog import Catalog
-from sparkrec.metrics import ItemVectors, metric_curve, ranking_metrics
+from sparkrec.metrics import metric_curve, ranking_metrics
 from sparkrec.models.scoring import Scorer, to_matrix_rows, top_k
 from sparkrec.schemas import require_columns
 
@@ -62,7 +62,7 @@ def score_models(
     longest: int,
     block_size: int,
     *,
-    item_vectors: DataFrame | ItemVectors | None = None,
+    item_vectors: DataFrame | None = None,
     train_df: DataFrame | None = None,
     with_curves: bool = False,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Curves]]:

@@ -29,14 +29,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 
-from sparkrec.catalog import arrow_matrix
 from sparkrec.schemas import require_columns
 
 
@@ -46,7 +44,7 @@ def ranking_metrics(
     k: int,
     *,
     catalog_size: int | None = None,
-    item_vectors: DataFrame | ItemVectors | None = None,
+    item_vectors: DataFrame | None = None,
     train_df: DataFrame | None = None,
 ) -> dict[str, float]:
     """The metrics of the module docstring, plus ``users`` (how many users were averaged).
@@ -56,7 +54,7 @@ def ranking_metrics(
         truth_df: ``user_id``, ``item_id``: the relevant test items (duplicates ignored).
         k: cut-off.
         catalog_size: items that could have been recommended; adds ``coverage@k``.
-        item_vectors: ``item_id``, ``embedding`` (array of floats), or ``ItemVectors``; adds ``diversity@k``.
+        item_vectors: ``item_id``, ``embedding`` (array of floats); adds ``diversity@k``.
         train_df: ``user_id``, ``item_id`` of the training interactions; adds ``novelty@k``.
     """
     require_columns(recs_df, ["user_id", "rank", "item_id"], "ranking_metrics recommendations")
@@ -117,59 +115,68 @@ def _accuracy(recs: DataFrame, truth: DataFrame, k: int) -> dict[str, float]:
     return {**values, "users": float(users)}
 
 
-@dataclass(frozen=True)
-class ItemVectors:
-    """Item vectors already on the driver: row i of ``matrix`` is ``item_ids[i]``'s (zeros: none)."""
-
-    item_ids: list[str]
-    matrix: np.ndarray
-
-
-def intra_list_diversity(recs: DataFrame, item_vectors: DataFrame | ItemVectors) -> float:
+def intra_list_diversity(recs: DataFrame, item_vectors: DataFrame) -> float:
     """Mean pairwise cosine distance of each user's recommended items, averaged over users.
 
-    Per user, in the Spark workers: with u_i the unit vectors of the n listed items that have one, the
-    pairs' cosines sum to (|sum u_i|^2 - n) / 2, so a list costs n vectors, not n^2 pairs. The vectors
-    (per item) are broadcast as they are and a list's own are scaled there, so the driver holds no
-    second copy; an item without text (a zero vector) has no direction, so its pairs are left out, and
-    a user with fewer than two such items counts for nothing.
+    Per user, with u_i the unit vectors of the n listed items that have one, the pairs' cosines sum to
+    (|sum u_i|^2 - n) / 2, so a list costs n vectors, not n^2 pairs. An item without text (a zero
+    vector) has no direction, so its pairs are left out, and a user with fewer than two such items
+    counts for nothing.
+
+    All in Spark: the lists' rows are gathered by user, meet the vectors in a broadcast join (Spark's,
+    so the driver's Python process never holds them) and are summed per user as the sorted rows
+    stream through the workers; one number comes back.
 
     Args:
-        item_vectors: ``item_id``, ``embedding`` (array of floats), or vectors the driver holds already.
+        item_vectors: ``item_id``, ``embedding`` (array of floats, one size).
+
+    Raises:
+        ValueError: the vectors differ in size (more than one text model?).
     """
-    if isinstance(item_vectors, ItemVectors):
-        index, vectors = pd.Index(item_vectors.item_ids), item_vectors.matrix
-    else:
-        table = item_vectors.where(F.col("embedding").isNotNull()).select("item_id", "embedding").toArrow()
-        if table.num_rows == 0:
-            return 0.0
-        read = arrow_matrix(table.column("embedding"))
-        if read is None:
-            raise ValueError("intra_list_diversity: the item vectors differ in size (more than one text model?)")
-        index = pd.Index(table.column("item_id").to_pylist())
-        vectors = read  # a view of Arrow's buffer (one chunk) or one copy (several): nothing more is held
-        del table
-    shared = recs.sparkSession.sparkContext.broadcast((index, vectors))
-
-    def per_user(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
-        index_, vectors_ = shared.value
-        for frame in frames:
-            out = np.full(len(frame), np.nan)
-            for i, items in enumerate(frame["items"]):
-                rows = index_.get_indexer(list(items))
-                listed = vectors_[rows[rows >= 0]].astype(np.float64)
-                norms = np.linalg.norm(listed, axis=1)
-                unit = listed[norms > 0] / norms[norms > 0, None]
-                n = len(unit)
-                if n >= 2:
-                    total = unit.sum(axis=0)
-                    out[i] = 1.0 - (total @ total - n) / (n * (n - 1))
-            yield pd.DataFrame({"d": out})
-
-    lists = recs.groupBy("user_id").agg(F.collect_list("item_id").alias("items"))
-    row = lists.mapInPandas(per_user, "d double").where(~F.isnan("d")).agg(F.avg("d")).first()
-    shared.unpersist()
+    vectors = item_vectors.where(F.col("embedding").isNotNull()).select("item_id", "embedding")
+    sizes = vectors.agg(F.countDistinct(F.size("embedding"))).first()[0]
+    if sizes > 1:
+        raise ValueError("intra_list_diversity: the item vectors differ in size (more than one text model?)")
+    listed = (
+        recs.select("user_id", "item_id")
+        .repartition("user_id")  # a user's rows in one partition ...
+        .join(F.broadcast(vectors), "item_id")
+        .sortWithinPartitions("user_id")  # ... one after another
+        .select("user_id", "embedding")
+    )
+    row = listed.mapInPandas(_list_diversity, "d double").where(~F.isnan("d")).agg(F.avg("d")).first()
     return float(row[0]) if row and row[0] is not None else 0.0
+
+
+def _list_diversity(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
+    """Each user's diversity (NaN: under two items with a direction) from rows sorted by user; a user's
+    rows may span batches, so the last user of a batch is carried into the next."""
+    user, total, n = None, None, 0
+    for frame in frames:
+        out = []
+        if len(frame):
+            listed = np.stack(frame["embedding"].to_numpy()).astype(np.float64)
+            norms = np.sqrt(np.einsum("ij,ij->i", listed, listed))
+            directed = norms > 0
+            users = frame["user_id"].to_numpy()[directed]
+            unit = listed[directed] / norms[directed, None]
+            starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
+            counts = np.diff(np.r_[starts, len(users)])
+            for who, vector, count in zip(users[starts], np.add.reduceat(unit, starts, axis=0), counts, strict=True):
+                if who == user:
+                    total, n = total + vector, n + int(count)
+                    continue
+                if user is not None:
+                    out.append(_diversity(total, n))
+                user, total, n = who, vector, int(count)
+        yield pd.DataFrame({"d": np.array(out, dtype=np.float64)})
+    if user is not None:
+        yield pd.DataFrame({"d": [_diversity(total, n)]})
+
+
+def _diversity(total: np.ndarray, n: int) -> float:
+    """1 - mean pairwise cosine of n unit vectors summing to ``total``."""
+    return 1.0 - (total @ total - n) / (n * (n - 1)) if n >= 2 else math.nan
 
 
 def novelty(recs: DataFrame, train_df: DataFrame) -> float:

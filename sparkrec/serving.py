@@ -15,7 +15,7 @@ import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from sparkrec.catalog import Catalog, extra_vectors, text_matrix
+from sparkrec.catalog import Catalog, extra_vectors, text_matrix, text_parts
 from sparkrec.config import Config, RankerConfig
 from sparkrec.models.baselines import EaseTooLargeError, fit_collaborative, fit_popularity
 from sparkrec.models.packaging import LoadedTwoTower
@@ -40,8 +40,9 @@ def two_tower_scorer(
 ) -> TwoTowerScorer:
     """A ``TwoTowerScorer`` of a loaded model over the catalogue: every item's fused vector, from its
     id, its stored text vector, its attributes and the extra vector columns the model was trained
-    with (read again from ``train.model.item_vectors``, else from where they were at training time)."""
-    text = catalogue_text(spark, config, loaded, catalog) if text is None else text
+    with (read again from ``train.model.item_vectors``, else from where they were at training time).
+    ``text``: the catalogue's text vectors when the caller holds them already; None reads them a part
+    at a time (``catalog.text_parts``), so the driver never holds them whole."""
     attrs = None
     if catalog.categories is not None and catalog.prices is not None:
         attrs = loaded.attribute_codes(catalog.categories, catalog.prices)
@@ -50,9 +51,42 @@ def two_tower_scorer(
     if columns:
         sources = {c: config.train.model.item_vectors.get(c) or loaded.spec.item_vectors[c] for c in columns}
         extra, _ = extra_vectors(spark, sources, catalog.item_ids, columns)
-    vectors = loaded.item_vectors(catalog.item_ids, text, attrs, extra)
+    if text is None:
+        vectors = _item_vectors_by_part(spark, config, loaded, catalog, attrs, extra)
+    else:
+        vectors = loaded.item_vectors(catalog.item_ids, text, attrs, extra)
     state = {k: v.detach().numpy() for k, v in loaded.model.users.state_dict().items()}
     return TwoTowerScorer(vectors, state, loaded.spec.dim, loaded.spec.encoding)
+
+
+def _item_vectors_by_part(
+    spark: SparkSession,
+    config: Config,
+    loaded: LoadedTwoTower,
+    catalog: Catalog,
+    attrs: np.ndarray | None,
+    extra: np.ndarray | None,
+) -> np.ndarray:
+    """The catalogue's item vectors [n, D], the text vectors read a part at a time; an item without a
+    stored one gets a zero text vector, as ``catalogue_text`` gives it."""
+    ids = catalog.item_ids
+    out = np.empty((len(ids), loaded.spec.dim), dtype=np.float32)
+    done = np.zeros(len(ids), dtype=bool)
+
+    def fill(rows: np.ndarray, text: np.ndarray) -> None:
+        out[rows] = loaded.item_vectors(
+            [ids[r] for r in rows], text, None if attrs is None else attrs[rows], None if extra is None else extra[rows]
+        )
+        done[rows] = True
+
+    dim = int(loaded.model.item_text.shape[1])
+    for rows, vectors, _ in text_parts(spark, config, loaded.spec.text_model, ids, dim):
+        if len(rows):
+            fill(rows, vectors)
+    rest = np.flatnonzero(~done)
+    if len(rest):
+        fill(rest, np.zeros((len(rest), dim), dtype=np.float32))
+    return out
 
 
 def learned_ranker(
@@ -62,14 +96,15 @@ def learned_ranker(
     catalog: Catalog,
     interactions_df: DataFrame,
     towers: TwoTowerScorer,
-    text: np.ndarray,
+    text: np.ndarray | None = None,
     fitted: dict[tuple[Any, ...], ItemWeights] | None = None,
 ) -> LearnedRanker | None:
     """The model's ranker over the catalogue (``ranking.LearnedRanker``), its collaborative score and
-    popularity fitted on ``interactions_df``'s positive events (``text``: the catalogue's text vectors,
-    for the text neighbours the model was trained with); None when the model was trained without one
-    or ``recommend.ranker`` is ``retrieval``. ``fitted`` keeps collaborative scores already fitted on
-    the same interactions (two models served with the same one fit it once)."""
+    popularity fitted on ``interactions_df``'s positive events; None when the model was trained without
+    one or ``recommend.ranker`` is ``retrieval``. ``text``: the catalogue's text vectors, for EASE's text
+    neighbours (read here when None and EASE is served; item-kNN reads none). ``fitted`` keeps
+    collaborative scores already fitted on the same interactions (two models served with the same one
+    fit it once)."""
     spec = loaded.spec.ranker
     if config.recommend.ranker != "learned" or spec is None or loaded.model.ranker is None:
         return None
@@ -79,6 +114,8 @@ def learned_ranker(
     key = (spec.collaborative, spec.neighbours, spec.damping, spec.ease_lambda, spec.text_neighbours,
            spec.text_weight, loaded.spec.text_model)  # fmt: skip
     if key not in fitted:
+        if text is None and spec.collaborative == "ease":  # item-kNN reads no text
+            text = catalogue_text(spark, config, loaded, catalog)
         try:
             fitted[key] = fit_collaborative(
                 positives, catalog.index_df, catalog.size, text, spec, config.experiment.ease_max_items
@@ -135,7 +172,6 @@ def model_scorer(
 ) -> Scorer:
     """What the model serves, as one ``Scorer`` for evaluation: the ranker's step over its candidates
     (``ranking.RankedScorer``) when it has one, else the towers' dot product."""
-    text = catalogue_text(spark, config, loaded, catalog) if text is None else text
     towers = two_tower_scorer(spark, config, loaded, catalog, text)
     ranker = learned_ranker(spark, config, loaded, catalog, interactions_df, towers, text, fitted)
     return towers if ranker is None else RankedScorer(ranker, catalog.eligible)

@@ -180,9 +180,8 @@ def _register(config: Config, data: training_data.TrainingData, staging: Path, l
         user_feature_names=data.inputs.user_features,
         ranker=data.ranker,
     )
-    model_dir = write_model_dir(
-        staging / "model", staging / "out" / "weights.pt", data.vocab, data.text, spec, data.item_attrs, data.item_extra
-    )
+    weights, text = staging / "out" / "weights.pt", Path(data.inputs.item_text)  # files, copied as they are
+    model_dir = write_model_dir(staging / "model", weights, data.vocab, text, spec, data.item_attrs, data.item_extra)
     info = mlflow.pyfunc.log_model(
         name="model",
         python_model=TwoTowerPyfunc(),

@@ -43,7 +43,6 @@ class TrainingData:
 
     vocab: list[str]
     text_model: str
-    text: np.ndarray  # [V + 1, T]
     attributes: AttributeSpec | None  # the attribute code vocabulary (None: no attributes)
     item_attrs: np.ndarray | None  # [V + 1, A]
     item_extra: np.ndarray | None  # [V + 1, E]
@@ -77,7 +76,11 @@ def prepare(spark: SparkSession, config: Config, history_df: DataFrame, staging:
     rows = pd.DataFrame({"item_id": vocab, "idx": np.arange(1, len(vocab) + 1, dtype=np.int32)})
     vocab_df = spark.createDataFrame(rows, "item_id string, idx int")  # through Arrow
     text_model = embed.model_name(config.embed)
-    text = text_matrix(spark, config, text_model, vocab, padded=True)
+    staging.mkdir(parents=True, exist_ok=True)
+    # Staged at once and read back mapped: the training processes read the file, and only a collaborative
+    # score with text neighbours (a catalogue small enough for EASE) reads the vectors here again.
+    item_text = _save(staging / "item_text.npy", text_matrix(spark, config, text_model, vocab, padded=True))
+    text = np.load(item_text, mmap_mode="r")
     attributes, item_attrs = item_attributes(spark, config, vocab)
     extra, extra_dims = extra_vectors(spark, train.model.item_vectors, vocab)
     item_extra = _padded(extra) if extra is not None else None
@@ -93,7 +96,6 @@ def prepare(spark: SparkSession, config: Config, history_df: DataFrame, staging:
         lists = ranking_lists(spark, config, marked, vocab_df, text, encoding, staging, ranker)
         marked.unpersist()
     examples.unpersist()
-    staging.mkdir(parents=True, exist_ok=True)
     inputs = TrainingInputs(
         examples=converters["examples"].to_json(),
         validation=converters["validation"].to_json() if converters.get("validation") else None,
@@ -102,7 +104,7 @@ def prepare(spark: SparkSession, config: Config, history_df: DataFrame, staging:
         extra_dims=tuple(extra_dims),
         event_types=encoding.event_types,
         user_features=encoding.user_features,
-        item_text=_save(staging / "item_text.npy", text),
+        item_text=item_text,
         log_q=_save(staging / "log_q.npy", converters["log_q"]),
         item_attrs=_save(staging / "item_attrs.npy", item_attrs) if item_attrs is not None else None,
         item_extra=_save(staging / "item_extra.npy", item_extra) if item_extra is not None else None,
@@ -110,7 +112,6 @@ def prepare(spark: SparkSession, config: Config, history_df: DataFrame, staging:
     return TrainingData(
         vocab=vocab,
         text_model=text_model,
-        text=text,
         attributes=attributes if item_attrs is not None else None,
         item_attrs=item_attrs,
         item_extra=item_extra,

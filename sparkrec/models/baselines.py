@@ -258,17 +258,24 @@ def collaborative_model(setting: str, n_items: int, max_items: int) -> str:
 
 
 def fit_collaborative(
-    train_df: DataFrame, item_index_df: DataFrame, n_items: int, text: np.ndarray, spec: RankerSpec, max_items: int
+    train_df: DataFrame,
+    item_index_df: DataFrame,
+    n_items: int,
+    text: np.ndarray | None,
+    spec: RankerSpec,
+    max_items: int,
 ) -> ItemWeights:
     """The ranker's collaborative score fitted on ``train_df``'s events: item-kNN (sparse) when
     ``spec.collaborative`` is "knn", else EASE (``collaborative_weights`` over the gram, dense);
-    ``text`` [n, d] in the index's row order.
+    ``text`` [n, d] in the index's row order (EASE only; item-kNN reads none).
 
     Raises:
         EaseTooLargeError: EASE was asked for a catalogue above ``max_items``.
     """
     if spec.collaborative == "knn":
         return item_neighbours(train_df, item_index_df, n_items, spec.neighbours, spec.damping)
+    if text is None:
+        raise ValueError("fit_collaborative: EASE needs the catalogue's text vectors")
     return collaborative_weights(item_gram(train_df, item_index_df, n_items, max_items), text, spec)
 
 

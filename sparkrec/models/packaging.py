@@ -5,7 +5,9 @@ The folder carries the ID vocabulary with the weights, so a loaded model maps it
 
 from __future__ import annotations
 
+import functools
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ WEIGHTS = "weights.pt"
 ITEM_TEXT = "item_text.npy"
 ITEM_ATTRS = "item_attrs.npy"
 ITEM_EXTRA = "item_extra.npy"
+ITEM_BLOCK = 8192  # items a forward pass of the item tower takes at a time
 
 
 @dataclass
@@ -35,7 +38,7 @@ class LoadedTwoTower:
     item_ids: list[str]  # vocabulary: item_ids[i - 1] has index i; index 0 is "not in vocabulary"
     spec: ModelSpec
 
-    @property
+    @functools.cached_property
     def index(self) -> dict[str, int]:
         return {item: i + 1 for i, item in enumerate(self.item_ids)}
 
@@ -53,8 +56,29 @@ class LoadedTwoTower:
             if extra is None or self.model.item_extra is None
             else torch.from_numpy(np.asarray(extra, dtype=np.float32))
         )
+        text_in = torch.from_numpy(np.asarray(text, dtype=np.float32))
+        out = np.empty((len(item_ids), self.spec.dim), dtype=np.float32)
+        # In blocks: the tower's activations cost a block's worth of memory, not the catalogue's.
         with torch.inference_mode():
-            return self.model.items(ids, torch.from_numpy(np.asarray(text, dtype=np.float32)), codes, columns).numpy()
+            for start in range(0, len(item_ids), ITEM_BLOCK):
+                part = slice(start, start + ITEM_BLOCK)
+                out[part] = self.model.items(
+                    ids[part],
+                    text_in[part],
+                    None if codes is None else codes[part],
+                    None if columns is None else columns[part],
+                ).numpy()
+        return out
+
+    def vocabulary_vectors(self) -> torch.Tensor:
+        """Every vocabulary item's vector [V, D] (row i: ``item_ids[i]``), from the model's own buffers, in
+        blocks of ``ITEM_BLOCK`` items."""
+        with torch.inference_mode():
+            out = torch.empty((len(self.item_ids), self.spec.dim))
+            for start in range(0, len(self.item_ids), ITEM_BLOCK):
+                stop = min(start + ITEM_BLOCK, len(self.item_ids))
+                out[start:stop] = self.model.item_vectors(torch.arange(start + 1, stop + 1))
+        return out
 
     def attribute_codes(self, categories: list[str | None], prices: list[float | None]) -> np.ndarray | None:
         """Attribute codes of any items with the vocabulary the model was trained with (None: no attributes)."""
@@ -67,17 +91,21 @@ def write_model_dir(
     path: str | Path,
     weights: str | Path,
     item_ids: list[str],
-    item_text: np.ndarray,
+    item_text: np.ndarray | Path,
     spec: ModelSpec,
     item_attrs: np.ndarray | None = None,
     item_extra: np.ndarray | None = None,
 ) -> Path:
     """The model as one folder: weights, text vectors (and attribute codes, extra vectors) as .npy, and
-    ``model.json`` (the spec and the vocabulary)."""
+    ``model.json`` (the spec and the vocabulary). ``item_text``: the vectors, or the float32 .npy file
+    that holds them (copied as it is: the driver never reads it)."""
     out = Path(path)
     out.mkdir(parents=True, exist_ok=True)
-    (out / WEIGHTS).write_bytes(Path(weights).read_bytes())
-    np.save(out / ITEM_TEXT, item_text.astype(np.float32))
+    shutil.copyfile(weights, out / WEIGHTS)
+    if isinstance(item_text, Path):
+        shutil.copyfile(item_text, out / ITEM_TEXT)
+    else:
+        np.save(out / ITEM_TEXT, np.asarray(item_text, dtype=np.float32))
     if item_attrs is not None:
         np.save(out / ITEM_ATTRS, item_attrs.astype(np.int64))
     if item_extra is not None:
@@ -156,6 +184,13 @@ class TwoTowerPyfunc(PythonModel):
     def load_context(self, context: Any) -> None:
         self.loaded = load_model_dir(context.artifacts["model_dir"])
 
+    def _items(self) -> torch.Tensor:
+        """The vocabulary's vectors, computed at the first call for the model loaded (items x D)."""
+        held = getattr(self, "_vocabulary", None)
+        if held is None or held[0] is not self.loaded:
+            held = self._vocabulary = (self.loaded, self.loaded.vocabulary_vectors())
+        return held[1]
+
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         k = int((params or {}).get("k", 10))
         exclude = bool((params or {}).get("exclude_history", True))
@@ -167,7 +202,7 @@ class TwoTowerPyfunc(PythonModel):
         with torch.inference_mode():
             history = loaded.model.item_vectors(torch.from_numpy(encoded.items))
             users = loaded.model.users.read(history, encoded)
-            scores = users @ loaded.model.item_vectors(torch.arange(1, len(loaded.item_ids) + 1)).T
+            scores = users @ self._items().T
             if exclude:
                 for i, items in enumerate(rows):
                     scores[i, torch.tensor(items, dtype=torch.long) - 1] = -torch.inf

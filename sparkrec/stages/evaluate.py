@@ -13,7 +13,7 @@ from pyspark.sql import functions as F
 from sparkrec import evaluation, features, plots, splits, tables
 from sparkrec.catalog import item_catalog
 from sparkrec.config import Config
-from sparkrec.metrics import ItemVectors, ranking_metrics
+from sparkrec.metrics import ranking_metrics
 from sparkrec.models.baselines import fit_popularity
 from sparkrec.models.packaging import LoadedTwoTower
 from sparkrec.registry import (
@@ -25,7 +25,7 @@ from sparkrec.registry import (
     load_version,
 )
 from sparkrec.schemas import INTERACTIONS, ITEM_EMBEDDINGS, ITEMS, RECOMMENDATIONS
-from sparkrec.serving import catalogue_text, model_scorer
+from sparkrec.serving import model_scorer
 from sparkrec.stages.common import MetricRow, check_date, write_run_metrics
 from sparkrec.tracking import log_metrics, log_params, report_counts, stage_run
 
@@ -106,20 +106,18 @@ def _held_out_metrics(
     if champion_version is not None and champion_version != version:
         models["champion"], _ = load_model(config, config.mlflow.champion_alias)
     fitted: dict = {}  # the candidate and the champion fit one collaborative score when they share it
-    texts: dict[tuple[str, int], Any] = {}  # ... and read the text vectors once when they share an encoder
-    scorers: dict[str, Any] = {}
-    for name, m in models.items():
-        encoder = _encoder(m)
-        if encoder not in texts:
-            texts[encoder] = catalogue_text(spark, config, m, catalog)
-        scorers[name] = model_scorer(spark, config, m, catalog, train_part, text=texts[encoder], fitted=fitted)
+    scorers: dict[str, Any] = {name: model_scorer(spark, config, m, catalog, train_part, fitted=fitted)
+                               for name, m in models.items()}  # fmt: skip
     scorers["popularity"] = popularity
     # the users' histories as long as the longest model reads them; each model reads its own length
     length = max(m.spec.history_length for m in models.values())
     users = evaluation.to_evaluation_users(train_part, truth, catalog, length).cache()
     longest = max(k, config.evaluate.curve_k)
-    # diversity@k reads the candidate's text vectors of the catalogue, already here
-    text_vectors = ItemVectors(catalog.item_ids, texts[_encoder(candidate)])
+    # diversity@k reads the stored text vectors of the candidate's encoder, in Spark
+    text_model, dim = _encoder(candidate)
+    text_vectors = tables.read_table(spark, config, ITEM_EMBEDDINGS).where(
+        (F.col("model") == text_model) & (F.col("dim") == dim)
+    )
     block = config.recommend.block_size
     results, curves = evaluation.score_models(
         users,
@@ -141,7 +139,7 @@ def _held_out_metrics(
 
 
 def _encoder(loaded: LoadedTwoTower) -> tuple[str, int]:
-    """The text encoder a model reads: its name and vector size (models sharing one share its vectors)."""
+    """The text encoder a model reads: its name and vector size."""
     return loaded.spec.text_model, int(loaded.model.item_text.shape[1])
 
 

@@ -104,13 +104,14 @@ def _day_lists(
     """Every active user's list (``user_id, rank, item_id, score, reason``), the rules it was picked
     under and the name of the ranking step used."""
     catalog = item_catalog(spark, config)
-    text = catalogue_text(spark, config, loaded, catalog)
-    rules = _list_rules(config, catalog, interactions, active, n_active, text, day)
+    # The text vectors whole only for the MMR rule; else the towers read them a part at a time.
+    text = catalogue_text(spark, config, loaded, catalog) if config.recommend.mmr_lambda < 1.0 else None
     histories = _recommend_histories(interactions, active, config, day, loaded.spec.history_length)
     towers = two_tower_scorer(spark, config, loaded, catalog, text)
     ranker: ranking.Ranker | None = learned_ranker(
         spark, config, loaded, catalog, features.without_bots(interactions), towers, text
     )
+    rules = _list_rules(config, catalog, interactions, active, n_active, text, day)  # last: scales text in place
     if ranker is None:
         if config.recommend.ranker == "learned":
             log.info("recommend: model version %s has no ranker; lists keep the retrieval order", version)
@@ -203,11 +204,12 @@ def _list_rules(
     interactions: DataFrame,
     active: DataFrame,
     n_active: int,
-    text: np.ndarray,
+    text: np.ndarray | None,
     day: str,
 ) -> ranking.ListRules:
     """The business rules as arrays over the catalogue; a rule whose catalogue field is absent is
-    skipped, and the log says so."""
+    skipped, and the log says so. ``text``: the catalogue's text vectors (for the MMR rule; None when it
+    is off), scaled to unit length in place."""
     rc = config.recommend
     allowed = catalog.eligible.copy()
     if not catalog.has_in_stock:
@@ -221,8 +223,8 @@ def _list_rules(
     if categories is None and (rc.max_per_category > 0 or rc.fallback_segment == "category"):
         log.info("rule max_per_category / category fallback segment skipped: no item of the catalogue has a category")
     vectors = None
-    if rc.mmr_lambda < 1.0:
-        unit, directed = unit_rows(text, copy=True)
+    if rc.mmr_lambda < 1.0 and text is not None:
+        unit, directed = unit_rows(text)
         if not directed.any():
             log.info("rule mmr_diversity skipped: no item has a text embedding")
         else:

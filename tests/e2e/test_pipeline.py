@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import pytest
 from mlflow import MlflowClient
 from pyspark.sql import functions as F
@@ -86,6 +87,20 @@ def test_model_is_registered_with_its_vocabulary(spark, nightly) -> None:
     top = model.predict(pd.DataFrame({"history": [["85123A", "71053"]]}), params={"k": 5})
     assert len(top["item_ids"][0]) == 5 and all(isinstance(i, str) for i in top["item_ids"][0])
     assert not {"85123A", "71053"} & set(top["item_ids"][0])  # the history is not recommended back
+
+
+def test_the_towers_read_the_text_vectors_a_part_at_a_time_as_from_one_matrix(spark, nightly, monkeypatch) -> None:
+    from sparkrec import catalog as catalog_module
+    from sparkrec.registry import load_model
+    from sparkrec.serving import catalogue_text
+
+    config, _, _ = nightly
+    loaded, _ = load_model(config, config.recommend.model_alias)
+    catalog = item_catalog(spark, config)
+    whole = two_tower_scorer(spark, config, loaded, catalog, catalogue_text(spark, config, loaded, catalog))
+    monkeypatch.setattr(catalog_module, "COLLECT_BYTES", 40 * 384 * 4)  # parts of about 40 items
+    parted = two_tower_scorer(spark, config, loaded, catalog)
+    assert len(catalog.item_ids) > 200 and np.allclose(parted.item_vectors, whole.item_vectors, atol=1e-6)
 
 
 # Another session by name: the SQL server test reads them from other processes in the default run.
@@ -372,8 +387,6 @@ def test_train_stage_early_stopping_logs_validation_loss(spark, nightly) -> None
 def test_an_extra_item_vector_column_is_trained_on_and_read_again_when_serving(spark, nightly, tmp_path) -> None:
     import dataclasses
 
-    import numpy as np
-
     from sparkrec.registry import load_model
 
     config, _, _ = nightly
@@ -424,8 +437,6 @@ def test_an_extra_item_vector_column_is_trained_on_and_read_again_when_serving(s
 @pytest.mark.slow  # a training run of its own; tests/spark/test_encoding_paths.py checks the same encoding quickly
 def test_views_beside_purchases_reach_the_user_tower_from_training_to_serving(spark, nightly) -> None:
     import dataclasses
-
-    import numpy as np
 
     from sparkrec import features
     from sparkrec.models.scoring import to_matrix_rows, top_k, user_block

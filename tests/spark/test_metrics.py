@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from sparkrec.metrics import ItemVectors, intra_list_diversity, novelty, ranking_metrics
+from sparkrec.metrics import intra_list_diversity, novelty, ranking_metrics
 
 L2, L3 = math.log2(3), math.log2(4)  # log2(rank + 1) for ranks 2 and 3
 
@@ -78,12 +78,34 @@ def test_intra_list_diversity_is_mean_pairwise_cosine_distance(spark) -> None:
     )
     zero = vectors.unionByName(spark.createDataFrame([("w", [0.0, 0.0])], "item_id string, embedding array<float>"))
     assert intra_list_diversity(blank, zero) == pytest.approx(1.0, abs=1e-6)
-    # Vectors the driver holds already give the same, and stay as they were (not scaled in place).
-    held = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0], [0.0, 0.0]], dtype=np.float32)
-    given = ItemVectors(["x", "y", "z", "x2", "w"], held.copy())
-    assert intra_list_diversity(recs, given) == pytest.approx((a + 0.0) / 2, abs=1e-6)
-    assert intra_list_diversity(blank, given) == pytest.approx(1.0, abs=1e-6)
-    assert np.array_equal(given.matrix, held)
+
+
+def test_intra_list_diversity_sums_users_whose_rows_span_arrow_batches(spark) -> None:
+    rng = np.random.default_rng(5)
+    items = {f"i{j}": rng.standard_normal(4).round(3).tolist() for j in range(30)}
+    items["blank"] = [0.0] * 4
+    lists = {f"u{u}": rng.choice(list(items), size=int(rng.integers(1, 9)), replace=False).tolist() for u in range(40)}
+    recs = spark.createDataFrame(
+        [(u, r + 1, i) for u, listed in lists.items() for r, i in enumerate(listed)],
+        "user_id string, rank int, item_id string",
+    )
+    vectors = spark.createDataFrame(list(items.items()), "item_id string, embedding array<float>")
+    expected = []
+    for listed in lists.values():
+        unit = [np.array(items[i]) / np.linalg.norm(items[i]) for i in listed if any(items[i])]
+        pairs = [1 - unit[a] @ unit[b] for a in range(len(unit)) for b in range(a + 1, len(unit))]
+        if pairs:
+            expected.append(np.mean(pairs))
+    batch = spark.conf.get("spark.sql.execution.arrow.maxRecordsPerBatch")
+    spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", "3")  # most lists cross a batch
+    try:
+        got = intra_list_diversity(recs, vectors)
+    finally:
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", batch)
+    assert got == pytest.approx(float(np.mean(expected)), abs=1e-5)
+    mixed = vectors.unionByName(spark.createDataFrame([("odd", [1.0, 2.0])], "item_id string, embedding array<float>"))
+    with pytest.raises(ValueError, match="differ in size"):
+        intra_list_diversity(recs, mixed)
 
 
 def test_novelty_is_mean_self_information(spark) -> None:

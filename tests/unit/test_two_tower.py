@@ -60,6 +60,27 @@ def test_a_model_trained_days_ago_scores_new_items_and_new_users(tmp_path) -> No
     assert not np.allclose(scores[0], scores[1])
 
 
+def test_item_vectors_in_blocks_are_the_vectors_of_one_pass(tmp_path, monkeypatch) -> None:
+    from sparkrec.models import packaging
+
+    m = model()
+    weights = tmp_path / "weights.pt"
+    torch.save(m.state_dict(), weights)
+    vocab = [f"i{j}" for j in range(1, V + 1)]
+    spec = ModelSpec(dim=D, history_length=L, text_model="t", settings={"temperature": 0.1, "dropout": 0.0})
+    staged = tmp_path / "item_text.npy"  # the model folder copies a staged file as it is
+    np.save(staged, m.item_text.numpy())
+    loaded = load_model_dir(write_model_dir(tmp_path / "model", weights, vocab, staged, spec))
+    catalogue = [*vocab, "new_a"]
+    text = np.vstack([m.item_text.numpy()[1:], np.ones((1, T))]).astype(np.float32)
+    with torch.inference_mode():
+        whole = m.items(torch.tensor([*range(1, V + 1), 0]), torch.from_numpy(text)).numpy()
+        vocabulary = m.item_vectors(torch.arange(1, V + 1))
+    monkeypatch.setattr(packaging, "ITEM_BLOCK", 3)  # 7 catalogue items: blocks of 3, 3 and 1
+    assert np.allclose(loaded.item_vectors(catalogue, text), whole, atol=1e-6)
+    assert torch.allclose(loaded.vocabulary_vectors(), vocabulary, atol=1e-6)
+
+
 def test_attributes_are_coded_with_the_training_vocabulary_and_fused() -> None:
     from sparkrec.models.attributes import MAX_CATEGORIES, AttributeSpec, encode, fit_spec
 
