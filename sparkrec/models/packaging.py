@@ -37,6 +37,7 @@ class LoadedTwoTower:
     model: TwoTower  # in eval mode
     item_ids: list[str]  # vocabulary: item_ids[i - 1] has index i; index 0 is "not in vocabulary"
     spec: ModelSpec
+    text_file: Path | None = None  # the .npy of ``model.item_text`` (a loaded model folder's)
 
     @functools.cached_property
     def index(self) -> dict[str, int]:
@@ -71,13 +72,24 @@ class LoadedTwoTower:
         return out
 
     def vocabulary_vectors(self) -> torch.Tensor:
-        """Every vocabulary item's vector [V, D] (row i: ``item_ids[i]``), from the model's own buffers, in
-        blocks of ``ITEM_BLOCK`` items."""
+        """Every vocabulary item's vector [V, D] (row i: ``item_ids[i]``), in blocks of ``ITEM_BLOCK``
+        items. With ``text_file``, each block's text vectors are read from it, mapped for that block
+        alone: the vocabulary's text (1.5 KB an item) never stays resident in the process."""
+        model = self.model
         with torch.inference_mode():
             out = torch.empty((len(self.item_ids), self.spec.dim))
             for start in range(0, len(self.item_ids), ITEM_BLOCK):
                 stop = min(start + ITEM_BLOCK, len(self.item_ids))
-                out[start:stop] = self.model.item_vectors(torch.arange(start + 1, stop + 1))
+                ids = torch.arange(start + 1, stop + 1)
+                if self.text_file is None:
+                    out[start:stop] = model.item_vectors(ids)
+                    continue
+                mapped = np.load(self.text_file, mmap_mode="r")
+                text = torch.from_numpy(np.array(mapped[start + 1 : stop + 1], dtype=np.float32))
+                del mapped  # unmapped: its pages leave the process
+                attrs = None if model.item_attrs is None else model.item_attrs[ids]
+                extra = None if model.item_extra is None else model.item_extra[ids]
+                out[start:stop] = model.items(ids, text, attrs, extra)
         return out
 
     def attribute_codes(self, categories: list[str | None], prices: list[float | None]) -> np.ndarray | None:
@@ -147,7 +159,7 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
     )
     model.load_state_dict(state)  # the text buffer is the mapped tensor itself: nothing copied
     model.eval()
-    return LoadedTwoTower(model=model, item_ids=item_ids, spec=spec)
+    return LoadedTwoTower(model=model, item_ids=item_ids, spec=spec, text_file=folder / ITEM_TEXT)
 
 
 def signature() -> Any:

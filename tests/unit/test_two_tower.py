@@ -76,9 +76,12 @@ def test_item_vectors_in_blocks_are_the_vectors_of_one_pass(tmp_path, monkeypatc
     with torch.inference_mode():
         whole = m.items(torch.tensor([*range(1, V + 1), 0]), torch.from_numpy(text)).numpy()
         vocabulary = m.item_vectors(torch.arange(1, V + 1))
-    monkeypatch.setattr(packaging, "ITEM_BLOCK", 3)  # 7 catalogue items: blocks of 3, 3 and 1
+    monkeypatch.setattr(packaging, "ITEM_BLOCK", 4)  # 7 catalogue items: blocks of 4 and 3
     assert np.allclose(loaded.item_vectors(catalogue, text), whole, atol=1e-6)
+    assert loaded.text_file == tmp_path / "model" / "item_text.npy"  # the vocabulary's text read from it
     assert torch.allclose(loaded.vocabulary_vectors(), vocabulary, atol=1e-6)
+    in_memory = packaging.LoadedTwoTower(m, vocab, spec)  # no file: the model's own buffer
+    assert torch.allclose(in_memory.vocabulary_vectors(), vocabulary, atol=1e-6)
 
 
 def test_attributes_are_coded_with_the_training_vocabulary_and_fused() -> None:
