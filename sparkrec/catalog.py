@@ -111,6 +111,7 @@ def text_matrix(
         if out is None:
             out = np.zeros((first + len(item_ids), found), dtype=np.float32)
         out[rows + first] = vectors
+    assert out is not None  # text_parts yields at least its first, empty part
     return out
 
 

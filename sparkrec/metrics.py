@@ -134,8 +134,8 @@ def intra_list_diversity(recs: DataFrame, item_vectors: DataFrame) -> float:
         ValueError: the vectors differ in size (more than one text model?).
     """
     vectors = item_vectors.where(F.col("embedding").isNotNull()).select("item_id", "embedding")
-    sizes = vectors.agg(F.countDistinct(F.size("embedding"))).first()[0]
-    if sizes > 1:
+    sizes = vectors.agg(F.countDistinct(F.size("embedding")).alias("n")).first()
+    if sizes is not None and sizes["n"] > 1:
         raise ValueError("intra_list_diversity: the item vectors differ in size (more than one text model?)")
     listed = (
         recs.select("user_id", "item_id")
@@ -151,7 +151,7 @@ def intra_list_diversity(recs: DataFrame, item_vectors: DataFrame) -> float:
 def _list_diversity(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
     """Each user's diversity (NaN: under two items with a direction) from rows sorted by user; a user's
     rows may span batches, so the last user of a batch is carried into the next."""
-    user, total, n = None, None, 0
+    user, total, n = None, np.zeros(0), 0
     for frame in frames:
         out = []
         if len(frame):
@@ -160,9 +160,10 @@ def _list_diversity(frames: Iterator[pd.DataFrame]) -> Iterator[pd.DataFrame]:
             directed = norms > 0
             users = frame["user_id"].to_numpy()[directed]
             unit = listed[directed] / norms[directed, None]
-            starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
+            starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else np.zeros(0, np.int64)
             counts = np.diff(np.r_[starts, len(users)])
-            for who, vector, count in zip(users[starts], np.add.reduceat(unit, starts, axis=0), counts, strict=True):
+            sums = np.add.reduceat(unit, starts, axis=0) if len(users) else unit
+            for who, vector, count in zip(users[starts], sums, counts, strict=True):
                 if who == user:
                     total, n = total + vector, n + int(count)
                     continue
