@@ -130,9 +130,11 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
     """A model folder (``write_model_dir``) back as a ``LoadedTwoTower``: weights read as tensors
     only (``torch.load(weights_only=True)``), everything else from JSON and .npy.
 
-    The weights are mapped from their file, not read: the vocabulary's text vectors (the largest
-    buffer, 1.5 KB an item) stay on disk until read, and serving never reads them (it passes the
-    catalogue's own, ``LoadedTwoTower.item_vectors``), so a served model holds its ID vectors only.
+    The weights are mapped from their file, not read, and the model takes the mapped tensors as its
+    own (``assign``): no copy of any weight is made. The vocabulary's text vectors (the largest buffer,
+    1.5 KB an item) stay on disk until read, and serving never reads them (it passes the catalogue's
+    own, ``LoadedTwoTower.item_vectors``), so a served model holds the pages of its ID vectors only.
+    The mapping is private: nothing written to a tensor reaches the file.
     """
     folder = Path(path)
     meta = json.loads((folder / META).read_text())
@@ -157,7 +159,7 @@ def load_model_dir(path: str | Path) -> LoadedTwoTower:
         event_types=len(spec.event_types),
         user_features=len(spec.user_feature_names),
     )
-    model.load_state_dict(state)  # the text buffer is the mapped tensor itself: nothing copied
+    model.load_state_dict(state, assign=True)  # the mapped tensors become the model's: nothing copied
     model.eval()
     return LoadedTwoTower(model=model, item_ids=item_ids, spec=spec, text_file=folder / ITEM_TEXT)
 
