@@ -84,6 +84,22 @@ def test_item_vectors_in_blocks_are_the_vectors_of_one_pass(tmp_path, monkeypatc
     assert torch.allclose(in_memory.vocabulary_vectors(), vocabulary, atol=1e-6)
 
 
+def test_a_loaded_model_is_its_file_s_weights_and_writes_to_them_stay_in_the_process(tmp_path) -> None:
+    m = model()
+    weights = tmp_path / "weights.pt"
+    torch.save(m.state_dict(), weights)
+    spec = ModelSpec(dim=D, history_length=L, text_model="t", settings={"temperature": 0.1, "dropout": 0.0})
+    folder = write_model_dir(tmp_path / "model", weights, [f"i{j}" for j in range(1, V + 1)], m.item_text.numpy(), spec)
+    loaded = load_model_dir(folder)
+    saved = m.state_dict()
+    assert all(torch.equal(v, saved[k]) for k, v in loaded.model.state_dict().items())
+    with torch.no_grad():  # the mapping is private: the folder keeps what training wrote
+        next(loaded.model.parameters()).add_(1.0)
+        loaded.model.item_text.zero_()
+    again = load_model_dir(folder)
+    assert all(torch.equal(v, saved[k]) for k, v in again.model.state_dict().items())
+
+
 def test_attributes_are_coded_with_the_training_vocabulary_and_fused() -> None:
     from sparkrec.models.attributes import MAX_CATEGORIES, AttributeSpec, encode, fit_spec
 
