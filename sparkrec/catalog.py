@@ -156,7 +156,9 @@ def text_parts(
     budget = collect_bytes or COLLECT_BYTES
     parts = max(1, min(stored, -(-stored * int(stored_dim or dim) * 4 // budget)))
     # Several parts read the vectors from Spark's cache, not from the table once a part.
-    held = source.select("item_id", "embedding").persist() if parts > 1 else source.select("item_id", "embedding")
+    held = source.select("item_id", "embedding")
+    if parts > 1:
+        held = held.persist()
     try:
         for part in range(parts):
             chunk = held if parts == 1 else held.where(F.pmod(F.xxhash64("item_id"), F.lit(parts)) == part)
