@@ -19,6 +19,10 @@ and training processes together. The report's
 ``driver_peak_ratio`` is the largest rung's ``driver_peak_gib`` over the smallest's, and
 ``per_event_cost_ratio`` the largest rung's nightly seconds per event over the smallest's.
 
+Each rung's scratch folder (under the system's temporary folder: gigabytes at the large rungs) is
+removed once the rung is measured; ``--keep`` keeps them, and a rung that fails keeps its own and
+says where.
+
 ``--append`` adds rungs to the report already at ``--output`` (measured with the same ``--days``
 and ``--set``; a rung of the same size is replaced), so a long rung can run on its own; each rung
 records the commit it ran on. It keeps the report's catalogue unless ``--catalogue`` is given.
@@ -38,12 +42,16 @@ the same peaks.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import traceback
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +67,7 @@ START = "2024-06-01"
 RUNGS = "1000000:100000:10000,3000000:300000:30000,10000000:1000000:100000"
 CATALOGUE = "1000000:2000000:200000"
 STAGES = ("clean", "embed", "train", "evaluate", "recommend")
+KEEP = "SPARKREC_BENCH_KEEP"  # set by --keep: the rungs' scratch folders stay
 
 
 def main() -> int:
@@ -73,10 +82,13 @@ def main() -> int:
                         "--days and --set) instead of starting a new one")  # fmt: skip
     parser.add_argument("--cluster", help="events:users:items: this rung's nightly on a two-worker standalone "
                         "cluster as well (reported as 'cluster')")  # fmt: skip
+    parser.add_argument("--keep", action="store_true", help="keep each rung's scratch lakehouse")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # events:users:items, run in this process
     parser.add_argument("--one-cluster", help=argparse.SUPPRESS)  # events:users:items, on the cluster
     parser.add_argument("--one-catalogue", help=argparse.SUPPRESS)  # items:events:users, in this process
     args = parser.parse_args()
+    if args.keep:
+        os.environ[KEEP] = "1"  # the rungs' processes inherit it
     if args.one:
         print(json.dumps(run_rung(*_rung(args.one), args.days, args.settings)), flush=True)
         return 0
@@ -177,11 +189,11 @@ def run_rung(events: int, users: int, items: int, days: int, settings: list[str]
     from sparkrec import stages
     from sparkrec.tracking import git_commit
 
-    spark, config, _, today, setup_s = _set_up("sparkrec-bench-scale-", events, users, items, days, settings)
+    spark, config, work, today, setup_s = _set_up("sparkrec-bench-scale-", events, users, items, days, settings)
     timings: dict[str, float] = {}
     driver_by_stage: dict[str, float] = {}
     rows: dict[str, Any] = {}
-    with PeakMemory() as memory:
+    with _scratch(work), PeakMemory() as memory:
         for name in STAGES:
             begin = time.perf_counter()
             with PeakMemory() as stage_memory:
@@ -248,9 +260,10 @@ def run_cluster_rung(events: int, users: int, items: int, days: int, settings: l
         wall_s = time.perf_counter() - begin
     finally:
         subprocess.run([cluster, "stop"], env=env, cwd=ROOT, check=False)
-    text = log.read_text()
-    if code != 0:
-        raise SystemExit(f"the cluster nightly failed (exit {code}):\n{text[-3000:]}")
+    with _scratch(work):
+        text = log.read_text()
+        if code != 0:
+            raise SystemExit(f"the cluster nightly failed (exit {code}):\n{text[-3000:]}")
     timings = stage_times(text)
     gib = lambda b: round(b / 2**30, 3)  # noqa: E731
     return {
@@ -268,6 +281,20 @@ def run_cluster_rung(events: int, users: int, items: int, days: int, settings: l
         "setup_s": round(setup_s, 1),
         "commit": git_commit(),
     }
+
+
+@contextlib.contextmanager
+def _scratch(work: Path) -> Iterator[None]:
+    """Removes ``work`` when the block succeeds (unless ``--keep``); when it fails, keeps it for a look
+    and says where, after the error."""
+    try:
+        yield
+    except BaseException:
+        traceback.print_exc()
+        print(f"the failed rung's scratch folder is kept: {work}", file=sys.stderr)
+        raise SystemExit(1) from None
+    if not os.environ.get(KEEP):
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _size(events: int, users: int, items: int, days: int) -> dict[str, int]:
@@ -338,7 +365,7 @@ def run_catalogue(items: int, events: int, users: int, settings: list[str], k: i
     held = pairs.distinct().join(index_df, "item_id").groupBy("user_id").agg(F.collect_set("row").alias("seen"))
     users_df = held.select("user_id", F.col("seen").alias("history"), "seen").cache()
     users_df.count()
-    with PeakMemory() as memory:
+    with _scratch(work), PeakMemory() as memory:
         begin = time.perf_counter()
         weights = item_neighbours(pairs, index_df, items, rc.neighbours, rc.damping)
         fit_s = time.perf_counter() - begin
