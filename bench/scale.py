@@ -171,8 +171,8 @@ def _in_process(args: list[str], settings: list[str]) -> dict[str, Any]:
     """This script with ``args`` in a process of its own; its JSON line."""
     cmd = [sys.executable, __file__, *args, *(f"--set={s}" for s in settings)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        print(out.stderr[-4000:], file=sys.stderr)
+    if out.returncode != 0:  # the training processes write to stdout: their error shows there
+        print(out.stdout[-4000:], out.stderr[-4000:], sep="\n", file=sys.stderr)
         raise SystemExit(f"{' '.join(args)} failed (exit {out.returncode})")
     result = json.loads(out.stdout.strip().splitlines()[-1])
     print(json.dumps(result), flush=True)
