@@ -81,15 +81,12 @@ class LoadedTwoTower:
             for start in range(0, len(self.item_ids), ITEM_BLOCK):
                 stop = min(start + ITEM_BLOCK, len(self.item_ids))
                 ids = torch.arange(start + 1, stop + 1)
-                if self.text_file is None:
-                    out[start:stop] = model.item_vectors(ids)
-                    continue
-                mapped = np.load(self.text_file, mmap_mode="r")
-                text = torch.from_numpy(np.array(mapped[start + 1 : stop + 1], dtype=np.float32))
-                del mapped  # unmapped: its pages leave the process
-                attrs = None if model.item_attrs is None else model.item_attrs[ids]
-                extra = None if model.item_extra is None else model.item_extra[ids]
-                out[start:stop] = model.items(ids, text, attrs, extra)
+                text = None
+                if self.text_file is not None:
+                    mapped = np.load(self.text_file, mmap_mode="r")
+                    text = torch.from_numpy(np.array(mapped[start + 1 : stop + 1], dtype=np.float32))
+                    del mapped  # unmapped: its pages leave the process
+                out[start:stop] = model.item_vectors(ids, text)
         return out
 
     def attribute_codes(self, categories: list[str | None], prices: list[float | None]) -> np.ndarray | None:

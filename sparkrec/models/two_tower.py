@@ -212,11 +212,12 @@ class TwoTower(nn.Module):
         # Whether the ranking loss also reaches the towers (through the retrieval score it reads).
         self.ranker_trains_towers = ranker_trains_towers
 
-    def item_vectors(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids [...] of vocabulary items -> [..., D]."""
+    def item_vectors(self, ids: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """ids [...] of vocabulary items -> [..., D]. ``text``: their text vectors [..., T], where the
+        caller holds them (default: ``item_text[ids]``)."""
         return self.items(
             ids,
-            self.item_text[ids],
+            self.item_text[ids] if text is None else text,
             None if self.item_attrs is None else self.item_attrs[ids],
             None if self.item_extra is None else self.item_extra[ids],
         )
