@@ -147,11 +147,17 @@ def machine(spark: Any, **extra: object) -> dict[str, object]:
     }
 
 
-def write_report(path: str | Path, report: dict[str, Any]) -> None:
-    """``report`` as JSON at ``path``, stamped with when and on which commit it was measured."""
+def measured_commit() -> str:
+    """The commit the benchmark's code is at: ``-dirty`` for changes outside ``bench/results``, which
+    a run itself writes (a ladder rewrites its report after every rung)."""
     from sparkrec.tracking import git_commit
 
-    stamp = {"measured_on": time.strftime("%Y-%m-%d"), "commit": git_commit()}
+    return git_commit("bench/results")
+
+
+def write_report(path: str | Path, report: dict[str, Any]) -> None:
+    """``report`` as JSON at ``path``, stamped with when and on which commit it was measured."""
+    stamp = {"measured_on": time.strftime("%Y-%m-%d"), "commit": measured_commit()}
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps({**stamp, **report}, indent=2) + "\n")
     print(f"wrote {path}")

@@ -61,7 +61,16 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from common import ClusterMemory, PeakMemory, machine, scratch_config, scratch_sets, stage_times, write_report  # noqa: E402
+from common import (  # noqa: E402
+    ClusterMemory,
+    PeakMemory,
+    machine,
+    measured_commit,
+    scratch_config,
+    scratch_sets,
+    stage_times,
+    write_report,
+)
 
 START = "2024-06-01"
 RUNGS = "1000000:100000:10000,3000000:300000:30000,10000000:1000000:100000"
@@ -187,7 +196,6 @@ def _rung(text: str) -> tuple[int, int, int]:
 def run_rung(events: int, users: int, items: int, days: int, settings: list[str]) -> dict[str, Any]:
     """One rung in this process: the history set up, then the nightly of its last day timed."""
     from sparkrec import stages
-    from sparkrec.tracking import git_commit
 
     spark, config, work, today, setup_s = _set_up("sparkrec-bench-scale-", events, users, items, days, settings)
     timings: dict[str, float] = {}
@@ -211,7 +219,7 @@ def run_rung(events: int, users: int, items: int, days: int, settings: list[str]
         "workers_peak_gib": round(memory.python_peak / 2**30, 3),
         "rows": rows,
         "setup_s": round(setup_s, 1),
-        "commit": git_commit(),
+        "commit": measured_commit(),
         "machine": machine(spark, driver_memory=config.spark.driver_memory),
     }
     spark.stop()
@@ -235,7 +243,6 @@ def run_cluster_rung(events: int, users: int, items: int, days: int, settings: l
     one core and ``SPARKREC_WORKER_MEMORY`` each): the history set up in local mode in this process,
     then ``spark-submit jobs/nightly.py`` timed, with the peaks of the driver's JVM, the driver's
     Python and each executor apart."""
-    from sparkrec.tracking import git_commit
 
     spark, _, work, today, setup_s = _set_up("sparkrec-bench-scale-cluster-", events, users, items, days, settings)
     spark.stop()
@@ -279,7 +286,7 @@ def run_cluster_rung(events: int, users: int, items: int, days: int, settings: l
             for eid, p in sorted(memory.executors.items())
         },  # fmt: skip
         "setup_s": round(setup_s, 1),
-        "commit": git_commit(),
+        "commit": measured_commit(),
     }
 
 

@@ -40,14 +40,15 @@ def configure_mlflow(config: Config) -> str:
     return experiment_id
 
 
-def git_commit() -> str:
-    """The project's git commit (with ``-dirty`` when the tree has changes), or ``unknown``."""
+def git_commit(*ignored: str) -> str:
+    """The project's git commit (with ``-dirty`` when the tree has changes outside the ``ignored``
+    paths), or ``unknown``."""
     try:
         commit = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *[f":(exclude){p}" for p in ignored]],
             cwd=PROJECT_ROOT,
             capture_output=True,
             text=True,
