@@ -26,7 +26,7 @@ from sparkrec.config import Config
 from sparkrec.models import launch
 from sparkrec.models.packaging import TwoTowerPyfunc, signature, write_model_dir
 from sparkrec.models.specs import ModelSpec, TrainingParams
-from sparkrec.models.training import TrainingFailedError, checkpoint_epoch, rank_errors, train_two_tower
+from sparkrec.models.training import TrainingFailedError, checkpoint_epoch, oom_kills, rank_errors, train_two_tower
 from sparkrec.plots import log_loss_curve
 from sparkrec.tracking import log_metrics, log_params
 
@@ -123,12 +123,14 @@ def _launch(config: Config, data: training_data.TrainingData, params: TrainingPa
     )
     cloudpickle.register_pickle_by_value(launch)  # ranks may start before sparkrec is importable
     target = f"{train_two_tower.__module__}:{train_two_tower.__name__}"
+    kills_before = oom_kills()  # the ranks run on this machine in local mode
     try:
         result = distributor.run(launch.in_rank, target, data.inputs.to_dict(), str(output), params.to_dict())
     except Exception as err:  # a rank died or raised: TorchDistributor reports its whole output
         done = checkpoint_epoch(params.checkpoint_dir)
-        reasons = rank_errors(str(output), config.train.num_processes) or _python_error(str(err))
-        why = "; ".join(reasons)[:400] if reasons else type(err).__name__
+        kills = oom_kills() - kills_before if config.train.local_mode else 0
+        reasons = rank_errors(str(output), config.train.num_processes, kills) or _python_error(str(err))
+        why = "; ".join(reasons)[:600] if reasons else type(err).__name__
         then = (
             f"re-run the train stage to resume from the checkpoint in {params.checkpoint_dir}"
             if done

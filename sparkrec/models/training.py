@@ -7,9 +7,15 @@ results; the examples reach each process through the Parquet converter.
 
 from __future__ import annotations
 
+import faulthandler
 import os
+import signal
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+# This process's trace files (``record_faults``), open while it lives.
+_faults: IO[str] | None = None
+_terminated: IO[str] | None = None
 
 
 class TrainingFailedError(RuntimeError):
@@ -18,7 +24,10 @@ class TrainingFailedError(RuntimeError):
 
 def train_two_tower(inputs: dict[str, Any], output_dir: str, params: dict[str, Any]) -> dict[str, Any]:
     """``loop.train`` in this process; an error is also written to ``<output_dir>/error-rank<N>.txt``
-    (TorchDistributor reports only that a process failed), so the driver can say what went wrong."""
+    (TorchDistributor reports only that a process failed), so the driver can say what went wrong; a
+    death below Python leaves a traceback (``record_faults``)."""
+    if "LOCAL_RANK" in os.environ:  # a process torchrun started, not a caller's own
+        record_faults(output_dir)
     try:
         from sparkrec.models.loop import train
         from sparkrec.models.specs import TrainingInputs, TrainingParams
@@ -41,14 +50,60 @@ def checkpoint_epoch(checkpoint_dir: str) -> int:
     return int(torch.load(path, map_location="cpu", weights_only=True)["epoch"])
 
 
-def rank_errors(output_dir: str, world: int) -> list[str]:
-    """What the failed ranks wrote, rank order; ranks that wrote nothing while others did died outside
-    Python (killed, out of memory) and come first."""
-    written = {int(p.stem.removeprefix("error-rank")): p.read_text() for p in Path(output_dir).glob("error-rank*.txt")}
-    if not written:
+def record_faults(output_dir: str) -> None:
+    """Leave this process's Python traceback under ``output_dir`` if it dies below Python: a fatal
+    signal (SIGSEGV, SIGBUS, SIGFPE, SIGABRT, SIGILL) in ``fault-rank<N>.txt``, a SIGTERM (what
+    torchrun sends the other processes when one fails) in ``terminated-rank<N>.txt``."""
+    global _faults, _terminated
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rank = os.environ.get("RANK", "0")
+    _faults = (out / f"fault-rank{rank}.txt").open("w")
+    _terminated = (out / f"terminated-rank{rank}.txt").open("w")
+    faulthandler.enable(file=_faults, all_threads=True)
+    faulthandler.register(signal.SIGTERM, file=_terminated, all_threads=True, chain=True)
+
+
+def rank_errors(output_dir: str, world: int, oom_kills: int = 0) -> list[str]:
+    """What the failed ranks left, causes first: ranks that died outside Python (a crash, with
+    faulthandler's first line; no trace at all: killed, and whether the kernel's out-of-memory killer
+    ran ``oom_kills`` times meanwhile), then the Python errors, then the ranks torchrun stopped with a
+    SIGTERM once another had failed. Empty when no rank left a trace."""
+    folder = Path(output_dir)
+    written = {int(p.stem.removeprefix("error-rank")): p.read_text() for p in folder.glob("error-rank*.txt")}
+    crashed = {r: f"{lines[0]} (traceback in {path})" for r, path, lines in _traces(folder, "fault")}
+    terminated = {r: f"terminated by SIGTERM (traceback in {path})" for r, path, _ in _traces(folder, "terminated")}
+    if not (written or crashed or terminated):
         return []
-    silent = [r for r in range(world) if r not in written]
-    died = (
-        [f"rank {', '.join(map(str, silent))} died without a Python error (killed or out of memory)"] if silent else []
+    killed = (
+        f"killed; the kernel's out-of-memory killer ran {oom_kills} time(s) meanwhile"
+        if oom_kills
+        else "killed or out of memory"
     )
-    return died + [f"rank {r}: {written[r]}" for r in sorted(written)]
+    silent = [r for r in range(world) if r not in written]
+    died = [f"rank {r} died without a Python error ({crashed.get(r, killed)})" for r in silent if r not in terminated]
+    stopped = [f"rank {r} died without a Python error ({terminated[r]})" for r in silent if r in terminated]
+    return died + [f"rank {r}: {written[r]}" for r in sorted(written)] + stopped
+
+
+def _traces(folder: Path, kind: str) -> list[tuple[int, Path, list[str]]]:
+    """The non-empty ``<kind>-rank<N>.txt`` files of ``folder``: rank, path, lines."""
+    found = []
+    for path in sorted(folder.glob(f"{kind}-rank*.txt")):
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        if lines:
+            found.append((int(path.stem.removeprefix(f"{kind}-rank")), path, lines))
+    return found
+
+
+def oom_kills() -> int:
+    """Processes the kernel's out-of-memory killer has stopped on this machine since boot (0 where
+    ``/proc/vmstat`` does not say)."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == "oom_kill":
+                return int(value)
+    except OSError:
+        pass
+    return 0
