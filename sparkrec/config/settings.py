@@ -401,7 +401,8 @@ class ExperimentConfig:
     # EASE regularisation strengths tried on the validation split.
     ease_lambdas: list[float] = setting([10.0, 50.0, 200.0, 500.0, 1000.0], above=0, min_items=1)
     # Largest catalogue EASE solves: it inverts a dense items x items matrix on the driver (about
-    # 20 bytes x items^2 at its peak: 2 GB at 10,000 items, 8 GB at 20,000). Above it the ranker's
+    # 14 bytes x items^2 at its peak in the nightly: 1.4 GB at 10,000 items, 5.6 GB at 20,000; the
+    # experiment's ease baseline, which keeps its gram for every lambda, 20 bytes). Above it the ranker's
     # collaborative score is item-kNN (train.ranker.collaborative: auto) and the ease baseline is left
     # out of an experiment.
     ease_max_items: int = setting(10000, at_least=1)

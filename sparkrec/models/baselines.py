@@ -28,7 +28,6 @@ import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from pyspark.sql import DataFrame, Window
 from pyspark.sql import functions as F
 from scipy import sparse
@@ -143,7 +142,7 @@ class CollaborativeScorer:
 def check_ease_size(n_items: int, max_items: int) -> None:
     """Raise ``EaseTooLargeError`` when a dense n x n solve would not fit the configured limit."""
     if n_items > max_items:
-        gib = 20 * n_items * n_items / 2**30  # ease_weights at its peak: gram, working matrix, result
+        gib = 14 * n_items * n_items / 2**30  # item_gram at its peak: the float64 gram, the pairs (12 B, up to n²/2)
         raise EaseTooLargeError(
             f"EASE would invert a dense {n_items} x {n_items} matrix on the driver (about {gib:.1f} GiB); "
             f"the limit is experiment.ease_max_items={max_items}. Raise it (with spark.driver_memory) or leave "
@@ -154,27 +153,30 @@ def check_ease_size(n_items: int, max_items: int) -> None:
 def item_gram(train_df: DataFrame, item_index_df: DataFrame, n_items: int, max_items: int) -> np.ndarray:
     """G = X^T X of the binary user x item matrix: co-occurrence counts, built in Spark.
 
-    Only pairs with row_a <= row_b travel to the driver; the matrix is mirrored there.
+    Only pairs with row_a <= row_b travel to the driver, as Arrow with 12 bytes a pair (int32 rows
+    and count), copied a batch at a time into the matrix, which mirrors them: no pandas frame of the
+    pairs (48 bytes a pair with its Arrow copy, more than the matrix itself near ``max_items``).
     """
     check_ease_size(n_items, max_items)
     require_columns(train_df, ["user_id", "item_id"], "item_gram")
     x = train_df.select("user_id", "item_id").distinct().join(item_index_df, "item_id").select("user_id", "row")
     a, b = x.alias("a"), x.alias("b")
-    pairs: pd.DataFrame = (
+    pairs = (
         a.join(b, (F.col("a.user_id") == F.col("b.user_id")) & (F.col("a.row") <= F.col("b.row")))
-        .groupBy(F.col("a.row").alias("i"), F.col("b.row").alias("j"))
-        .agg(F.count(F.lit(1)).cast("double").alias("n"))
-        .toPandas()
+        .groupBy(F.col("a.row").cast("int").alias("i"), F.col("b.row").cast("int").alias("j"))
+        .agg(F.count(F.lit(1)).cast("int").alias("n"))
+        .toArrow()
     )
     gram = np.zeros((n_items, n_items), dtype=np.float64)
-    i, j, n = pairs["i"].to_numpy(), pairs["j"].to_numpy(), pairs["n"].to_numpy()
-    gram[i, j] = n
-    gram[j, i] = n
+    for batch in pairs.to_batches():
+        i, j, n = (batch.column(c).to_numpy() for c in range(3))
+        gram[i, j] = n
+        gram[j, i] = n
     return gram
 
 
 def with_text_neighbours(
-    gram: np.ndarray, vectors: np.ndarray, neighbours: int, weight: float, block: int = 2048
+    gram: np.ndarray, vectors: np.ndarray, neighbours: int, weight: float, block: int = 2048, overwrite: bool = False
 ) -> np.ndarray:
     """G + weight * R^T R: EASE's gram with one pseudo-user per item that holds the item (1) and its
     ``neighbours`` nearest items by the cosine of their text vectors (the similarity, at least 0).
@@ -183,7 +185,7 @@ def with_text_neighbours(
     an item few users hold borrows from the items its text is near. Only items with interactions
     (diag(G) > 0) and a text vector (``vectors`` [n, d] in G's row order, zeros: none) take part: an
     item without interactions keeps no collaborative score, as in plain EASE. ``weight`` 0 or
-    ``neighbours`` 0 returns G unchanged.
+    ``neighbours`` 0 returns G unchanged. ``overwrite``: add to ``gram`` itself instead of a copy.
     """
     if weight < 0 or neighbours < 0:
         raise ValueError(f"text neighbours need weight >= 0 and neighbours >= 0, got {weight}, {neighbours}")
@@ -195,7 +197,7 @@ def with_text_neighbours(
     if weight == 0 or k <= 0:
         return gram
     unit = (vectors[rows] / norms[rows, None]).astype(np.float32)
-    out = gram.copy()
+    out = gram if overwrite else gram.copy()
     for start in range(0, len(rows), block):
         sims = unit[start : start + block] @ unit.T  # [b, m]
         own = np.arange(sims.shape[0])
@@ -275,14 +277,16 @@ def fit_collaborative(
         return item_neighbours(train_df, item_index_df, n_items, spec.neighbours, spec.damping)
     if text is None:
         raise ValueError("fit_collaborative: EASE needs the catalogue's text vectors")
-    return collaborative_weights(item_gram(train_df, item_index_df, n_items, max_items), text, spec)
+    gram = item_gram(train_df, item_index_df, n_items, max_items)
+    return collaborative_weights(gram, text, spec, overwrite=True)  # nobody else reads this gram
 
 
-def collaborative_weights(gram: np.ndarray, text: np.ndarray, spec: RankerSpec) -> np.ndarray:
+def collaborative_weights(gram: np.ndarray, text: np.ndarray, spec: RankerSpec, overwrite: bool = False) -> np.ndarray:
     """EASE B over ``gram`` with the text neighbours ``spec`` asks for (a model saved without them:
-    plain EASE); ``text`` [n, d] in the gram's row order."""
-    fused = with_text_neighbours(gram, text, spec.text_neighbours, spec.text_weight)
-    return ease_weights(fused, spec.ease_lambda, overwrite=fused is not gram)  # a copy of its own
+    plain EASE); ``text`` [n, d] in the gram's row order. ``overwrite``: ``gram`` is the working
+    matrix (the driver then holds it and the float32 result, 12 bytes x items², and nothing more)."""
+    fused = with_text_neighbours(gram, text, spec.text_neighbours, spec.text_weight, overwrite=overwrite)
+    return ease_weights(fused, spec.ease_lambda, overwrite=overwrite or fused is not gram)  # a copy of its own
 
 
 def resolved(spec: RankerSpec, n_items: int, max_items: int) -> RankerSpec:

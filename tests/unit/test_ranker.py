@@ -313,3 +313,9 @@ def test_the_collaborative_score_takes_text_as_the_model_was_trained() -> None:
     older = RankerSpec.from_dict({k: v for k, v in spec.to_dict().items() if not k.startswith("text_")})
     np.testing.assert_array_equal(collaborative_weights(gram, text, older), plain)
     assert not np.allclose(collaborative_weights(gram, text, spec), plain)
+    # In place (the nightly's own gram): the same weights, with the gram used up as the working matrix.
+    for tried in (spec, no_text):
+        mine = gram.copy()
+        np.testing.assert_array_equal(collaborative_weights(mine, text, tried, overwrite=True),
+                                      collaborative_weights(gram, text, tried))  # fmt: skip
+        assert not np.array_equal(mine, gram)
