@@ -60,6 +60,40 @@ def test_the_killed_process_comes_first_and_the_oom_killer_is_named(tmp_path: Pa
     assert 'File "<string>", line 4' in terminated.read_text()
 
 
+MISMATCH = (
+    "import sys, torch, torch.distributed as dist\n"
+    "from sparkrec.models.training import record_faults\n"
+    "record_faults(sys.argv[1])\n"
+    "rank = int(sys.argv[2])\n"
+    "dist.init_process_group('gloo', init_method=f'file://{sys.argv[1]}/store', rank=rank, world_size=2)\n"
+    "try:  # the ranks disagree on the collective\n"
+    "    dist.all_reduce(torch.ones(4 if rank == 0 else 1000))\n"
+    "except RuntimeError as err:  # as train_two_tower keeps it\n"
+    "    open(f'{sys.argv[1]}/error-rank{rank}.txt', 'w').write(f'RuntimeError: {err}')\n"
+    "    raise\n"
+)
+
+
+def test_a_process_that_native_code_aborted_names_its_reason(tmp_path: Path) -> None:
+    """Two real gloo processes whose all-reduces differ in size: gloo's C++ throws in its own thread,
+    so the receiving process aborts with no Python error, and its peer loses the connection."""
+    ranks = [
+        subprocess.Popen(
+            [sys.executable, "-c", MISMATCH, str(tmp_path), str(rank)],
+            env={**os.environ, "RANK": str(rank)},
+            stderr=subprocess.DEVNULL,
+        )
+        for rank in (0, 1)
+    ]
+    assert [p.wait(timeout=120) for p in ranks] == [-signal.SIGABRT, 1]
+    died, peer = rank_errors(str(tmp_path), 2)  # the cause first
+    assert died.startswith("rank 0 died without a Python error (Fatal Python error: Aborted: terminate called after")
+    assert "what(): [enforce fail at" in died and "op.preamble.length <= op.nbytes. 1000 vs 4" in died
+    assert died.endswith(f"(traceback in {tmp_path / 'fault-rank0.txt'}))")
+    assert peer.startswith("rank 1: RuntimeError: ") and "Connection reset by peer" in peer
+    assert "Connection reset by peer" in (tmp_path / "stderr-rank1.txt").read_text()  # its traceback, copied
+
+
 @pytest.mark.parametrize("how", ["pass", "sys.exit(0)"])
 def test_a_process_that_ends_normally_leaves_no_trace(tmp_path: Path, how: str) -> None:
     assert _rank_dies(tmp_path, 0, how) == 0
