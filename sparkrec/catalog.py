@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,6 +117,38 @@ def text_matrix(
         out[rows + first] = vectors
     assert out is not None  # text_parts yields at least its first, empty part
     return out
+
+
+def save_text_matrix(
+    spark: SparkSession,
+    config: Config,
+    model: str,
+    item_ids: list[str],
+    path: Path,
+    padded: bool = False,
+    collect_bytes: int | None = None,
+) -> Path:
+    """``text_matrix`` (``dim``: the stored vectors' size) written to the .npy file ``path`` rather than
+    held: the file is made at its full size (zeros, not written) and each part (``text_parts``) goes in
+    through a mapping of the file for that part alone, so the driver never holds the matrix (1.5 KB an
+    item). Read it back with ``np.load(path, mmap_mode="r")``.
+
+    Raises:
+        tables.TableMissingError: no item has a vector of ``model``.
+    """
+    first = 1 if padded else 0
+    made = False
+    for rows, vectors, found in text_parts(spark, config, model, item_ids, None, collect_bytes):
+        if not made:  # the first part, which may be empty, carries the size
+            shape = (first + len(item_ids), found)
+            np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=shape).flush()  # then unmapped
+            made = True
+        if len(rows):
+            mapped = np.load(path, mmap_mode="r+")
+            mapped[rows + first] = vectors
+            mapped.flush()
+            del mapped  # unmapped: its pages leave the process
+    return path
 
 
 def text_parts(

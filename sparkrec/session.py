@@ -50,6 +50,30 @@ def ensure_java_home() -> None:
                 os.environ["JAVA_HOME"] = value
 
 
+# glibc's malloc (mallopt's M_MMAP_THRESHOLD): blocks of this size or more are mapped on their own and
+# given back to the system when freed.
+MMAP_THRESHOLD = 1 << 20
+
+
+def return_large_frees() -> bool:
+    """Make freed blocks of ``MMAP_THRESHOLD`` bytes or more leave this process (glibc only; False:
+    nothing changed).
+
+    The driver's per-item work is done in parts: a part of text vectors, a block of the item tower's
+    activations, a part of Arrow, each megabytes that live for one step. glibc's malloc maps the
+    first such block and, once it is freed, raises its threshold above that size, so later ones come
+    from the heap, where freed memory stays resident: the process keeps the largest transients it
+    ever had, stage after stage. A fixed threshold keeps them mapped, and freeing one unmaps it.
+    ``MALLOC_MMAP_THRESHOLD_`` in the environment (glibc's own setting) is left to decide."""
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc" or "MALLOC_MMAP_THRESHOLD_" in os.environ:
+        return False
+    m_mmap_threshold = -3  # malloc.h
+    return bool(ctypes.CDLL(None).mallopt(m_mmap_threshold, MMAP_THRESHOLD))
+
+
 def build_session(config: Config, *, server: dict[str, str] | None = None) -> SparkSession:
     """Create (or join) the SparkSession for ``config`` and register the tables by name.
 
@@ -63,6 +87,7 @@ def build_session(config: Config, *, server: dict[str, str] | None = None) -> Sp
     from delta import configure_spark_with_delta_pip
 
     ensure_java_home()
+    return_large_frees()
     submitted = bool(os.environ.get("PYSPARK_GATEWAY_PORT"))  # spark-submit or a running JVM
     for key, value in worker_environment().items():
         os.environ.setdefault(key, value)

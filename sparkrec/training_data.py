@@ -22,7 +22,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from sparkrec import embed, features
-from sparkrec.catalog import extra_vectors, item_attributes, text_matrix
+from sparkrec.catalog import extra_vectors, item_attributes, save_text_matrix
 from sparkrec.config import Config
 from sparkrec.encoding import USER_FEATURES, UserEncoding
 from sparkrec.errors import UserError
@@ -77,9 +77,9 @@ def prepare(spark: SparkSession, config: Config, history_df: DataFrame, staging:
     vocab_df = spark.createDataFrame(rows, "item_id string, idx int")  # through Arrow
     text_model = embed.model_name(config.embed)
     staging.mkdir(parents=True, exist_ok=True)
-    # Staged at once and read back mapped: the training processes read the file, and only a collaborative
-    # score with text neighbours (a catalogue small enough for EASE) reads the vectors here again.
-    item_text = _save(staging / "item_text.npy", text_matrix(spark, config, text_model, vocab, padded=True))
+    # Written a part at a time and read back mapped: the training processes read the file, and only a
+    # collaborative score with text neighbours (a catalogue small enough for EASE) reads the vectors here again.
+    item_text = str(save_text_matrix(spark, config, text_model, vocab, staging / "item_text.npy", padded=True))
     text = np.load(item_text, mmap_mode="r")
     attributes, item_attrs = item_attributes(spark, config, vocab)
     extra, extra_dims = extra_vectors(spark, train.model.item_vectors, vocab)

@@ -33,6 +33,7 @@ from pyspark.sql import functions as F
 from scipy import sparse
 from scipy.linalg import lapack
 
+from sparkrec.catalog import COLLECT_BYTES
 from sparkrec.models.scoring import PopularityScorer, UserBlock
 from sparkrec.models.specs import RankerSpec
 from sparkrec.models.topk import ItemWeights, held_scores, held_top
@@ -296,13 +297,19 @@ def resolved(spec: RankerSpec, n_items: int, max_items: int) -> RankerSpec:
 
 # ---------------------------------------------------------------------------------------- item-kNN
 def item_neighbours(
-    train_df: DataFrame, item_index_df: DataFrame, n_items: int, neighbours: int, damping: float
+    train_df: DataFrame,
+    item_index_df: DataFrame,
+    n_items: int,
+    neighbours: int,
+    damping: float,
+    collect_bytes: int | None = None,
 ) -> sparse.csr_matrix:
     """Item-kNN weights W [n_items, n_items] (sparse, float32), RP3beta's random walk item -> user ->
     item: W[i, j] = sum over the users u holding both of 1 / |u|, divided by c_i and by c_j ** damping
     (c: the users holding an item; damping lowers popular neighbours), kept for the ``neighbours``
     largest j of each i (ties: the lower row). Spark weighs the pairs and keeps each item's top; the
-    driver receives at most n_items x neighbours entries."""
+    driver receives at most n_items x neighbours entries, in parts of about ``collect_bytes`` of Arrow
+    (None: ``catalog.COLLECT_BYTES``)."""
     if neighbours < 1 or damping < 0:
         raise ValueError(f"item-kNN needs neighbours >= 1 and damping >= 0, got {neighbours}, {damping}")
     require_columns(train_df, ["user_id", "item_id"], "item_neighbours")
@@ -322,25 +329,35 @@ def item_neighbours(
     walks = pairs.join(ci, "i").join(cj, "j").select("i", "j", weight.alias("w"))
     nearest = F.row_number().over(Window.partitionBy("i").orderBy(F.desc("w"), "j"))
     kept = walks.withColumn("r", nearest).where(F.col("r") <= neighbours)
-    # Row-major order and the CSR arrays' own types (int32, float32) from Spark: the driver copies
-    # Arrow's batches one at a time into the matrix's arrays (20 bytes a neighbour at the peak: the
-    # Arrow and the matrix), never a whole column combined first, nor through COO.
-    top = kept.select(F.col("i").cast("int"), F.col("j").cast("int"), F.col("w").cast("float")).orderBy("i", "j")
-    table = top.toArrow()
-    counts = np.zeros(n_items, dtype=np.int64)
-    indices = np.empty(table.num_rows, dtype=np.int32)
-    data = np.empty(table.num_rows, dtype=np.float32)
-    at = 0
-    for batch in table.to_batches():
-        stop = at + batch.num_rows
-        counts += np.bincount(batch.column(0).to_numpy(), minlength=n_items)
-        indices[at:stop] = batch.column(1).to_numpy()
-        data[at:stop] = batch.column(2).to_numpy()
-        at = stop
-    del table
+    # The CSR arrays' own types (int32, float32) from Spark, held in Spark's cache and collected a
+    # range of rows at a time, each sorted (row-major order): the driver holds the matrix's arrays
+    # and one part's Arrow (COLLECT_BYTES), never the whole list of neighbours as Arrow.
+    top = kept.select(F.col("i").cast("int"), F.col("j").cast("int"), F.col("w").cast("float")).persist()
+    try:
+        total = top.count()
+        counts = np.zeros(n_items, dtype=np.int64)
+        indices = np.empty(total, dtype=np.int32)
+        data = np.empty(total, dtype=np.float32)
+        parts = max(1, min(n_items, -(-total * _NEIGHBOUR_BYTES // (collect_bytes or COLLECT_BYTES))))
+        bounds = np.linspace(0, n_items, parts + 1).astype(np.int64)
+        at = 0
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            part = top.where((F.col("i") >= lo) & (F.col("i") < hi)).orderBy("i", "j").toArrow()
+            for batch in part.to_batches():
+                stop = at + batch.num_rows
+                counts += np.bincount(batch.column(0).to_numpy(), minlength=n_items)
+                indices[at:stop] = batch.column(1).to_numpy()
+                data[at:stop] = batch.column(2).to_numpy()
+                at = stop
+            del part
+    finally:
+        top.unpersist()
     indptr = np.zeros(n_items + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     return sparse.csr_matrix((data, indices, indptr), shape=(n_items, n_items))
+
+
+_NEIGHBOUR_BYTES = 12  # a neighbour in Arrow: row, column (int32) and weight (float32)
 
 
 def fit_knn(

@@ -63,6 +63,9 @@ def test_item_neighbours_are_each_item_s_random_walk_weights_kept_sparse(spark) 
         expected = np.zeros((5, 5))
         expected[:4, :4] = walk / holders[:, None] / holders[None, :] ** damping
         np.testing.assert_allclose(full, expected, rtol=1e-6)
+    # Collected a row range at a time (12 bytes a neighbour: one part per item here), the same matrix.
+    parts = item_neighbours(train, index, 5, neighbours=10, damping=0.3, collect_bytes=12)
+    assert parts.has_canonical_format and (parts != weights).nnz == 0
     # One neighbour each: a's is d (a walk through u3, who holds two items, not u1 with three), b's c
     # (through u1 and u2), c's b, d's a.
     one = item_neighbours(train, index, 5, neighbours=1, damping=0.3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -49,7 +50,7 @@ def test_item_text_from_fields_or_a_template(spark) -> None:
         embed.item_text([], "{title} in {colour}")
 
 
-def test_embed_stage_only_embeds_new_or_changed_items(spark, config: Config) -> None:
+def test_embed_stage_only_embeds_new_or_changed_items(spark, config: Config, tmp_path: Path) -> None:
     day1, day2 = "2024-03-10", "2024-03-11"
     event = '{"user_id":"u1","item_id":"i1","event_type":"view","ts":"%s 10:00:00"}'
     write_landing(config, day1, [event % day1])
@@ -82,10 +83,13 @@ def test_embed_stage_only_embeds_new_or_changed_items(spark, config: Config) -> 
     assert json.loads(json.dumps(changed))  # small, serialisable result
 
     # The driver's matrix of them, read whole or a part at a time (here one item a part), is the same.
-    from sparkrec.catalog import text_matrix
+    from sparkrec.catalog import save_text_matrix, text_matrix
 
     ids = ["i2", "not-an-item", "i1", "i3"]
     whole = text_matrix(spark, config, embed.model_name(config.embed), ids)
     in_parts = text_matrix(spark, config, embed.model_name(config.embed), ids, padded=True, collect_bytes=384 * 4)
     assert whole.shape == (4, 384) and np.array_equal(in_parts[1:], whole) and not in_parts[0].any()
     assert np.allclose(whole[2], rows["i1"]["embedding"]) and not whole[1].any()
+    # Written to a file a part at a time instead, the same matrix.
+    saved = save_text_matrix(spark, config, embed.model_name(config.embed), ids, tmp_path / "text.npy", True, 384 * 4)
+    assert np.array_equal(np.load(saved), in_parts)
