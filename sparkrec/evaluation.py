@@ -81,8 +81,9 @@ def score_models(
             train_df=None if train_df is None else train_df.select("user_id", "item_id"),
         )
         if with_curves:
-            top = recs.where(F.col("rank") <= k).groupBy("item_id").count().collect()
-            curves[name] = Curves(metric_curve(recs, truth_df, longest), {r["item_id"]: int(r["count"]) for r in top})
+            top = recs.where(F.col("rank") <= k).groupBy("item_id").count().toArrow()  # not a Row an item
+            held = dict(zip(top.column("item_id").to_pylist(), top.column("count").to_pylist(), strict=True))
+            curves[name] = Curves(metric_curve(recs, truth_df, longest), held)
         recs.unpersist()
     return results, curves
 

@@ -151,8 +151,8 @@ def _example_converters(
 def _log_target_frequency(encoded_df: DataFrame, vocabulary: int) -> np.ndarray:
     """log of each item index's share of training targets (add-one smoothed), [V + 1]."""
     counts = np.ones(vocabulary + 1, dtype=np.float64)
-    for row in encoded_df.groupBy("target").count().collect():
-        counts[int(row["target"])] += row["count"]
+    table = encoded_df.groupBy("target").count().select(F.col("target").cast("long"), "count").toArrow()
+    counts[table.column("target").to_numpy()] += table.column("count").to_numpy()  # targets are distinct
     return np.log(counts / counts.sum()).astype(np.float32)
 
 

@@ -230,17 +230,16 @@ def _list_rules(
         else:
             vectors = unit
     people = features.without_bots(features.filter_until(interactions, day, rc.active_days)).where(F.col("weight") > 0)
-    counts = (
+    counts = (  # Arrow, not a Row an item
         people.join(active, "user_id")
         .groupBy("item_id")
         .agg(F.countDistinct("user_id").alias("n"))
         .join(catalog.index_df, "item_id")
-        .select("row", "n")
-        .collect()
+        .select(F.col("row").cast("long"), F.col("n").cast("double"))
+        .toArrow()
     )
     popularity = np.zeros(catalog.size, dtype=np.float64)
-    for r in counts:
-        popularity[r["row"]] = r["n"] / max(1, n_active)
+    popularity[counts.column("row").to_numpy()] = counts.column("n").to_numpy() / max(1, n_active)
     return ranking.ListRules(
         k=rc.k,
         candidates=rc.candidates,
