@@ -296,6 +296,9 @@ def resolved(spec: RankerSpec, n_items: int, max_items: int) -> RankerSpec:
 
 
 # ---------------------------------------------------------------------------------------- item-kNN
+_NEIGHBOUR_BYTES = 12  # a neighbour in Arrow: row, column (int32) and weight (float32)
+
+
 def item_neighbours(
     train_df: DataFrame,
     item_index_df: DataFrame,
@@ -355,9 +358,6 @@ def item_neighbours(
     indptr = np.zeros(n_items + 1, dtype=np.int64)
     np.cumsum(counts, out=indptr[1:])
     return sparse.csr_matrix((data, indices, indptr), shape=(n_items, n_items))
-
-
-_NEIGHBOUR_BYTES = 12  # a neighbour in Arrow: row, column (int32) and weight (float32)
 
 
 def fit_knn(
