@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from sparkrec.loader import ParquetConverter, ShardLoader
-from sparkrec.models.optimiser import Optimiser, WeightAverage
+from sparkrec.models.optimiser import Optimiser, WeightAverage, sparse_tables
 from sparkrec.models.ranker import listwise_loss
 from sparkrec.models.specs import TrainingInputs, TrainingParams
 from sparkrec.models.two_tower import TwoTower, in_batch_softmax_loss
@@ -194,6 +194,8 @@ class Run:
                 rank_steps += 1
             self.optimiser.zero_grad()
             loss.backward()
+            if self.process.world > 1:
+                average_sparse_grads(self.model, self.process.world)
             touched = self.average.catch_up(self.model)
             self.optimiser.step()
             self.average.update(self.model, touched)
@@ -279,11 +281,50 @@ def _data_parallel(model: TwoTower) -> torch.nn.Module:
     """``model`` under DDP, its buffers (the item matrices: items x text size, read from the same files
     by every rank) never sent again after the start. DDP's default broadcasts every buffer from rank
     0 before each forward pass: the whole text matrix at every step, a cost that grows with the
-    catalogue (150 MB a step at 100,000 items)."""
+    catalogue (150 MB a step at 100,000 items).
+
+    The tables with sparse gradients are left out of DDP and averaged by ``average_sparse_grads``:
+    gloo's sparse all-reduce, which DDP would use, crashed ranks (SIGSEGV, SIGABRT) part-way through
+    epochs at 100,000 items. Rank 0's tables are sent once here, as DDP sends the other parameters."""
+    tables = sparse_tables(model)
     ddp = torch.nn.parallel.DistributedDataParallel
+    if tables:
+        ddp._set_params_and_buffers_to_ignore_for_model(model, list(tables))
+        for table in tables.values():
+            dist.broadcast(table.data, 0)
     if "forward_sync_buffers" in inspect.signature(ddp.__init__).parameters:  # torch >= 2.15
         return ddp(model, forward_sync_buffers=False)
     return ddp(model, broadcast_buffers=False)
+
+
+def average_sparse_grads(model: torch.nn.Module, world: int) -> None:
+    """Average the sparse gradients of ``model``'s tables over the ``world`` ranks, as DDP averages
+    the dense ones, with plain all-gathers of fixed size: every rank's row count, then its rows and
+    their values padded to the longest. The result is coalesced (each row once). A rank whose batch
+    touched no row (padding only) sends none."""
+    for table in sparse_tables(model).values():
+        grad = table.grad
+        if grad is None:
+            grad = torch.sparse_coo_tensor(
+                torch.zeros((1, 0), dtype=torch.long), table.new_zeros((0, *table.shape[1:])), table.shape
+            )
+        grad = grad.coalesce()
+        rows, values = grad.indices()[0], grad.values()
+        counts = [torch.zeros(1, dtype=torch.long) for _ in range(world)]
+        dist.all_gather(counts, torch.tensor([len(rows)]))
+        sizes = [int(c) for c in counts]
+        longest = max(sizes)
+        if longest == 0:
+            table.grad = grad
+            continue
+        rows = torch.nn.functional.pad(rows, (0, longest - len(rows)))
+        values = torch.nn.functional.pad(values, (0, 0, 0, longest - len(values)))
+        every_rows, every_values = [torch.empty_like(rows) for _ in sizes], [torch.empty_like(values) for _ in sizes]
+        dist.all_gather(every_rows, rows)
+        dist.all_gather(every_values, values)
+        rows = torch.cat([r[:n] for r, n in zip(every_rows, sizes, strict=True)])
+        values = torch.cat([v[:n] for v, n in zip(every_values, sizes, strict=True)]) / world
+        table.grad = torch.sparse_coo_tensor(rows[None], values, table.shape).coalesce()
 
 
 def _placement(world: int) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ class Optimiser:
     its momentum at every step: items x dim of work per step."""
 
     def __init__(self, model: torch.nn.Module, learning_rate: float) -> None:
-        sparse = {id(p): p for p in _sparse_tables(model).values()}
+        sparse = {id(p): p for p in sparse_tables(model).values()}
         dense = [p for p in model.parameters() if id(p) not in sparse]
         self.parts: list[torch.optim.Optimizer] = [torch.optim.Adam(dense, lr=learning_rate)]
         self.sparse = list(sparse.values())
@@ -47,7 +47,7 @@ class Optimiser:
             part.load_state_dict(saved)
 
 
-def _sparse_tables(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+def sparse_tables(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """The embedding tables of ``model`` whose gradients are sparse, by parameter name."""
     return {
         f"{name}.weight" if name else "weight": module.weight
@@ -86,7 +86,7 @@ class WeightAverage:
         self._log_decay = 0.0
         self._since = {
             n: torch.zeros(p.shape[0], dtype=torch.float64, device=p.device)
-            for n, p in _sparse_tables(model).items()
+            for n, p in sparse_tables(model).items()
             if self.decay
         }
 

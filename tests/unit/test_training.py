@@ -4,6 +4,8 @@ model learns from planted structure."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -282,3 +284,50 @@ def test_a_run_resumes_from_the_furthest_checkpoint_an_earlier_run_left_and_neve
     assert checkpoint_epoch(str(mine)) == 3
     assert all(checkpoint_epoch(str(key / r)) == e for r, e in (("run-a", 1), ("run-b", 3), ("run-c", 2)))
     assert adopt_checkpoint(tmp_path / "other" / "run-e") is None
+
+
+SPARSE_RANK = (
+    "import sys, torch, torch.distributed as dist\n"
+    "from sparkrec.models.loop import _data_parallel, average_sparse_grads\n"
+    "folder, rank = sys.argv[1], int(sys.argv[2])\n"
+    "dist.init_process_group('gloo', init_method=f'file://{folder}/store', rank=rank, world_size=2)\n"
+    "torch.manual_seed(rank)  # the ranks start apart: rank 0's weights must reach rank 1\n"
+    "model = torch.nn.Sequential(torch.nn.Embedding(30, 4, padding_idx=0, sparse=True), torch.nn.Linear(4, 1))\n"
+    "trained = _data_parallel(model)\n"
+    "grads = []\n"
+    "for rows in eval(sys.argv[3]):\n"
+    "    model.zero_grad(set_to_none=True)\n"
+    "    trained(torch.tensor(rows)).pow(2).sum().backward()\n"
+    "    average_sparse_grads(model, 2)\n"
+    "    table = model[0].weight.grad\n"
+    "    assert table.is_sparse and table.is_coalesced()\n"
+    "    grads.append({'table': table.to_dense(), 'linear': model[1].weight.grad.clone()})\n"
+    "torch.save({'weights': model.state_dict(), 'grads': grads}, f'{folder}/rank{rank}.pt')\n"
+)
+
+
+def test_the_ranks_average_the_id_tables_sparse_gradients_as_ddp_averages_the_rest(tmp_path: Path) -> None:
+    """Two real gloo processes: the ID table (left out of DDP) starts from rank 0's weights and its
+    sparse gradients come out as the mean of both ranks', like the dense layer's, also when one
+    rank's batch held only padding (gloo's own sparse all-reduce fails on that one)."""
+    steps = {0: [[1, 2, 2, 7], [3, 0], [5]], 1: [[2, 9], [0, 0], [5, 6, 6, 6]]}
+    ranks = [
+        subprocess.Popen([sys.executable, "-c", SPARSE_RANK, str(tmp_path), str(rank), repr(steps[rank])])
+        for rank in (0, 1)
+    ]
+    assert [p.wait(timeout=120) for p in ranks] == [0, 0]
+    saved = [torch.load(tmp_path / f"rank{rank}.pt") for rank in (0, 1)]
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(30, 4, padding_idx=0, sparse=True), torch.nn.Linear(4, 1))
+    assert all(torch.equal(s["weights"][k], v) for s in saved for k, v in model.state_dict().items())
+    for step, (first, second) in enumerate(zip(steps[0], steps[1], strict=True)):
+        local = []
+        for rows in (first, second):
+            model.zero_grad(set_to_none=True)
+            model(torch.tensor(rows)).pow(2).sum().backward()
+            local.append((model[0].weight.grad.to_dense(), model[1].weight.grad.clone()))
+        table, linear = (local[0][0] + local[1][0]) / 2, (local[0][1] + local[1][1]) / 2
+        for s in saved:
+            assert torch.allclose(s["grads"][step]["table"], table, atol=1e-6)
+            assert torch.allclose(s["grads"][step]["linear"], linear, atol=1e-6)
+    assert saved[0]["grads"][1]["table"][3].abs().sum() > 0  # rank 1 sent no row, rank 0's row 3 stays
