@@ -89,8 +89,8 @@ def start_process(params: TrainingParams) -> Process:
 def build_model(inputs: TrainingInputs, params: TrainingParams, device: torch.device, world: int = 1) -> TwoTower:
     """The two-tower model (with a ranker when there are lists) over the vocabulary's item matrices.
 
-    Its item ID table has sparse gradients, except across several GPUs: NCCL all-reduces dense
-    tensors only (gloo, on the CPU, and a single process take sparse ones).
+    Its item ID table has sparse gradients (averaged over CPU processes by ``average_sparse_grads``),
+    except across several GPUs, where the table is dense and DDP all-reduces it with NCCL.
     """
     model, ranker = params.train.model, params.train.ranker
     item_text = torch.from_numpy(np.load(inputs.item_text))
