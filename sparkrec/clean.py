@@ -136,10 +136,7 @@ def _event_fields(lines_df: DataFrame) -> DataFrame:
         "source_file",
         "ds",
         "malformed",
-        # Fields outside the contract: dropped, but counted per file (schema drift shows in run_metrics).
-        F.array_except(F.json_object_keys("value"), F.array(*[F.lit(n) for n in RAW_EVENT_FIELDS])).alias(
-            "unknown_fields"
-        ),
+        _unknown_fields().alias("unknown_fields"),
         j["event_id"].alias("given_event_id"),
         j["user_id"].alias("user_id"),
         j["item_id"].alias("item_id"),
@@ -151,6 +148,19 @@ def _event_fields(lines_df: DataFrame) -> DataFrame:
         j["linked_event_id"].alias("linked_event_id"),
         F.get_json_object(j["context"], "$.price").alias("price_text"),
     )
+
+
+def _unknown_fields() -> Column:
+    """Fields outside the contract, dropped but counted per file (schema drift shows in run_metrics);
+    null when there are none.
+
+    A line has no others when it has as many keys as contract fields with a value: every such field
+    is one of its keys (names match exactly). Only the other lines, a few, compare names.
+    """
+    keys = F.json_object_keys("value")
+    with_value = sum((F.col(f"j.{n}").isNotNull().cast("int") for n in RAW_EVENT_FIELDS), F.lit(0))
+    others = F.array_except(keys, F.array(*[F.lit(n) for n in RAW_EVENT_FIELDS]))
+    return F.when(F.size(keys) > with_value, F.when(F.size(others) > 0, others))
 
 
 def _first_reason(config: CleanConfig) -> Column:

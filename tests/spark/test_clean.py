@@ -224,3 +224,24 @@ def test_the_landing_files_are_read_once_and_the_first_file_keeps_a_repeated_eve
         assert len(result.quarantine.collect()) == 1
     finally:
         result.unpersist()
+
+
+def test_fields_outside_the_contract_are_named_per_line(spark, config: Config) -> None:
+    from sparkrec import clean
+
+    base = '"user_id":"u1","item_id":"i1","event_type":"view","ts":"2024-03-10 10:00:00"'
+    lines = {
+        "{" + base + "}": None,
+        "{" + base + ',"colour":"red"}': ["colour"],
+        # A contract field without a value is no stranger; the other field still is.
+        '{"session_id":null,' + base + ',"colour":"red"}': ["colour"],
+        '{"session_id":null,' + base + "}": None,
+        # The same field twice is still a contract field; names match case and all.
+        '{"user_id":"u0",' + base + "}": None,
+        '{"User_Id":"u0",' + base + ',"a":1,"a":2}': ["User_Id", "a"],
+        '{"user_id": "u6", "item_id": ': None,
+    }
+    frame = spark.createDataFrame([(line, "events/ds=x/f.jsonl", DAY) for line in lines], ["value", "source_file", "ds"])
+    classified = clean.classify_events(frame.withColumn("ds", F.to_date("ds")), config.clean)
+    found = {r["raw"]: r["unknown_fields"] for r in classified.select("raw", "unknown_fields").collect()}
+    assert found == lines
