@@ -241,7 +241,9 @@ def test_fields_outside_the_contract_are_named_per_line(spark, config: Config) -
         '{"User_Id":"u0",' + base + ',"a":1,"a":2}': ["User_Id", "a"],
         '{"user_id": "u6", "item_id": ': None,
     }
-    frame = spark.createDataFrame([(line, "events/ds=x/f.jsonl", DAY) for line in lines], ["value", "source_file", "ds"])
+    frame = spark.createDataFrame(
+        [(line, "events/ds=x/f.jsonl", DAY) for line in lines], ["value", "source_file", "ds"]
+    )
     classified = clean.classify_events(frame.withColumn("ds", F.to_date("ds")), config.clean)
     found = {r["raw"]: r["unknown_fields"] for r in classified.select("raw", "unknown_fields").collect()}
     assert found == lines
