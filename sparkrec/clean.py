@@ -129,7 +129,7 @@ def classify_events(lines_df: DataFrame, config: CleanConfig, known_items_df: Da
 
 def _event_fields(lines_df: DataFrame) -> DataFrame:
     """The raw records parsed into the event fields, as text or typed where the rules need them."""
-    parsed = parse_json_lines(lines_df, RAW_EVENT_SCHEMA)
+    parsed = _parse_event_lines(lines_df)
     j = {name: F.nullif(F.trim(F.col(f"j.{name}")), F.lit("")) for name in RAW_EVENT_SCHEMA.fieldNames()}
     return parsed.select(
         F.col("value").alias("raw"),
@@ -150,6 +150,30 @@ def _event_fields(lines_df: DataFrame) -> DataFrame:
     )
 
 
+def _parse_event_lines(lines_df: DataFrame) -> DataFrame:
+    """``parse_json_lines`` for event records, with ``keys`` (every key of the line), parsing most
+    lines once: as a map of each key to its value's text, which gives both the contract's fields and
+    the other keys.
+
+    The map is used when it holds exactly the contract's fields that have a value, each once. Other
+    lines are parsed field by field, as before: lines that are not a JSON object, lines with a key
+    given twice (the map keeps the first value, JSON readers the last), and lines with other keys or
+    null values, which the rest of the stage reads no differently.
+    """
+    require_columns(lines_df, ["value", "source_file", "ds"], "_parse_event_lines")
+    mapped = lines_df.withColumn("m", F.from_json("value", "map<string,string>"))
+    m = F.col("m")
+    with_value = sum((m[n].isNotNull().cast("int") for n in RAW_EVENT_FIELDS), F.lit(0))
+    exact = m.isNotNull() & (F.size(m) == with_value)
+    from_map = F.struct(*[m[n].alias(n) for n in RAW_EVENT_FIELDS], F.lit(None).cast("string").alias(CORRUPT))
+    with_corrupt = T.StructType(RAW_EVENT_SCHEMA.fields + [T.StructField(CORRUPT, T.StringType())])
+    j = F.when(exact, from_map).otherwise(F.from_json("value", with_corrupt, JSON_OPTIONS))
+    keys = F.when(m.isNotNull(), F.map_keys(m)).otherwise(F.json_object_keys("value"))
+    parsed = mapped.select("value", "source_file", "ds", j.alias("j"), keys.alias("keys"))
+    malformed = F.col("j").isNull() | F.col(f"j.{CORRUPT}").isNotNull() | ~F.trim("value").startswith("{")
+    return parsed.withColumn("malformed", malformed)
+
+
 def _unknown_fields() -> Column:
     """Fields outside the contract, dropped but counted per file (schema drift shows in run_metrics);
     null when there are none.
@@ -157,7 +181,7 @@ def _unknown_fields() -> Column:
     A line has no others when it has as many keys as contract fields with a value: every such field
     is one of its keys (names match exactly). Only the other lines, a few, compare names.
     """
-    keys = F.json_object_keys("value")
+    keys = F.col("keys")
     with_value = sum((F.col(f"j.{n}").isNotNull().cast("int") for n in RAW_EVENT_FIELDS), F.lit(0))
     others = F.array_except(keys, F.array(*[F.lit(n) for n in RAW_EVENT_FIELDS]))
     return F.when(F.size(keys) > with_value, F.when(F.size(others) > 0, others))

@@ -226,7 +226,7 @@ def test_the_landing_files_are_read_once_and_the_first_file_keeps_a_repeated_eve
         result.unpersist()
 
 
-def test_fields_outside_the_contract_are_named_per_line(spark, config: Config) -> None:
+def test_each_line_is_parsed_once_into_its_fields_and_the_names_outside_the_contract(spark, config: Config) -> None:
     from sparkrec import clean
 
     base = '"user_id":"u1","item_id":"i1","event_type":"view","ts":"2024-03-10 10:00:00"'
@@ -245,5 +245,8 @@ def test_fields_outside_the_contract_are_named_per_line(spark, config: Config) -
         [(line, "events/ds=x/f.jsonl", DAY) for line in lines], ["value", "source_file", "ds"]
     )
     classified = clean.classify_events(frame.withColumn("ds", F.to_date("ds")), config.clean)
-    found = {r["raw"]: r["unknown_fields"] for r in classified.select("raw", "unknown_fields").collect()}
-    assert found == lines
+    found = classified.select("raw", "unknown_fields", "user_id", "reason").collect()
+    assert {r["raw"]: r["unknown_fields"] for r in found} == lines
+    # A key given twice: the last value, as JSON parsers read it.
+    assert {r["user_id"] for r in found if r["raw"].startswith('{"user_id":"u0"')} == {"u1"}
+    assert [r["reason"] for r in found if r["raw"].startswith('{"user_id": "u6"')] == ["malformed_record"]
