@@ -6,6 +6,7 @@ quarantine row whose ``reason`` is one of ``schemas.REASONS``. ``reconcile`` che
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
@@ -163,8 +164,7 @@ def _parse_event_lines(lines_df: DataFrame) -> DataFrame:
     require_columns(lines_df, ["value", "source_file", "ds"], "_parse_event_lines")
     mapped = lines_df.withColumn("m", F.from_json("value", "map<string,string>"))
     m = F.col("m")
-    with_value = sum((m[n].isNotNull().cast("int") for n in RAW_EVENT_FIELDS), F.lit(0))
-    exact = m.isNotNull() & (F.size(m) == with_value)
+    exact = m.isNotNull() & (F.size(m) == _fields_with_value(lambda n: m[n]))
     from_map = F.struct(*[m[n].alias(n) for n in RAW_EVENT_FIELDS], F.lit(None).cast("string").alias(CORRUPT))
     with_corrupt = T.StructType(RAW_EVENT_SCHEMA.fields + [T.StructField(CORRUPT, T.StringType())])
     j = F.when(exact, from_map).otherwise(F.from_json("value", with_corrupt, JSON_OPTIONS))
@@ -182,9 +182,13 @@ def _unknown_fields() -> Column:
     is one of its keys (names match exactly). Only the other lines, a few, compare names.
     """
     keys = F.col("keys")
-    with_value = sum((F.col(f"j.{n}").isNotNull().cast("int") for n in RAW_EVENT_FIELDS), F.lit(0))
     others = F.array_except(keys, F.array(*[F.lit(n) for n in RAW_EVENT_FIELDS]))
-    return F.when(F.size(keys) > with_value, F.when(F.size(others) > 0, others))
+    return F.when(F.size(keys) > _fields_with_value(lambda n: F.col(f"j.{n}")), F.when(F.size(others) > 0, others))
+
+
+def _fields_with_value(field: Callable[[str], Column]) -> Column:
+    """How many of the contract's event fields have a value (``field``: a field by name)."""
+    return sum((field(n).isNotNull().cast("int") for n in RAW_EVENT_FIELDS), F.lit(0))
 
 
 def _first_reason(config: CleanConfig) -> Column:
