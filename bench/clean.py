@@ -15,9 +15,10 @@ In the same run, a bare pass over the same files is timed as the peer: ``read.te
 A third pass times the floor the interactions table's contract sets, with none of the stage's own
 work: the same parse, timestamp formats and event ids (``sparkrec.clean``), one copy per event
 (``dropDuplicates``: an arbitrary copy, no dearer than the stage's ordered one), and the same Delta
-write (``tables.replace_partitions``, the table's properties and NOT NULL columns) into a scratch lakehouse. No rules,
-drift keys, counts, bot flag, quarantine, items MERGE or MLflow. ``floor_ratio_vs_bare`` is
-``ratio_vs_bare`` for that pass: the most the stage could reach on this machine with its contract.
+write (``tables.replace_partitions``, the table's properties and NOT NULL columns) into a scratch
+lakehouse. No rules, drift keys, counts, bot flag, quarantine, items MERGE or MLflow.
+``floor_ratio_vs_bare`` is ``ratio_vs_bare`` for that pass: the most the stage could reach on this
+machine with its contract.
 """
 
 from __future__ import annotations
